@@ -1,0 +1,27 @@
+# The two commands of the README, each doing its own set-up on a fresh clone.
+#   make demo   train the demo profile (headless until the dashboard lands)
+#   make test   lint + the whole test suite
+PYTHON ?= python3
+VENV ?= .venv
+CONSTRAINTS ?= .ci/constraints.txt
+STAMP := $(VENV)/.podium-installed
+PY := $(VENV)/bin/python
+
+.PHONY: demo test lint setup
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml $(CONSTRAINTS)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -c $(CONSTRAINTS) -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/podium train profiles/demo.toml --headless $(ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: lint
+	$(PY) -m pytest -q $(PYTEST_ARGS)

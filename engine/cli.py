@@ -1,0 +1,352 @@
+"""``podium`` command line: headless commands over runs.
+
+The console script lives in ``tui.cli`` (so it can open the dashboard) and hands everything that
+needs no terminal UI to ``main`` here. Every user mistake exits with code 2 and one line on
+stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from engine.errors import PodiumError
+
+DashboardHook = Callable[[argparse.Namespace], int]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad flag in one line (exit 2), like every other podium error."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        sys.exit(2)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="podium", description="Train symbolic-music models from the terminal.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def runs_dir(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--runs-dir", metavar="DIR", help="runs root (default: $PODIUM_RUNS or ./runs)"
+        )
+
+    p = sub.add_parser("train", help="start a run of a profile")
+    p.add_argument("profile", metavar="PROFILE", help="a profile .toml file")
+    p.add_argument("--headless", action="store_true", help="no dashboard: print progress lines")
+    p.add_argument(
+        "--max-steps",
+        type=_positive_int,
+        metavar="N",
+        help="end after N optimizer steps (schedule unchanged)",
+    )
+    p.add_argument(
+        "--max-epochs",
+        type=_positive_int,
+        metavar="N",
+        help="end after N epochs (schedule unchanged)",
+    )
+    p.add_argument("--seed", type=_int, metavar="N", help="same as --set train.seed=N")
+    p.add_argument("--name", metavar="NAME", help="run id (default: profile name and start time)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a profile key, e.g. train.lr=3e-4",
+    )
+    runs_dir(p)
+
+    p = sub.add_parser(
+        "resume", help="continue a stopped or interrupted run from its newest checkpoint"
+    )
+    p.add_argument("run", metavar="RUN", help="run id under the runs root, or a run directory")
+    p.add_argument("--headless", action="store_true")
+    p.add_argument(
+        "--max-steps", type=_positive_int, metavar="N", help="end after N optimizer steps in total"
+    )
+    p.add_argument("--max-epochs", type=_positive_int, metavar="N")
+    runs_dir(p)
+
+    p = sub.add_parser("runs", help="list runs and their state")
+    p.add_argument("--json", action="store_true")
+    runs_dir(p)
+
+    p = sub.add_parser("checkpoints", help="list a run's checkpoints")
+    p.add_argument("run", metavar="RUN")
+    p.add_argument("--json", action="store_true")
+    runs_dir(p)
+
+    p = sub.add_parser("metrics", help="print a run's metric series")
+    p.add_argument("run", metavar="RUN")
+    fmt = p.add_mutually_exclusive_group(required=True)
+    fmt.add_argument(
+        "--json", action="store_true", help="one JSON object: series -> [[step, value], ...]"
+    )
+    fmt.add_argument("--csv", action="store_true", help="long-form CSV: series,step,value")
+    p.add_argument(
+        "--series", action="append", metavar="NAME", help="only these series (repeatable)"
+    )
+    p.add_argument(
+        "--max-points",
+        type=_positive_int,
+        metavar="N",
+        help="downsample each series (keeps minima and maxima)",
+    )
+    runs_dir(p)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, *, dashboard: DashboardHook | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        handler = _HANDLERS[args.command]
+        return handler(args, dashboard)
+    except PodiumError as exc:
+        sys.stderr.write(f"podium: error: {exc}\n")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("podium: interrupted\n")
+        return 130
+
+
+# ----------------------------------------------------------------------------------------------
+# Commands
+
+
+def _train(args: argparse.Namespace, dashboard: DashboardHook | None) -> int:
+    from engine.config import load_profile
+    from engine.runs import runs_root
+    from engine.session import new_session, parse_overrides
+
+    profile = load_profile(args.profile, parse_overrides(args.seed, args.overrides))
+    if not args.headless and dashboard is not None:
+        return dashboard(args)
+    if not args.headless:
+        print("podium: the dashboard is not built yet; training headless (Ctrl-C stops and saves)")
+    session = new_session(
+        profile,
+        root=runs_root(args.runs_dir),
+        name=args.name,
+        max_steps=args.max_steps,
+        max_epochs=args.max_epochs,
+        console=sys.stdout,
+    )
+    return _run_headless(session)
+
+
+def _resume(args: argparse.Namespace, dashboard: DashboardHook | None) -> int:
+    from engine.runs import resolve_run, runs_root
+    from engine.session import resume_session
+
+    run = resolve_run(args.run, runs_root(args.runs_dir))
+    if not args.headless and dashboard is not None:
+        return dashboard(args)
+    session = resume_session(
+        run, max_steps=args.max_steps, max_epochs=args.max_epochs, console=sys.stdout
+    )
+    info = session.resumed_from
+    assert info is not None
+    print(f"podium: resuming {run.id} from checkpoint {info.name} (step {info.step})")
+    return _run_headless(session)
+
+
+def _run_headless(session: Any) -> int:
+    """Train in the main thread; the first SIGINT/SIGTERM stops cleanly (saving), a second aborts."""
+    trainer = session.trainer
+    asked: list[str] = []
+
+    def on_signal(signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if asked:
+            raise KeyboardInterrupt
+        asked.append(name)
+        trainer.stop(f"{name} received")
+        sys.stderr.write(f"podium: {name}: stopping after this step and saving (again to abort)\n")
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        result = session.run_training()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    print(f"podium: run {session.run.id} {result.status} at step {result.step}: {result.reason}")
+    print(f"podium: run directory {session.run.path}")
+    return 0 if result.status != "failed" else 1
+
+
+def _runs(args: argparse.Namespace, dashboard: DashboardHook | None) -> int:
+    from engine.runs import list_runs, runs_root
+
+    root = runs_root(args.runs_dir)
+    rows = [_run_row(run) for run in list_runs(root)]
+    if args.json:
+        print(json.dumps(rows, indent=1, default=_json_default))
+        return 0
+    if not rows:
+        print(f"no runs under {root}")
+        return 0
+    header = ("RUN", "PROFILE", "STATE", "STEP", "BEST VAL", "STARTED")
+    table = [
+        (
+            r["id"],
+            r["profile"],
+            r["state"],
+            "" if r["step"] is None else str(r["step"]),
+            "" if r["best_val"] is None else f"{r['best_val']:.4f}",
+            time.strftime("%Y-%m-%d %H:%M", time.localtime(r["created"])),
+        )
+        for r in rows
+    ]
+    _print_table(header, table)
+    return 0
+
+
+def _run_row(run: Any) -> dict[str, Any]:
+    from engine.store import RunStore
+
+    info = run.info()
+    state, reason = run.status()
+    step = best = None
+    if run.db_path.exists():
+        store = RunStore.open(run.db_path, readonly=True)
+        try:
+            last = store.last("train/loss")
+            step = None if last is None else int(last[0])
+            vals = [v for _, v in store.query("val/loss") if math.isfinite(v)]
+            best = min(vals) if vals else None
+        finally:
+            store.close()
+    return {
+        "id": info.id,
+        "profile": info.profile,
+        "family": info.family,
+        "state": state,
+        "reason": reason,
+        "step": step,
+        "best_val": best,
+        "created": info.created,
+        "host": info.host,
+        "user": info.user,
+        "path": str(run.path),
+    }
+
+
+def _checkpoints(args: argparse.Namespace, dashboard: DashboardHook | None) -> int:
+    from dataclasses import asdict
+
+    from engine.checkpoints import list_checkpoints
+    from engine.runs import resolve_run, runs_root
+
+    run = resolve_run(args.run, runs_root(args.runs_dir))
+    infos = list_checkpoints(run.checkpoint_dir)
+    if args.json:
+        out = [{**asdict(i), "path": str(run.checkpoint_dir / f"{i.name}.pt")} for i in infos]
+        print(json.dumps(out, indent=1, default=_json_default))
+        return 0
+    if not infos:
+        print(f"run {run.id} has no checkpoints")
+        return 0
+    header = ("NAME", "KIND", "STEP", "EPOCH", "VAL LOSS", "SIZE", "SAVED")
+    table = [
+        (
+            i.name,
+            i.kind + (" (keep)" if i.keep else ""),
+            str(i.step),
+            f"{i.epoch:.2f}",
+            "" if i.val_loss is None else f"{i.val_loss:.4f}",
+            f"{i.size / 1e6:.1f} MB",
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(i.wall)),
+        )
+        for i in infos
+    ]
+    _print_table(header, table)
+    return 0
+
+
+def _metrics(args: argparse.Namespace, dashboard: DashboardHook | None) -> int:
+    from engine.runs import resolve_run, runs_root
+    from engine.store import RunStore
+
+    run = resolve_run(args.run, runs_root(args.runs_dir))
+    if not run.db_path.exists():
+        series: dict[str, list] = {}
+    else:
+        store = RunStore.open(run.db_path, readonly=True)
+        try:
+            names = store.series_names()
+            wanted = args.series or names
+            missing = [n for n in wanted if n not in names]
+            if missing:
+                raise PodiumError(
+                    f"--series {missing[0]!r}: run {run.id} has no such series (it has: {', '.join(names)})"
+                )
+            series = {n: store.query(n, max_points=args.max_points) for n in wanted}
+        finally:
+            store.close()
+    if args.json:
+        out = {n: [[int(s), _finite_or_none(v)] for s, v in pts] for n, pts in series.items()}
+        print(json.dumps(out))
+    else:
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(("series", "step", "value"))
+        for n, pts in series.items():
+            for s, v in pts:
+                writer.writerow((n, int(s), repr(v)))
+    return 0
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=False)]
+    for row in (header, *rows):
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=False)).rstrip())
+
+
+_HANDLERS: dict[str, Callable[[argparse.Namespace, DashboardHook | None], int]] = {
+    "train": _train,
+    "resume": _resume,
+    "runs": _runs,
+    "checkpoints": _checkpoints,
+    "metrics": _metrics,
+}

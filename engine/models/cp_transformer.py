@@ -1,0 +1,285 @@
+"""The compound-word (CP) transformer, EMOPIA style, with causal linear attention.
+
+A CP token is one time step carrying nine fields (``FIELDS``). The model embeds each field,
+concatenates the embeddings, projects them to ``d_model`` and runs a post-norm stack of causal
+linear attention layers. Output is two-stage, as in Hsiao et al. 2021 (compound-word transformer)
+and Hung et al. 2021 (EMOPIA): the ``type`` head reads the hidden state first; every other head
+reads the hidden state joined with the embedding of the token type, because which fields matter
+depends on the type (a note's pitch, a metrical event's tempo and chord). In training the type is
+the teacher-forced target; in generation it is the type just sampled.
+
+Use::
+
+    model = CPTransformer(CPTransformerConfig(), vocab_sizes)
+    losses = model({"x": x, "y": y, "mask": mask})   # {field: scalar loss} in FIELDS order
+
+Generation primitives: ``init_state``, ``step`` (one token, O(1) memory), ``type_logits``,
+``field_logits``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from engine.models.layers import PostNormBlock, SinusoidalPositions
+from engine.models.linear_attention import CausalLinearAttention
+
+FIELDS = ("tempo", "chord", "bar_beat", "type", "pitch", "duration", "velocity", "emotion", "key")
+"""The CP token's fields, in the order of the last axis of ``x`` and ``y``."""
+TYPE = FIELDS.index("type")
+"""Index of the token-type field, which conditions every other head."""
+
+
+def _default_emb_sizes() -> dict[str, int]:
+    # EMOPIA's sizes (tempo 128, chord 256, bar-beat 64, type 32, pitch 512, duration 128,
+    # velocity 128, emotion 128), plus key at 128.
+    return {
+        "tempo": 128,
+        "chord": 256,
+        "bar_beat": 64,
+        "type": 32,
+        "pitch": 512,
+        "duration": 128,
+        "velocity": 128,
+        "emotion": 128,
+        "key": 128,
+    }
+
+
+@dataclass(frozen=True, kw_only=True)
+class CPTransformerConfig:
+    """The profile's ``[model]`` table for the ``cp`` family. Defaults are EMOPIA's model."""
+
+    d_model: int = 512
+    """Width of the hidden state."""
+    n_layers: int = 12
+    """Number of post-norm attention + feed-forward layers."""
+    n_heads: int = 8
+    """Attention heads; must divide ``d_model``."""
+    d_ff: int = 2048
+    """Hidden width of each feed-forward block."""
+    dropout: float = 0.1
+    """Dropout after the input projection, attention and feed-forward; 0 disables it."""
+    max_len: int = 1024
+    """Longest sequence (positions) the model accepts, in training and in generation."""
+    emb_sizes: dict[str, int] = field(default_factory=_default_emb_sizes)
+    """Embedding width per field; must name exactly the nine CP fields."""
+    activation: Literal["gelu", "relu"] = "gelu"
+    """Feed-forward non-linearity (EMOPIA uses GELU)."""
+    attention: Literal["linear"] = "linear"
+    """Attention kind; the CP family uses causal linear attention (Katharopoulos et al. 2020)."""
+    attention_backend: Literal["torch", "fast_transformers", "auto"] = "torch"
+    """Kernel of the parallel form: ``torch`` (pure-torch chunked), ``fast_transformers`` (that
+    package's kernel; must be installed) or ``auto`` (fast_transformers when importable)."""
+
+    def __post_init__(self) -> None:
+        for name in ("d_model", "n_layers", "n_heads", "d_ff", "max_len"):
+            value = getattr(self, name)
+            if value < 1:
+                raise ValueError(f"{name}: must be >= 1 (got {value})")
+        if self.d_model % self.n_heads:
+            raise ValueError(
+                f"d_model: must be divisible by n_heads (got {self.d_model} and {self.n_heads}); "
+                "pick a d_model that is a multiple of n_heads"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout: must be in [0, 1) (got {self.dropout})")
+        missing = [f for f in FIELDS if f not in self.emb_sizes]
+        unknown = [f for f in self.emb_sizes if f not in FIELDS]
+        if missing or unknown:
+            parts = []
+            if missing:
+                parts.append(f"missing {', '.join(missing)}")
+            if unknown:
+                parts.append(f"unknown {', '.join(unknown)}")
+            raise ValueError(
+                f"emb_sizes: {'; '.join(parts)} (must name exactly: {', '.join(FIELDS)})"
+            )
+        for name, size in self.emb_sizes.items():
+            if size < 1:
+                raise ValueError(f"emb_sizes: {name} must be >= 1 (got {size})")
+        if self.activation not in ("gelu", "relu"):
+            raise ValueError(f"activation: must be 'gelu' or 'relu' (got {self.activation!r})")
+        if self.attention != "linear":
+            raise ValueError(f"attention: only 'linear' is supported (got {self.attention!r})")
+        if self.attention_backend not in ("torch", "fast_transformers", "auto"):
+            raise ValueError(
+                "attention_backend: must be 'torch', 'fast_transformers' or 'auto' "
+                f"(got {self.attention_backend!r})"
+            )
+        if self.attention_backend == "fast_transformers" and not _fast_transformers_importable():
+            # Checked here, not only when the model is built, so the profile error names its line.
+            raise ValueError(
+                "attention_backend: 'fast_transformers' is not importable here; install it "
+                '(pip install \'podium[fast]\') or use "auto" or "torch"'
+            )
+
+
+def _fast_transformers_importable() -> bool:
+    return importlib.util.find_spec("fast_transformers") is not None
+
+
+class CPTransformer(nn.Module):
+    """EMOPIA-style CP transformer. ``forward(batch)`` returns one masked mean loss per field."""
+
+    def __init__(self, cfg: CPTransformerConfig, vocab_sizes: Mapping[str, int]) -> None:
+        super().__init__()
+        missing = [f for f in FIELDS if f not in vocab_sizes]
+        unknown = [f for f in vocab_sizes if f not in FIELDS]
+        if missing or unknown:
+            raise ValueError(
+                f"vocab_sizes: missing {missing}, unknown {unknown} (must name exactly {FIELDS})"
+            )
+        self.cfg = cfg
+        self.vocab_sizes = {f: int(vocab_sizes[f]) for f in FIELDS}
+        C = cfg.d_model
+
+        # ModuleLists in FIELDS order: a ModuleDict cannot hold the key "type" (Module.type).
+        self.embeddings = nn.ModuleList(
+            nn.Embedding(self.vocab_sizes[f], cfg.emb_sizes[f]) for f in FIELDS
+        )
+        self.emb_scale = [math.sqrt(cfg.emb_sizes[f]) for f in FIELDS]
+        self.in_proj = nn.Linear(sum(cfg.emb_sizes.values()), C)
+        self.positions = SinusoidalPositions(C, cfg.max_len)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(
+            PostNormBlock(
+                CausalLinearAttention(C, cfg.n_heads, cfg.dropout, cfg.attention_backend),
+                C,
+                cfg.d_ff,
+                cfg.dropout,
+                cfg.activation,
+            )
+            for _ in range(cfg.n_layers)
+        )
+        self.ln_f = nn.LayerNorm(C)
+        # Two-stage output: type first, then every other field given the type.
+        self.type_proj = nn.Linear(C + cfg.emb_sizes["type"], C)
+        self.heads = nn.ModuleList(nn.Linear(C, self.vocab_sizes[f]) for f in FIELDS)
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        # nanoGPT's scheme: N(0, 0.02) weights, zero biases; LayerNorm keeps ones/zeros.
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    # -- pieces ------------------------------------------------------------------------------
+
+    def _embed(self, x: Tensor) -> Tensor:
+        """x (..., 9) int64 -> (..., d_model): scaled per-field embeddings, joined, projected."""
+        parts = [
+            emb(x[..., i]) * scale
+            for i, (emb, scale) in enumerate(zip(self.embeddings, self.emb_scale, strict=True))
+        ]  # each (..., emb_f)
+        return self.in_proj(torch.cat(parts, dim=-1))  # (..., C)
+
+    def hidden(self, x: Tensor) -> Tensor:
+        """Parallel (training) pass: x (B, T, 9) int64 -> hidden states h (B, T, d_model)."""
+        h = self.drop(self.positions(self._embed(x)))  # (B, T, C)
+        for block in self.blocks:
+            h = block(h)  # (B, T, C)
+        return self.ln_f(h)  # (B, T, C)
+
+    def type_logits(self, h: Tensor) -> Tensor:
+        """h (..., d_model) -> logits over token types (..., n_type)."""
+        return self.heads[TYPE](h)
+
+    def field_logits(self, h: Tensor, type_tokens: Tensor) -> dict[str, Tensor]:
+        """Logits of every field but ``type``, conditioned on the given token types.
+
+        Args:
+            h: (..., d_model) hidden states.
+            type_tokens: (...) int64 types: the targets in training, the sampled ones in generation.
+
+        Returns:
+            {field: (..., vocab_field)} for each field except ``type``, in FIELDS order.
+        """
+        t = self.embeddings[TYPE](type_tokens) * self.emb_scale[TYPE]  # (..., emb_type)
+        g = self.type_proj(torch.cat([h, t], dim=-1))  # (..., C)
+        return {f: self.heads[i](g) for i, f in enumerate(FIELDS) if i != TYPE}
+
+    def logits(self, h: Tensor, type_tokens: Tensor) -> dict[str, Tensor]:
+        """All nine heads' logits, in FIELDS order, given hidden states and the token types."""
+        rest = self.field_logits(h, type_tokens)
+        return {f: self.type_logits(h) if f == "type" else rest[f] for f in FIELDS}
+
+    # -- training ----------------------------------------------------------------------------
+
+    def forward(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """Per-field masked mean cross-entropy.
+
+        Args:
+            batch: "x" (B, T, 9) int64 inputs, "y" (B, T, 9) int64 targets (every entry a valid
+                token, padding included), "mask" (B, T) float, 1 where a target counts.
+
+        Returns:
+            {field: scalar loss} for the nine FIELDS, in order; no total (the trainer weights them).
+        """
+        x, y, mask = batch["x"], batch["y"], batch["mask"]
+        h = self.hidden(x)  # (B, T, C)
+        logits = self.logits(h, y[..., TYPE])  # {f: (B, T, V_f)}
+        m = mask.float()  # (B, T)
+        denom = m.sum().clamp_min(1.0)
+        losses: dict[str, Tensor] = {}
+        for i, f in enumerate(FIELDS):
+            ce = F.cross_entropy(
+                logits[f].float().flatten(0, 1), y[..., i].flatten(), reduction="none"
+            ).view_as(m)  # (B, T)
+            losses[f] = (ce * m).sum() / denom
+        return losses
+
+    # -- generation --------------------------------------------------------------------------
+
+    def init_state(
+        self, batch_size: int, device: torch.device | str | None = None
+    ) -> list[tuple[Tensor, Tensor]]:
+        """Empty recurrent state: one float32 (S, z) per layer."""
+        return [block.attn.init_state(batch_size, device) for block in self.blocks]
+
+    def step(
+        self, x_t: Tensor, state: list[tuple[Tensor, Tensor]], pos: int
+    ) -> tuple[Tensor, list[tuple[Tensor, Tensor]]]:
+        """One CP token through the stack in O(1) memory.
+
+        Args:
+            x_t: (B, 9) int64, the token at position ``pos``.
+            state: from ``init_state`` or the previous ``step``; not modified.
+            pos: 0-based position of ``x_t``; must be < max_len.
+
+        Returns:
+            ``(h_t, state)``: h_t (B, d_model) equals ``hidden(x)[:, pos]`` in eval mode.
+        """
+        e = self._embed(x_t).unsqueeze(1)  # (B, 1, C)
+        h = self.drop(self.positions(e, offset=pos)).squeeze(1)  # (B, C)
+        new_state = []
+        for block, s in zip(self.blocks, state, strict=True):
+            h, s = block.step(h, s)  # (B, C)
+            new_state.append(s)
+        return self.ln_f(h), new_state
+
+    # -- bookkeeping -------------------------------------------------------------------------
+
+    def configure_optimizer_groups(self, weight_decay: float) -> list[dict[str, Any]]:
+        """Two AdamW groups: matrices and embeddings decay; biases and norms do not."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        return [
+            {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        ]
+
+    def num_parameters(self) -> int:
+        """Total parameter count (the fixed positional table is a buffer, not counted)."""
+        return sum(p.numel() for p in self.parameters())

@@ -1,0 +1,242 @@
+"""A training session: one process training one run, from creation or from a checkpoint.
+
+This is the engine's public entry point for both the headless CLI and the dashboard: build a
+session (``new_session`` / ``resume_session``), subscribe to ``session.bus``, call ``run()`` in the
+thread that should train, and send commands through ``session.trainer``. The session owns the
+run's lock, its store writer and its log file, and writes the end marker that lets any other
+process tell a finished run from an interrupted one.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from engine.checkpoints import (
+    Checkpointer,
+    CheckpointInfo,
+    load_state,
+    newest_checkpoint,
+    read_info,
+)
+from engine.config import Profile, load_profile
+from engine.errors import CheckpointError, RunError
+from engine.events import EventBus, Message
+from engine.runs import RunDir, create_run, new_info
+from engine.sinks import LineSink, StoreSink
+from engine.store import StoreWriter
+from engine.trainer import Trainer, TrainResult, pick_device, seed_everything
+
+
+@dataclass
+class Session:
+    run: RunDir
+    profile: Profile
+    trainer: Trainer
+    bus: EventBus
+    writer: StoreWriter
+    resumed_from: CheckpointInfo | None = None
+    _closers: list[Callable[[], None]] = field(default_factory=list)
+
+    def run_training(self) -> TrainResult:
+        """Train in the calling thread until the run ends; always leaves the run in a clear state."""
+        try:
+            result = self.trainer.train()
+        except KeyboardInterrupt:
+            # A second Ctrl-C: no clean end. The run stays resumable from its last checkpoint.
+            self.close()
+            raise
+        except BaseException as exc:
+            reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            self.run.mark_end("failed", reason, self.trainer.state.step)
+            self.close()
+            raise
+        self.run.mark_end(result.status, result.reason, result.step)
+        self.close()
+        return result
+
+    def close(self) -> None:
+        for closer in reversed(self._closers):
+            try:
+                closer()
+            except Exception as exc:  # closing must finish; report what failed
+                print(f"podium: warning: while closing the run: {exc}")
+        self._closers.clear()
+        self.run.release()
+
+
+def _open_log(run: RunDir) -> TextIO:
+    return open(run.log_path, "a", buffering=1, encoding="utf-8")
+
+
+def _build(
+    run: RunDir,
+    profile: Profile,
+    *,
+    max_steps: int | None,
+    max_epochs: int | None,
+    console: TextIO | None,
+    log_interval: float,
+) -> Session:
+    """Data, model, trainer, sinks. The caller holds the run's lock."""
+    bus = EventBus()
+    logfile = _open_log(run)
+    closers: list[Callable[[], None]] = [logfile.close]
+
+    def say(line: str) -> None:
+        logfile.write(line + "\n")
+        if console is not None:
+            console.write(line + "\n")
+            console.flush()
+
+    family = profile.family_spec
+    seed_everything(profile.train.seed)
+    bundle = family.build_data(profile.data, log=say)
+    # Re-seed: preparing data on first use may draw random numbers that a cached run would not.
+    seed_everything(profile.train.seed)
+    model = family.build_model(profile.model, bundle)
+    device = pick_device(profile.train.device)
+    trainer = Trainer(
+        model=model,
+        train_set=bundle.train,
+        val_set=bundle.val,
+        cfg=profile.train,
+        loss_weights=profile.loss_weights,
+        checkpointer=Checkpointer(run.checkpoint_dir, profile.checkpoint, profile.hash()),
+        bus=bus,
+        device=device,
+        max_steps=max_steps,
+        max_epochs=max_epochs,
+        extra_state={
+            "profile": profile.to_dict(),
+            "profile_hash": profile.hash(),
+            "family": profile.family,
+            "vocab_sizes": dict(getattr(bundle, "vocab_sizes", {}) or {}),
+        },
+        save_every_steps=profile.checkpoint.every_steps,
+    )
+    writer = StoreWriter(run.db_path)
+    closers.append(writer.close)
+    bus.subscribe(StoreSink(writer))
+    bus.subscribe(LineSink(logfile, interval=log_interval, total_steps=trainer.total_steps))
+    if console is not None:
+        bus.subscribe(LineSink(console, interval=log_interval, total_steps=trainer.total_steps))
+    n_params = sum(p.numel() for p in model.parameters())
+    say(
+        f"podium: run {run.id}: {profile.name} ({profile.family}), {n_params / 1e6:.2f}M parameters, "
+        f"{len(bundle.train)} train / {len(bundle.val)} val examples, device {device}, "
+        f"{trainer.total_steps} steps ({trainer.steps_per_epoch}/epoch)"
+    )
+    return Session(
+        run=run, profile=profile, trainer=trainer, bus=bus, writer=writer, _closers=closers
+    )
+
+
+def new_session(
+    profile: Profile,
+    *,
+    root: Path,
+    name: str | None = None,
+    max_steps: int | None = None,
+    max_epochs: int | None = None,
+    console: TextIO | None = None,
+    log_interval: float = 3.0,
+    parent: dict | None = None,
+) -> Session:
+    """Create a run directory for ``profile`` and everything needed to train it."""
+    run = create_run(root, profile_name=profile.name, name=name)
+    run.write_info(
+        new_info(
+            run, profile=profile.name, family=profile.family, source=profile.source, parent=parent
+        )
+    )
+    run.profile_path.write_text(
+        f"# Resolved profile of run {run.id} (from {profile.source}).\n" + profile.to_toml(),
+        encoding="utf-8",
+    )
+    run.acquire()
+    try:
+        return _build(
+            run,
+            profile,
+            max_steps=max_steps,
+            max_epochs=max_epochs,
+            console=console,
+            log_interval=log_interval,
+        )
+    except BaseException:
+        run.release()
+        raise
+
+
+def resume_session(
+    run: RunDir,
+    *,
+    max_steps: int | None = None,
+    max_epochs: int | None = None,
+    console: TextIO | None = None,
+    log_interval: float = 3.0,
+    checkpoint: str | None = None,
+) -> Session:
+    """Continue ``run`` in place from its newest complete checkpoint (or the one named)."""
+    run.acquire()  # refuses a live run
+    try:
+        profile = load_profile(run.profile_path)
+        if checkpoint is None:
+            info, state = newest_checkpoint(run.checkpoint_dir)
+        else:
+            info = read_info(run.checkpoint_dir / f"{checkpoint}.json")
+            if info is None:
+                raise CheckpointError(f"run {run.id}: no checkpoint named {checkpoint!r}")
+            state = load_state(run.checkpoint_dir / f"{checkpoint}.pt")
+        if state.get("profile_hash") != profile.hash():
+            raise CheckpointError(
+                f"{run.profile_path}: the profile changed since checkpoint {info.name} was saved; "
+                "start a new run instead of resuming this one"
+            )
+        session = _build(
+            run,
+            profile,
+            max_steps=max_steps,
+            max_epochs=max_epochs,
+            console=console,
+            log_interval=log_interval,
+        )
+        session.trainer.load_state_dict(state)
+        session.resumed_from = info
+        # Series continue from the checkpoint's step: later points were never part of this history.
+        session.writer.submit_truncate(info.step)
+        run.clear_end()
+        meta = run.info()
+        meta.pids.append(os.getpid())
+        run.write_info(meta)
+        session.bus.publish(
+            Message(
+                step=info.step,
+                wall=time.time(),
+                level="info",
+                text=f"resumed from checkpoint {info.name} at step {info.step}",
+                data={"checkpoint": info.name},
+            )
+        )
+        return session
+    except BaseException:
+        run.release()
+        raise
+
+
+def check_resumable(run: RunDir) -> None:
+    """Refuse resuming a live run with a message that says what to do instead."""
+    if run.is_live():
+        raise RunError(f"run {run.id} is live; attach to it or stop it before resuming")
+
+
+def parse_overrides(seed: int | None, overrides: Sequence[str]) -> list[str]:
+    items = list(overrides)
+    if seed is not None:
+        items.append(f"train.seed={seed}")
+    return items

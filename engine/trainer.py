@@ -1,0 +1,764 @@
+"""The training loop: one loop for every model family.
+
+A family's model returns a mapping of named losses from ``forward(batch)``; the loop sums them
+with the profile's weights and does the rest: AdamW, the learning-rate schedule, AMP, gradient
+clipping and accumulation, validation, early stopping, checkpoints, throughput, and the commands a
+dashboard sends while it runs (pause, resume, stop, save now, set learning rate).
+
+Exactness is a design goal: ``podium resume`` must reproduce the numbers of an uninterrupted run.
+So the data order is a pure function of (seed, epoch), the learning rate a pure function of the
+step, every RNG is checkpointed, and nothing the loop does for display (validation, logging)
+draws from the global RNGs.
+
+Host syncs: losses stay on the device and are read in one batch every ``log_every_steps`` steps;
+the gradient norm is read every step to refuse non-finite updates before ``optimizer.step()``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.data._utils.collate import default_collate
+
+from engine.checkpoints import (
+    Checkpointer,
+    CheckpointInfo,
+    capture_rng,
+    list_checkpoints,
+    restore_rng,
+    strip_wrapper_prefixes,
+)
+from engine.errors import DataError
+from engine.events import (
+    CheckpointDeleted,
+    CheckpointSaved,
+    EvalMetrics,
+    EventBus,
+    Message,
+    StateChanged,
+    StepMetrics,
+)
+from engine.schedules import LRSchedule
+
+
+@dataclass(frozen=True, kw_only=True)
+class EarlyStoppingConfig:
+    """``[train.early_stopping]``: stop when validation stops improving."""
+
+    patience: int = 0
+    """Validations without an improvement of at least ``min_delta`` before the run stops (0 = off)."""
+    min_delta: float = 0.0
+    """How much the validation loss must drop to count as an improvement."""
+
+    def __post_init__(self) -> None:
+        if self.patience < 0:
+            raise ValueError(f"patience: must be >= 0 (got {self.patience})")
+        if self.min_delta < 0:
+            raise ValueError(f"min_delta: must be >= 0 (got {self.min_delta})")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """The profile's [train] table."""
+
+    seed: int = 0
+    """Seeds weights, dropout and the data order."""
+    epochs: int = 10
+    """Length of the schedule. ``--max-steps``/``--max-epochs`` end a run early without changing it."""
+    batch_size: int = 8
+    """Examples per micro-batch."""
+    grad_accum: int = 1
+    """Micro-batches per optimizer step (effective batch = batch_size * grad_accum)."""
+    optimizer: Literal["adamw"] = "adamw"
+    lr: float = 3e-4
+    """Peak learning rate."""
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    weight_decay: float = 0.01
+    """Applied to weight matrices and embeddings only (parameters with 2+ dimensions)."""
+    schedule: Literal["cosine", "onecycle", "noam", "constant"] = "cosine"
+    """cosine: linear warmup then cosine to lr*min_lr_ratio; onecycle: linear up over warmup_steps
+    then linear down to lr*min_lr_ratio; noam: warmup then inverse square root; constant: warmup
+    then flat."""
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.1
+    clip_grad_norm: float = 1.0
+    """Clip the global gradient norm to this (0 = no clipping; the norm is still measured)."""
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    """auto: bf16 on CUDA GPUs that support it, else fp16 with loss scaling; fp32 on CPU."""
+    device: str = "auto"
+    """auto, cpu, cuda or cuda:N."""
+    val_every_steps: int = 0
+    """Validate every this many optimizer steps (0 = at the end of each epoch)."""
+    val_max_batches: int = 0
+    """Cap validation to this many batches (0 = the whole validation split)."""
+    log_every_steps: int = 0
+    """Read losses back from the device every this many steps (0 = every step on CPU, every 10 on
+    GPU). Every step's losses are recorded either way; this only sets how often the host syncs."""
+    num_workers: int = 0
+    """DataLoader worker processes (0 = load in the training thread)."""
+    max_nonfinite_steps: int = 5
+    """Consecutive steps with a non-finite loss or gradient (each skipped) before the run fails."""
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+
+    def __post_init__(self) -> None:
+        positive = ("epochs", "batch_size", "grad_accum", "max_nonfinite_steps")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be >= 1 (got {getattr(self, name)})")
+        non_negative = (
+            "warmup_steps",
+            "val_every_steps",
+            "val_max_batches",
+            "log_every_steps",
+            "num_workers",
+        )
+        for name in non_negative:
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}: must be >= 0 (got {getattr(self, name)})")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr: must be > 0 (got {self.lr})")
+        for name in ("beta1", "beta2"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name}: must be in [0, 1) (got {getattr(self, name)})")
+        if self.eps <= 0:
+            raise ValueError(f"eps: must be > 0 (got {self.eps})")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay: must be >= 0 (got {self.weight_decay})")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError(f"min_lr_ratio: must be in [0, 1] (got {self.min_lr_ratio})")
+        if self.clip_grad_norm < 0:
+            raise ValueError(f"clip_grad_norm: must be >= 0 (got {self.clip_grad_norm})")
+        if self.device != "auto" and self.device != "cpu" and not _is_cuda_name(self.device):
+            raise ValueError(f"device: must be auto, cpu, cuda or cuda:N (got {self.device!r})")
+
+
+def _is_cuda_name(name: str) -> bool:
+    return name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit())
+
+
+@dataclass
+class TrainState:
+    """The loop's own counters; everything else in a checkpoint belongs to a component."""
+
+    step: int = 0
+    """Optimizer steps done."""
+    epoch: int = 0
+    """Epochs completed."""
+    batch_in_epoch: int = 0
+    """Optimizer steps done inside the current epoch (the sampler position on resume)."""
+    tokens_seen: int = 0
+    samples_seen: int = 0
+    best_val: float = math.inf
+    evals_without_improvement: int = 0
+    nonfinite_in_a_row: int = 0
+
+
+Outcome = Literal["finished", "stopped", "failed"]
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    status: Outcome
+    reason: str
+    step: int
+
+
+class _Stop(Exception):
+    """Raised inside the loop to end it with a status."""
+
+    def __init__(self, status: Outcome, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+@dataclass
+class _Command:
+    kind: str
+    arg: Any = None
+    future: Future = field(default_factory=Future)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise DataError(f"train.device: {name!r} requested but CUDA is not available here")
+    return torch.device(name)
+
+
+def pick_precision(requested: str, device: torch.device) -> tuple[torch.dtype | None, str]:
+    """The autocast dtype (None = fp32) and a note when a request cannot be honoured."""
+    if device.type != "cuda":
+        note = (
+            f"precision {requested} is CUDA-only; training in fp32 on CPU"
+            if requested in ("bf16", "fp16")
+            else ""
+        )
+        return None, note
+    if requested == "fp32":
+        return None, ""
+    if requested == "bf16" or (requested == "auto" and torch.cuda.is_bf16_supported()):
+        return torch.bfloat16, ""
+    return torch.float16, ""
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    """Trains one model of any family. Commands are thread-safe; ``train()`` runs in one thread."""
+
+    def __init__(
+        self,
+        *,
+        model: torch.nn.Module,
+        train_set: Dataset,
+        val_set: Dataset | None,
+        cfg: TrainConfig,
+        loss_weights: Mapping[str, float],
+        checkpointer: Checkpointer | None,
+        bus: EventBus | None = None,
+        device: torch.device | None = None,
+        max_steps: int | None = None,
+        max_epochs: int | None = None,
+        extra_state: Mapping[str, Any] | None = None,
+        save_every_steps: int = 0,
+    ) -> None:
+        self.cfg = cfg
+        self.device = device or pick_device(cfg.device)
+        self.model = model.to(self.device)
+        self.train_set = train_set
+        self.val_set = val_set
+        self.weights = dict(loss_weights)
+        self.head_names = list(self.weights)
+        self.checkpointer = checkpointer
+        self.bus = bus or EventBus()
+        self.max_steps = max_steps
+        self.max_epochs = max_epochs
+        self.extra_state = dict(extra_state or {})
+        self.save_every_steps = save_every_steps
+
+        micro = len(train_set) // cfg.batch_size
+        self.steps_per_epoch = micro // cfg.grad_accum
+        if self.steps_per_epoch < 1:
+            raise DataError(
+                f"train split has {len(train_set)} examples, fewer than one optimizer step needs "
+                f"(train.batch_size {cfg.batch_size} x train.grad_accum {cfg.grad_accum})"
+            )
+        self.total_steps = cfg.epochs * self.steps_per_epoch
+
+        self.amp_dtype, precision_note = pick_precision(cfg.precision, self.device)
+        self.scaler = torch.amp.GradScaler(
+            self.device.type, enabled=self.amp_dtype is torch.float16
+        )
+        groups = _optimizer_groups(model, cfg.weight_decay)
+        fused = self.device.type == "cuda"
+        self.optimizer = torch.optim.AdamW(
+            groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, fused=fused or None
+        )
+        self.schedule = LRSchedule(
+            kind=cfg.schedule,
+            base_lr=cfg.lr,
+            warmup_steps=cfg.warmup_steps,
+            total_steps=self.total_steps,
+            min_lr_ratio=cfg.min_lr_ratio,
+        )
+        self.state = TrainState()
+        self.log_every = cfg.log_every_steps or (10 if self.device.type == "cuda" else 1)
+
+        self._commands: queue.SimpleQueue[_Command] = queue.SimpleQueue()
+        self._paused = False
+        self._stop: tuple[Outcome, str] | None = None
+        self._pending: list[tuple[int, float, torch.Tensor]] = []
+        self._window_start = time.perf_counter()
+        self._window_tokens = 0
+        self._window_samples = 0
+        self._step_time_ema: float | None = None
+        self._epoch_iter: Iterator[Any] | None = None
+        self._lock = threading.Lock()
+        self.run_state = "starting"
+        if precision_note:
+            self._message("warning", precision_note)
+
+    # ---------------------------------------------------------------------------------------
+    # Commands (any thread)
+
+    def pause(self) -> Future:
+        return self._submit("pause")
+
+    def resume(self) -> Future:
+        return self._submit("resume")
+
+    def stop(self, reason: str = "stopped by user") -> Future:
+        return self._submit("stop", reason)
+
+    def save_now(self) -> Future:
+        return self._submit("save")
+
+    def set_lr(self, lr: float) -> Future:
+        if not (lr > 0 and math.isfinite(lr)):
+            fut: Future = Future()
+            fut.set_exception(ValueError(f"learning rate must be a positive number (got {lr})"))
+            return fut
+        return self._submit("set_lr", float(lr))
+
+    def _submit(self, kind: str, arg: Any = None) -> Future:
+        cmd = _Command(kind, arg)
+        self._commands.put(cmd)
+        return cmd.future
+
+    def _serve_commands(self) -> None:
+        """Apply queued commands; while paused, wait here (still serving save and set_lr)."""
+        while True:
+            try:
+                cmd = (
+                    self._commands.get(timeout=0.2) if self._paused else self._commands.get_nowait()
+                )
+            except queue.Empty:
+                if self._paused and self._stop is None:
+                    continue
+                return
+            try:
+                cmd.future.set_result(self._apply(cmd))
+            except Exception as exc:  # a failed command is reported to its caller, not fatal
+                cmd.future.set_exception(exc)
+            if self._stop is not None:
+                return
+
+    def _apply(self, cmd: _Command) -> Any:
+        if cmd.kind == "pause":
+            if not self._paused:
+                self._flush_metrics()
+                self._paused = True
+                self._set_state("paused", "paused by user")
+            return self.state.step
+        if cmd.kind == "resume":
+            if self._paused:
+                self._paused = False
+                self._window_start = time.perf_counter()
+                self._window_tokens = self._window_samples = 0
+                self._set_state("running", "resumed by user")
+            return self.state.step
+        if cmd.kind == "stop":
+            self._stop = ("stopped", cmd.arg)
+            self._paused = False
+            return self.state.step
+        if cmd.kind == "save":
+            self._flush_metrics()
+            return self._checkpoint(("manual",), val_loss=None)
+        if cmd.kind == "set_lr":
+            old = self.schedule.lr_at(self.state.step)
+            self.schedule.rescale_to(cmd.arg, self.state.step)
+            self._apply_lr()
+            self._message("info", f"learning rate set to {cmd.arg:.3g} (was {old:.3g})", lr=cmd.arg)
+            return cmd.arg
+        raise ValueError(f"unknown command {cmd.kind!r}")
+
+    # ---------------------------------------------------------------------------------------
+    # The loop
+
+    def train(self) -> TrainResult:
+        """Train until the schedule ends, a limit is reached, a stop is asked for, or a failure."""
+        self._set_state("running")
+        self._apply_lr()
+        try:
+            while True:
+                self._serve_commands()
+                self._check_limits()
+                self.train_step()
+                self._after_step()
+        except _Stop as stop:
+            result = self._end(stop.status, stop.reason)
+        except Exception as exc:
+            self._flush_metrics(raise_errors=False)
+            reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            self._message("error", reason)
+            self._set_state("failed", reason)
+            raise
+        return result
+
+    def _check_limits(self) -> None:
+        if self._stop is not None:
+            raise _Stop(*self._stop)
+        if self.state.step >= self.total_steps:
+            raise _Stop("finished", f"schedule complete ({self.total_steps} steps)")
+        if self.max_steps is not None and self.state.step >= self.max_steps:
+            raise _Stop("stopped", f"--max-steps {self.max_steps} reached")
+        if self.max_epochs is not None and self.state.epoch >= self.max_epochs:
+            raise _Stop("stopped", f"--max-epochs {self.max_epochs} reached")
+
+    def train_step(self) -> None:
+        """One optimizer step over ``grad_accum`` micro-batches."""
+        model, cfg = self.model, self.cfg
+        model.train()
+        totals: torch.Tensor | None = None
+        tokens = torch.zeros((), device=self.device)
+        samples = 0
+        for _ in range(cfg.grad_accum):
+            batch = self._next_batch()
+            samples += _batch_size(batch)
+            tokens += _batch_tokens(batch)
+            with self._autocast():
+                losses = model(batch)
+                loss = self._weighted(losses)
+            self.scaler.scale(loss / cfg.grad_accum).backward()
+            # (heads..., total) detached, averaged over micro-batches
+            row = torch.stack(
+                [*(losses[h].detach().float() for h in self.head_names), loss.detach().float()]
+            )
+            totals = row / cfg.grad_accum if totals is None else totals + row / cfg.grad_accum
+        self.scaler.unscale_(self.optimizer)
+        max_norm = cfg.clip_grad_norm if cfg.clip_grad_norm > 0 else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+        # CPU-GPU sync point: refuse a non-finite update before it reaches the weights.
+        finite = bool(torch.isfinite(grad_norm)) and bool(torch.isfinite(totals[-1]))
+        if finite or self.scaler.is_enabled():
+            self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+
+        self.state.step += 1
+        self.state.batch_in_epoch += 1
+        self.state.samples_seen += samples
+        self._window_samples += samples
+        assert totals is not None
+        self._pending.append(
+            (
+                self.state.step,
+                self._epoch_float(),
+                torch.cat([totals, grad_norm.detach().float().view(1), tokens.view(1)]),
+            )
+        )
+        if finite or self.scaler.is_enabled():
+            self.state.nonfinite_in_a_row = 0
+        else:
+            self.state.nonfinite_in_a_row += 1
+            self._message(
+                "warning", f"step {self.state.step}: non-finite loss or gradient; update skipped"
+            )
+            if self.state.nonfinite_in_a_row >= cfg.max_nonfinite_steps:
+                self._flush_metrics()
+                raise _Stop(
+                    "failed",
+                    f"non-finite loss or gradient in {self.state.nonfinite_in_a_row} consecutive steps "
+                    '(lower train.lr, check the data, or try train.precision = "fp32")',
+                )
+        if self.state.batch_in_epoch >= self.steps_per_epoch:
+            self.state.epoch += 1
+            self.state.batch_in_epoch = 0
+            self._epoch_iter = None
+        self._apply_lr()
+
+    def _after_step(self) -> None:
+        step = self.state.step
+        epoch_done = self.state.batch_in_epoch == 0
+        if step % self.log_every == 0 or epoch_done:
+            self._flush_metrics()
+        validate = (self.cfg.val_every_steps and step % self.cfg.val_every_steps == 0) or (
+            not self.cfg.val_every_steps and epoch_done
+        )
+        if validate and self.val_set is not None and len(self.val_set) > 0:
+            self._flush_metrics()
+            val_loss, improved = self.validate()
+            kinds: tuple[Any, ...] = ("latest",)
+            if improved:
+                kinds += ("best",)
+            ck = self.checkpointer
+            if (
+                epoch_done
+                and ck is not None
+                and ck.cfg.every_epochs
+                and self.state.epoch % ck.cfg.every_epochs == 0
+            ):
+                kinds += ("epoch",)
+            self._checkpoint(kinds, val_loss=val_loss)
+            es = self.cfg.early_stopping
+            if es.patience and self.state.evals_without_improvement >= es.patience:
+                raise _Stop(
+                    "finished",
+                    f"early stopping: no improvement over {self.state.best_val:.4f} "
+                    f"in {es.patience} validations",
+                )
+        elif self.save_every_steps and step % self.save_every_steps == 0:
+            self._flush_metrics()
+            self._checkpoint(("latest",), val_loss=None)
+
+    # ---------------------------------------------------------------------------------------
+    # Pieces
+
+    def _weighted(self, losses: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        total = None
+        for head, value in losses.items():
+            w = self.weights.get(head, 1.0)
+            if w == 0.0:
+                continue
+            term = value * w
+            total = term if total is None else total + term
+        if total is None:
+            raise ValueError("every head has loss weight 0")
+        return total
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def _epoch_float(self) -> float:
+        return self.state.epoch + self.state.batch_in_epoch / self.steps_per_epoch
+
+    def _apply_lr(self) -> None:
+        lr = self.schedule.lr_at(self.state.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def _epoch_batches(self, epoch: int, start_step: int) -> list[list[int]]:
+        """The micro-batches of ``epoch`` from optimizer step ``start_step`` on: a pure function
+        of (seed, epoch), so a resumed run sees exactly the batches it would have seen."""
+        g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
+        order = torch.randperm(len(self.train_set), generator=g).tolist()
+        bs, accum = self.cfg.batch_size, self.cfg.grad_accum
+        n_micro = self.steps_per_epoch * accum
+        micro = [order[i * bs : (i + 1) * bs] for i in range(n_micro)]
+        return micro[start_step * accum :]
+
+    def _next_batch(self) -> dict[str, torch.Tensor]:
+        if self._epoch_iter is None:
+            batches = self._epoch_batches(self.state.epoch, self.state.batch_in_epoch)
+            loader = DataLoader(
+                self.train_set,
+                batch_sampler=batches,
+                num_workers=self.cfg.num_workers,
+                collate_fn=default_collate,
+                pin_memory=self.device.type == "cuda",
+                # A private generator: DataLoader otherwise draws its base seed from the global
+                # RNG, which would shift dropout masks after a mid-epoch resume.
+                generator=torch.Generator().manual_seed(self.cfg.seed + self.state.epoch),
+            )
+            self._epoch_iter = iter(loader)
+        batch = next(self._epoch_iter)
+        return {
+            k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v
+            for k, v in batch.items()
+        }
+
+    @torch.no_grad()
+    def validate(self) -> tuple[float, bool]:
+        """Mean validation loss per head (token-weighted); updates best and early-stopping state."""
+        assert self.val_set is not None
+        model = self.model
+        model.eval()
+        sums: dict[str, torch.Tensor] = {}
+        weight_total = torch.zeros((), device=self.device)
+        bs = self.cfg.batch_size
+        n_batches = math.ceil(len(self.val_set) / bs)
+        if self.cfg.val_max_batches:
+            n_batches = min(n_batches, self.cfg.val_max_batches)
+        loader = DataLoader(
+            self.val_set,
+            batch_sampler=[
+                list(range(i * bs, min((i + 1) * bs, len(self.val_set)))) for i in range(n_batches)
+            ],
+            collate_fn=default_collate,
+            generator=torch.Generator(),
+        )
+        for batch in loader:
+            batch = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+            with self._autocast():
+                losses = model(batch)
+                total = self._weighted(losses)
+            w = _batch_tokens(batch).float()
+            for head, value in [*losses.items(), ("__total__", total)]:
+                sums[head] = sums.get(head, 0) + value.float() * w
+            weight_total += w
+        denom = weight_total.clamp_min(1.0)
+        values = {h: float(v / denom) for h, v in sums.items()}
+        val_loss = values.pop("__total__")
+        es = self.cfg.early_stopping
+        improved = math.isfinite(val_loss) and val_loss < self.state.best_val - es.min_delta
+        if improved:
+            self.state.best_val = val_loss
+            self.state.evals_without_improvement = 0
+        else:
+            self.state.evals_without_improvement += 1
+        patience_left = es.patience - self.state.evals_without_improvement if es.patience else None
+        self.bus.publish(
+            EvalMetrics(
+                step=self.state.step,
+                epoch=self._epoch_float(),
+                wall=time.time(),
+                loss=val_loss,
+                losses=values,
+                best=self.state.best_val,
+                patience_left=patience_left,
+            )
+        )
+        model.train()
+        return val_loss, improved
+
+    def _flush_metrics(self, *, raise_errors: bool = True) -> None:
+        """Read the pending per-step values back in one sync and publish a StepMetrics per step."""
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        values = torch.stack([row for _, _, row in pending]).tolist()  # the one host sync
+        now = time.perf_counter()
+        elapsed = max(now - self._window_start, 1e-9)
+        tokens = sum(v[-1] for v in values)
+        self._window_tokens += tokens
+        self.state.tokens_seen += int(tokens)
+        tokens_per_s = self._window_tokens / elapsed
+        samples_per_s = self._window_samples / elapsed
+        per_step = elapsed / max(len(pending), 1)
+        self._step_time_ema = (
+            per_step if self._step_time_ema is None else 0.7 * self._step_time_ema + 0.3 * per_step
+        )
+        self._window_start, self._window_tokens, self._window_samples = now, 0, 0
+        end = self.total_steps if self.max_steps is None else min(self.total_steps, self.max_steps)
+        heads = self.head_names
+        wall = time.time()
+        for (step, epoch, _), row in zip(pending, values, strict=True):
+            losses = dict(zip(heads, row[: len(heads)], strict=True))
+            self.bus.publish(
+                StepMetrics(
+                    step=step,
+                    epoch=epoch,
+                    wall=wall,
+                    loss=row[len(heads)],
+                    losses=losses,
+                    lr=self.schedule.lr_at(step - 1),
+                    grad_norm=row[len(heads) + 1],
+                    tokens_per_s=tokens_per_s,
+                    samples_per_s=samples_per_s,
+                    eta_s=max(end - self.state.step, 0) * (self._step_time_ema or 0.0),
+                )
+            )
+
+    # ---------------------------------------------------------------------------------------
+    # State, checkpoints, ending
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "train_state": asdict(self.state),
+            "rng": capture_rng(),
+            **self.extra_state,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore everything a checkpoint holds; RNG last, after anything that might draw."""
+        self.model.load_state_dict(strip_wrapper_prefixes(state["model"]))
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.state = TrainState(**state["train_state"])
+        self._epoch_iter = None
+        self._apply_lr()
+        restore_rng(state["rng"])
+
+    def _checkpoint(
+        self, kinds: tuple[Any, ...], *, val_loss: float | None
+    ) -> list[CheckpointInfo]:
+        if self.checkpointer is None:
+            return []
+        written, removed = self.checkpointer.save(
+            self.state_dict(),
+            step=self.state.step,
+            epoch=self._epoch_float(),
+            val_loss=val_loss,
+            kinds=kinds,
+        )
+        for info in written:
+            self.bus.publish(
+                CheckpointSaved(
+                    step=info.step,
+                    epoch=info.epoch,
+                    wall=info.wall,
+                    name=info.name,
+                    path=str(self.checkpointer.directory / f"{info.name}.pt"),
+                    kind=info.kind,
+                    size=info.size,
+                    val_loss=info.val_loss,
+                )
+            )
+        for name in removed:
+            self.bus.publish(CheckpointDeleted(step=self.state.step, wall=time.time(), name=name))
+        return written
+
+    def _end(self, status: Outcome, reason: str) -> TrainResult:
+        self._flush_metrics()
+        # Always leave a resumable checkpoint at the step the run ended on.
+        if (
+            status != "failed"
+            and self.checkpointer is not None
+            and not self._has_checkpoint_at(self.state.step)
+        ):
+            self._checkpoint(("latest",), val_loss=None)
+        self._set_state(status, reason)
+        return TrainResult(status=status, reason=reason, step=self.state.step)
+
+    def _has_checkpoint_at(self, step: int) -> bool:
+        assert self.checkpointer is not None
+        return any(
+            i.step == step and i.name == "latest"
+            for i in list_checkpoints(self.checkpointer.directory)
+        )
+
+    def _set_state(self, state: str, reason: str = "") -> None:
+        self.run_state = state
+        self.bus.publish(
+            StateChanged(step=self.state.step, wall=time.time(), state=state, reason=reason)
+        )  # type: ignore[arg-type]
+
+    def _message(self, level: str, text: str, **data: Any) -> None:
+        self.bus.publish(
+            Message(step=self.state.step, wall=time.time(), level=level, text=text, data=data)
+        )  # type: ignore[arg-type]
+
+
+def _batch_tokens(batch: Mapping[str, Any]) -> torch.Tensor:
+    if "mask" in batch:
+        return batch["mask"].detach().sum().float()
+    return torch.tensor(float(_batch_size(batch)))
+
+
+def _batch_size(batch: Mapping[str, Any]) -> int:
+    for value in batch.values():
+        if torch.is_tensor(value):
+            return int(value.shape[0])
+    return 0
+
+
+def _optimizer_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Decay weight matrices and embeddings only; a model may define its own grouping."""
+    if hasattr(model, "configure_optimizer_groups"):
+        return model.configure_optimizer_groups(weight_decay)
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+
+
+Progress = Callable[[str], None]

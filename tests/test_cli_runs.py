@@ -1,0 +1,233 @@
+"""The CLI contract on the demo profile, with real processes, signals and SQLite files.
+
+The demo profile is shrunk with ``--set`` (a smaller corpus, shorter sequences) so each process
+trains for seconds; the code paths are the ones ``podium train profiles/demo.toml`` takes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = str(ROOT / "profiles" / "demo.toml")
+SMALL = [
+    "--set", "data.n_pieces=48",
+    "--set", "data.seq_len=96",
+    "--set", "model.max_len=96",
+    "--set", "train.batch_size=4",
+    "--set", "train.val_every_steps=15",
+    "--set", "train.warmup_steps=5",
+]  # fmt: skip
+HEADS = ("tempo", "chord", "bar_beat", "type", "pitch", "duration", "velocity", "emotion", "key")
+
+pytestmark = pytest.mark.slow
+
+
+def podium(
+    *args: str, env: dict | None = None, timeout: float = 300, check: bool = True
+) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [sys.executable, "-m", "tui.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"podium {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+        )
+    return proc
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory) -> dict:
+    cache = tmp_path_factory.mktemp("cache")
+    return {**os.environ, "PODIUM_CACHE": str(cache), "PYTHONUNBUFFERED": "1"}
+
+
+def metrics(run: str, runs: Path, env: dict) -> dict[str, list]:
+    return json.loads(podium("metrics", run, "--json", "--runs-dir", str(runs), env=env).stdout)
+
+
+def test_resume_gives_bit_identical_losses_for_every_head(tmp_path, env):
+    runs = tmp_path / "runs"
+    common = [DEMO, "--headless", "--runs-dir", str(runs), *SMALL]
+    podium("train", *common, "--max-steps", "40", "--name", "full", env=env)
+    out = podium("train", *common, "--max-steps", "20", "--name", "part", env=env).stdout
+    assert "run part stopped at step 20: --max-steps 20 reached" in out
+    out = podium(
+        "resume", "part", "--headless", "--max-steps", "40", "--runs-dir", str(runs), env=env
+    ).stdout
+    assert "resuming part from checkpoint" in out and "step 20" in out
+
+    full, part = metrics("full", runs, env), metrics("part", runs, env)
+    for head in HEADS:
+        name = f"train/loss/{head}"
+        assert [s for s, _ in part[name]] == list(range(1, 41)), (
+            name
+        )  # no duplicate or missing step
+        assert part[name] == full[name], f"{name} differs after resume"
+    assert part["train/loss"] == full["train/loss"]
+    assert part["val/loss"] == full["val/loss"]
+    assert {"lr", "throughput/tokens_per_s", "val/loss/pitch"} <= set(full)
+
+    listed = json.loads(podium("runs", "--json", "--runs-dir", str(runs), env=env).stdout)
+    states = {r["id"]: (r["state"], r["step"]) for r in listed}
+    assert states == {"full": ("stopped", 40), "part": ("stopped", 40)}
+    cks = json.loads(
+        podium("checkpoints", "part", "--json", "--runs-dir", str(runs), env=env).stdout
+    )
+    assert max(c["step"] for c in cks) == 40 and all(Path(c["path"]).is_file() for c in cks)
+    csv_out = podium(
+        "metrics", "part", "--csv", "--series", "lr", "--runs-dir", str(runs), env=env
+    ).stdout
+    assert csv_out.splitlines()[0] == "series,step,value" and len(csv_out.splitlines()) == 41
+
+
+def test_sigterm_stops_cleanly_a_live_run_cannot_be_resumed_and_resume_continues(tmp_path, env):
+    runs = tmp_path / "runs"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tui.cli",
+            "train",
+            DEMO,
+            "--headless",
+            "--runs-dir",
+            str(runs),
+            "--name",
+            "live",
+            *SMALL,
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if line.startswith("step "):
+                break
+            assert line or proc.poll() is None, "training ended before its first step line"
+        else:
+            raise AssertionError("no step line")
+        refused = podium(
+            "resume", "live", "--headless", "--runs-dir", str(runs), env=env, check=False
+        )
+        assert refused.returncode == 2
+        assert refused.stderr.strip().startswith("podium: error: run live is live")
+        listed = json.loads(podium("runs", "--json", "--runs-dir", str(runs), env=env).stdout)
+        assert listed[0]["state"] == "live"
+        proc.send_signal(signal.SIGTERM)
+        rest = proc.communicate(timeout=120)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, rest
+    assert "SIGTERM received" in rest
+    listed = json.loads(podium("runs", "--json", "--runs-dir", str(runs), env=env).stdout)
+    assert listed[0]["state"] == "stopped" and listed[0]["reason"] == "SIGTERM received"
+    stopped_at = listed[0]["step"]
+    cks = json.loads(
+        podium("checkpoints", "live", "--json", "--runs-dir", str(runs), env=env).stdout
+    )
+    assert max(c["step"] for c in cks) == stopped_at
+
+    podium(
+        "resume",
+        "live",
+        "--headless",
+        "--max-steps",
+        str(stopped_at + 3),
+        "--runs-dir",
+        str(runs),
+        env=env,
+    )
+    steps = [s for s, _ in metrics("live", runs, env)["train/loss"]]
+    assert steps == list(range(1, stopped_at + 4))
+
+
+def test_kill_9_leaves_an_interrupted_run_that_resumes(tmp_path, env):
+    runs = tmp_path / "runs"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tui.cli", "train", DEMO, "--headless", "--runs-dir", str(runs), "--name", "k9", *SMALL,
+         "--set", "checkpoint.every_steps=5"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        ck = runs / "k9" / "checkpoints" / "latest.json"
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and not (
+            ck.exists() and json.loads(ck.read_text())["step"] >= 10
+        ):
+            time.sleep(0.05)
+        proc.kill()
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    listed = json.loads(podium("runs", "--json", "--runs-dir", str(runs), env=env).stdout)
+    assert listed[0]["state"] == "interrupted"
+    out = podium(
+        "resume", "k9", "--headless", "--max-steps", "22", "--runs-dir", str(runs), env=env
+    ).stdout
+    assert "resuming k9 from checkpoint" in out
+    steps = [s for s, _ in metrics("k9", runs, env)["train/loss"]]
+    assert steps == list(range(1, 23))  # points after the checkpoint were dropped, none duplicated
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["train", DEMO, "--headless", "--name", "../x"], "--name '../x': not a safe run name"),
+        (["train", DEMO, "--headless", "--max-steps", "0"], "--max-steps: must be >= 1"),
+        (["train", DEMO, "--headless", "--set", "train.lr=abc"], "train.lr: expected a number"),
+        (["resume", "nope", "--headless"], "no run 'nope'"),
+        (["metrics", "nope"], "one of the arguments --json --csv is required"),
+        (["train", "missing.toml"], "missing.toml: profile not found"),
+        (["bogus"], "invalid choice"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(tmp_path, env, args, fragment):
+    proc = (
+        podium(*args, "--runs-dir", str(tmp_path), env=env, check=False)
+        if args[0] != "bogus"
+        else podium(*args, env=env, check=False)
+    )
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and fragment in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_existing_name_is_refused_and_nothing_is_lost(tmp_path, env):
+    runs = tmp_path / "runs"
+    (runs / "taken").mkdir(parents=True)
+    (runs / "taken" / "precious.txt").write_text("mine")
+    proc = podium(
+        "train",
+        DEMO,
+        "--headless",
+        "--name",
+        "taken",
+        "--runs-dir",
+        str(runs),
+        env=env,
+        check=False,
+    )
+    assert proc.returncode == 2 and "already exists" in proc.stderr
+    assert (runs / "taken" / "precious.txt").read_text() == "mine"

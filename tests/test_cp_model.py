@@ -1,0 +1,180 @@
+"""The compound-word transformer: size, losses, masking, learning, recurrent = parallel, config."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from engine.models.cp_transformer import FIELDS, TYPE, CPTransformer, CPTransformerConfig
+
+EMOPIA_VOCAB = {
+    "tempo": 56,
+    "chord": 135,
+    "bar_beat": 18,
+    "type": 4,
+    "pitch": 87,
+    "duration": 18,
+    "velocity": 25,
+    "emotion": 5,
+    "key": 25,
+}
+TINY_EMB = {f: 8 for f in FIELDS}
+
+
+def tiny(**over) -> CPTransformer:
+    kw = dict(d_model=32, n_layers=2, n_heads=4, d_ff=64, dropout=0.1, max_len=64)
+    kw.update(over)
+    return CPTransformer(CPTransformerConfig(emb_sizes=TINY_EMB, **kw), EMOPIA_VOCAB)
+
+
+def batch(B=3, T=20, seed=0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    tokens = torch.stack(
+        [torch.randint(0, EMOPIA_VOCAB[f], (B, T + 1), generator=g) for f in FIELDS], dim=-1
+    )  # (B, T+1, 9)
+    mask = torch.ones(B, T)
+    mask[1:2, 15:] = 0.0  # a padded tail (rows that exist)
+    mask[2:3, :3] = 0.0
+    return {"x": tokens[:, :-1], "y": tokens[:, 1:], "mask": mask}
+
+
+def test_full_size_parameter_count_matches_emopia():
+    with torch.device("meta"):
+        model = CPTransformer(CPTransformerConfig(), EMOPIA_VOCAB)
+    n = model.num_parameters()
+    print(f"CP transformer, EMOPIA config: {n:,} parameters")
+    assert abs(n - 39.2e6) / 39.2e6 < 0.01
+    assert next(model.parameters()).device.type == "meta"
+
+
+def test_forward_returns_nine_finite_losses_in_field_order():
+    model = tiny()
+    losses = model(batch())
+    assert tuple(losses) == FIELDS
+    for name, loss in losses.items():
+        assert loss.dim() == 0, name
+        assert torch.isfinite(loss), name
+    # At init every head is near uniform: loss ~ log(vocab).
+    assert abs(losses["pitch"].item() - torch.log(torch.tensor(87.0)).item()) < 0.5
+
+
+def test_masked_positions_do_not_change_the_loss():
+    model = tiny(dropout=0.0).eval()
+    b = batch()
+    other = batch(seed=1)
+    changed = {k: v.clone() for k, v in b.items()}
+    off = b["mask"] == 0  # (B, T)
+    # Only the TARGETS at masked positions; inputs there feed later positions through attention.
+    changed["y"][off] = other["y"][off]
+    # Inputs after the last counted position of a row influence nothing that counts either.
+    changed["x"][1, 15:] = other["x"][1, 15:]
+    before, after = model(b), model(changed)
+    for f in FIELDS:
+        torch.testing.assert_close(after[f], before[f], atol=1e-6, rtol=1e-6)
+    # ...while changing a counted target does change its loss.
+    changed["y"][0, 0, TYPE] = (b["y"][0, 0, TYPE] + 1) % EMOPIA_VOCAB["type"]
+    assert model(changed)["type"].item() != pytest.approx(before["type"].item(), abs=1e-7)
+
+
+def test_adam_steps_on_one_batch_drop_every_head():
+    torch.manual_seed(0)
+    model = tiny(dropout=0.0)
+    b = batch()
+    opt = torch.optim.AdamW(model.configure_optimizer_groups(0.01), lr=3e-3)
+    first = {f: v.item() for f, v in model(b).items()}
+    for _ in range(30):
+        losses = model(b)
+        sum(losses.values()).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    last = {f: v.item() for f, v in model(b).items()}
+    for f in FIELDS:
+        assert last[f] < first[f] - 0.05, (f, first[f], last[f])
+
+
+def test_recurrent_steps_equal_parallel_hidden_states():
+    torch.manual_seed(0)
+    model = tiny().double().eval()
+    x = batch(B=2, T=23)["x"]
+    parallel = model.hidden(x)  # (B, T, C)
+    state = model.init_state(2)
+    state = [(S.double(), z.double()) for S, z in state]
+    steps = []
+    for t in range(x.shape[1]):
+        h, state = model.step(x[:, t], state, t)
+        steps.append(h)
+    torch.testing.assert_close(torch.stack(steps, dim=1), parallel, atol=1e-5, rtol=0)
+    # The generation heads read those hidden states: same logits as the training path.
+    types = x[:, :, TYPE]
+    full = model.logits(parallel, types)
+    torch.testing.assert_close(model.type_logits(steps[-1]), full["type"][:, -1], atol=1e-5, rtol=0)
+    fields = model.field_logits(steps[-1], types[:, -1])
+    assert set(fields) == set(FIELDS) - {"type"}
+    torch.testing.assert_close(fields["pitch"], full["pitch"][:, -1], atol=1e-5, rtol=0)
+
+
+def test_step_in_float32_state_matches_parallel():
+    model = tiny().eval()
+    x = batch(B=1, T=40)["x"]
+    with torch.no_grad():
+        parallel = model.hidden(x)
+        state = model.init_state(1)
+        for t in range(x.shape[1]):
+            h, state = model.step(x[:, t], state, t)
+    torch.testing.assert_close(h, parallel[:, -1], atol=1e-4, rtol=0)
+
+
+def test_sequence_longer_than_max_len_is_refused():
+    model = tiny(max_len=16)
+    with pytest.raises(ValueError, match=r"^max_len: "):
+        model.hidden(batch(T=17)["x"])
+
+
+def test_optimizer_groups_split_by_dimension():
+    model = tiny()
+    decay, no_decay = model.configure_optimizer_groups(0.1)
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert all(p.dim() >= 2 for p in decay["params"])
+    assert all(p.dim() < 2 for p in no_decay["params"])
+    n = sum(p.numel() for g in (decay, no_decay) for p in g["params"])
+    assert n == model.num_parameters()
+
+
+def test_init_is_small_normal_with_zero_bias():
+    model = tiny()
+    assert model.in_proj.bias.abs().max().item() == 0.0
+    assert 0.015 < model.in_proj.weight.std().item() < 0.025
+
+
+@pytest.mark.parametrize(
+    ("over", "pattern"),
+    [
+        (
+            {"d_model": 500, "n_heads": 8},
+            r"^d_model: must be divisible by n_heads \(got 500 and 8\)",
+        ),
+        ({"emb_sizes": {f: 8 for f in FIELDS if f != "key"}}, r"^emb_sizes: missing key"),
+        ({"emb_sizes": {**TINY_EMB, "mood": 4}}, r"^emb_sizes: unknown mood"),
+        ({"dropout": 1.0}, r"^dropout: "),
+        ({"n_layers": 0}, r"^n_layers: "),
+        ({"attention_backend": "cuda"}, r"^attention_backend: "),
+    ],
+)
+def test_config_errors_name_the_field_first(over, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        CPTransformerConfig(**over)
+
+
+def test_config_is_frozen_with_emopia_defaults():
+    cfg = CPTransformerConfig()
+    assert (cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.d_ff, cfg.max_len) == (
+        512,
+        12,
+        8,
+        2048,
+        1024,
+    )
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.d_model = 3  # type: ignore[misc]

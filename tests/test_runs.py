@@ -1,0 +1,103 @@
+"""Run directories: safe ids, states derived from a real lock held by a real process."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from engine.errors import RunError
+from engine.runs import (
+    RunDir,
+    check_run_id,
+    create_run,
+    list_runs,
+    new_info,
+    resolve_run,
+    runs_root,
+)
+
+
+@pytest.mark.parametrize(
+    "bad", ["", ".", "..", "../x", "a/b", "-rf", "x y", "ü", "a" * 101, ".hidden"]
+)
+def test_unsafe_run_names_are_refused(bad):
+    with pytest.raises(RunError, match="not a safe run name"):
+        check_run_id(bad)
+
+
+def test_create_refuses_existing_name_and_generates_ids(tmp_path):
+    run = create_run(tmp_path, profile_name="demo", name="mine")
+    assert run.path == tmp_path / "mine"
+    with pytest.raises(RunError, match="already exists"):
+        create_run(tmp_path, profile_name="demo", name="mine")
+    a = create_run(tmp_path, profile_name="demo")
+    b = create_run(tmp_path, profile_name="demo")
+    assert a.id.startswith("demo-") and b.id != a.id
+
+
+def test_runs_root_precedence(monkeypatch, tmp_path):
+    monkeypatch.delenv("PODIUM_RUNS", raising=False)
+    assert str(runs_root(None)) == "runs"
+    monkeypatch.setenv("PODIUM_RUNS", str(tmp_path))
+    assert runs_root(None) == tmp_path
+    assert runs_root("/x") == Path("/x")
+
+
+def _child_holding_lock(path) -> subprocess.Popen:
+    code = textwrap.dedent(
+        f"""
+        import sys, time
+        from pathlib import Path
+        from engine.runs import RunDir
+        run = RunDir(Path({str(path)!r}))
+        run.acquire()
+        print("locked", flush=True)
+        time.sleep(60)
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+def test_state_follows_the_lock_and_the_end_marker(tmp_path):
+    run = create_run(tmp_path, profile_name="demo", name="r1")
+    run.write_info(new_info(run, profile="demo", family="cp", source="demo.toml"))
+    assert run.status()[0] == "new"
+    child = _child_holding_lock(run.path)
+    try:
+        state, holder = run.status()
+        assert state == "live" and str(child.pid) in holder
+        with pytest.raises(RunError, match="is live"):
+            RunDir(run.path).acquire()
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    # Killed without a clean end: the kernel dropped the lock, no end marker -> interrupted.
+    assert run.status()[0] == "interrupted"
+    run.mark_end("stopped", "by user", 12)
+    assert run.status() == ("stopped", "by user")
+    run.acquire()  # a resume takes the lock again
+    assert run.status()[0] == "live"
+    run.release()
+
+
+def test_resolve_run_by_id_or_path(tmp_path):
+    run = create_run(tmp_path, profile_name="demo", name="r2")
+    run.write_info(new_info(run, profile="demo", family="cp", source="demo.toml"))
+    assert resolve_run("r2", tmp_path).path == run.path
+    assert resolve_run(str(run.path), tmp_path / "elsewhere").path == run.path
+    with pytest.raises(RunError, match="no run 'r3'"):
+        resolve_run("r3", tmp_path)
+    with pytest.raises(RunError, match="not a safe run name"):
+        resolve_run("bad name", tmp_path)
+    time.sleep(0.01)
+    later = create_run(tmp_path, profile_name="demo", name="r0")
+    later.write_info(new_info(later, profile="demo", family="cp", source="demo.toml"))
+    assert [r.id for r in list_runs(tmp_path)] == ["r2", "r0"]

@@ -1,0 +1,191 @@
+"""The generic loop on a toy two-head model: commands, limits, failures, checkpoints, resume."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import torch
+
+from engine.checkpoints import CheckpointConfig, Checkpointer, list_checkpoints, newest_checkpoint
+from engine.events import CheckpointSaved, EvalMetrics, EventBus, Message, StateChanged, StepMetrics
+from engine.trainer import EarlyStoppingConfig, TrainConfig, Trainer, seed_everything
+from tests.toy import ToyData, ToyModel
+
+WEIGHTS = {"cls": 1.0, "reg": 0.5}
+
+
+def make(tmp_path, cfg: TrainConfig | None = None, **kw) -> tuple[Trainer, list]:
+    seed_everything(0)
+    cfg = cfg or TrainConfig(epochs=4, batch_size=8, lr=1e-2, warmup_steps=2, device="cpu")
+    events: list = []
+    bus = EventBus()
+    bus.subscribe(events.append)
+    ck = Checkpointer(tmp_path / "ck", kw.pop("ck_cfg", CheckpointConfig()), "hash")
+    trainer = Trainer(
+        model=ToyModel(),
+        train_set=ToyData(64),
+        val_set=ToyData(16, seed=1),
+        cfg=cfg,
+        loss_weights=WEIGHTS,
+        checkpointer=ck,
+        bus=bus,
+        device=torch.device("cpu"),
+        **kw,
+    )
+    return trainer, events
+
+
+def steps(events) -> list[StepMetrics]:
+    return [e for e in events if isinstance(e, StepMetrics)]
+
+
+def test_trains_to_the_end_of_the_schedule_and_reports_every_step(tmp_path):
+    trainer, events = make(tmp_path)
+    result = trainer.train()
+    assert result.status == "finished" and result.step == 4 * 8
+    got = steps(events)
+    assert [e.step for e in got] == list(range(1, 33))
+    first, last = got[0], got[-1]
+    assert set(first.losses) == {"cls", "reg"}
+    assert first.loss == pytest.approx(first.losses["cls"] + 0.5 * first.losses["reg"], rel=1e-5)
+    assert last.loss < first.loss
+    assert last.tokens_per_s > 0 and last.eta_s == 0.0
+    evals = [e for e in events if isinstance(e, EvalMetrics)]
+    assert [e.step for e in evals] == [8, 16, 24, 32]
+    names = {e.name for e in events if isinstance(e, CheckpointSaved)}
+    assert {"latest", "best"} <= names
+    assert [e.state for e in events if isinstance(e, StateChanged)] == ["running", "finished"]
+
+
+def test_max_steps_stops_without_changing_the_schedule(tmp_path):
+    trainer, events = make(tmp_path, max_steps=5)
+    result = trainer.train()
+    assert result.status == "stopped" and result.step == 5
+    assert trainer.total_steps == 32
+    assert steps(events)[-1].lr == pytest.approx(trainer.schedule.lr_at(4))
+    info, _ = newest_checkpoint(tmp_path / "ck")
+    assert info.step == 5  # a resumable checkpoint at the step the run ended on
+
+
+def test_resume_reproduces_an_uninterrupted_run_bit_for_bit(tmp_path):
+    full, full_events = make(tmp_path / "a")
+    full.train()
+    first, _ = make(tmp_path / "b", max_steps=13)  # mid-epoch, mid-schedule
+    first.train()
+    info, state = newest_checkpoint(tmp_path / "b" / "ck")
+    assert info.step == 13
+    second, second_events = make(tmp_path / "b")
+    second.load_state_dict(state)
+    second.train()
+    a = {e.step: (e.loss, e.losses) for e in steps(full_events)}
+    b = {e.step: (e.loss, e.losses) for e in steps(second_events)}
+    assert sorted(b) == list(range(14, 33))
+    for step, value in b.items():
+        assert value == a[step], f"step {step} differs"
+    for p, q in zip(full.model.parameters(), second.model.parameters(), strict=True):
+        assert torch.equal(p, q)
+
+
+def _in_thread(trainer):
+    box = {}
+    thread = threading.Thread(target=lambda: box.setdefault("result", trainer.train()), daemon=True)
+    thread.start()
+    return thread, box
+
+
+def _wait(predicate, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.01)
+    raise AssertionError("condition not reached")
+
+
+def test_pause_resume_save_set_lr_stop_from_another_thread(tmp_path):
+    cfg = TrainConfig(
+        epochs=10_000, batch_size=8, lr=1e-2, warmup_steps=0, schedule="constant", device="cpu"
+    )
+    trainer, events = make(tmp_path, cfg)
+    thread, box = _in_thread(trainer)
+    _wait(lambda: trainer.state.step >= 3)
+
+    paused_at = trainer.pause().result(timeout=10)
+    time.sleep(0.3)
+    assert trainer.state.step == paused_at  # no step while paused
+    assert trainer.run_state == "paused"
+
+    saved = trainer.save_now().result(timeout=10)  # served while paused
+    assert saved[0].kind == "manual" and saved[0].step == paused_at
+    assert (tmp_path / "ck" / f"step-{paused_at:08d}.pt").is_file()
+
+    assert trainer.set_lr(1e-4).result(timeout=10) == 1e-4
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-4)
+
+    trainer.resume().result(timeout=10)
+    _wait(lambda: trainer.state.step >= paused_at + 3)
+    trainer.stop("test over").result(timeout=10)
+    thread.join(20)
+    assert box["result"].status == "stopped" and box["result"].reason == "test over"
+    later = [e for e in steps(events) if e.step > paused_at]
+    assert later and all(e.lr == pytest.approx(1e-4) for e in later)
+    states = [e.state for e in events if isinstance(e, StateChanged)]
+    assert states == ["running", "paused", "running", "stopped"]
+    with pytest.raises(ValueError):
+        trainer.set_lr(-1.0).result(timeout=1)
+
+
+def test_non_finite_steps_are_skipped_then_the_run_fails(tmp_path):
+    cfg = TrainConfig(epochs=50, batch_size=8, lr=1e-2, device="cpu", max_nonfinite_steps=3)
+    trainer, events = make(tmp_path, cfg)
+    trainer.train_step()
+    good = [p.detach().clone() for p in trainer.model.parameters()]
+    trainer.model.poison = True
+    result = trainer.train()
+    assert result.status == "failed" and "non-finite" in result.reason
+    warnings = [e for e in events if isinstance(e, Message) and e.level == "warning"]
+    assert len(warnings) == 3
+    for p, q in zip(good, trainer.model.parameters(), strict=True):
+        assert torch.equal(p, q)  # no NaN ever reached the weights
+
+
+def test_early_stopping_ends_the_run(tmp_path):
+    cfg = TrainConfig(
+        epochs=200,
+        batch_size=8,
+        lr=1e-9,  # too small to improve: validation stalls
+        warmup_steps=0,
+        schedule="constant",
+        device="cpu",
+        early_stopping=EarlyStoppingConfig(patience=2, min_delta=0.5),
+    )
+    trainer, events = make(tmp_path, cfg)
+    result = trainer.train()
+    assert result.status == "finished" and "early stopping" in result.reason
+    evals = [e for e in events if isinstance(e, EvalMetrics)]
+    assert len(evals) == 3 and evals[-1].patience_left == 0
+
+
+def test_retention_keeps_last_k_epoch_checkpoints(tmp_path):
+    trainer, _ = make(tmp_path, ck_cfg=CheckpointConfig(every_epochs=1, keep_last=2))
+    trainer.train()
+    names = [i.name for i in list_checkpoints(tmp_path / "ck")]
+    epochs = [n for n in names if n.startswith("epoch-")]
+    assert len(epochs) == 2 and epochs[-1].startswith("epoch-0004-val-")
+    assert "best" in names and "latest" in names
+
+
+def test_too_small_dataset_is_a_clear_error(tmp_path):
+    from engine.errors import DataError
+
+    with pytest.raises(DataError, match="fewer than one optimizer step"):
+        Trainer(
+            model=ToyModel(),
+            train_set=ToyData(3),
+            val_set=None,
+            cfg=TrainConfig(batch_size=4, device="cpu"),
+            loss_weights=WEIGHTS,
+            checkpointer=None,
+        )
