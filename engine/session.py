@@ -100,6 +100,8 @@ def _build(
     seed_everything(profile.train.seed)
     model = family.build_model(profile.model, bundle)
     device = pick_device(profile.train.device)
+    writer = StoreWriter(run.db_path)
+    closers.append(writer.close)
     trainer = Trainer(
         model=model,
         train_set=bundle.train,
@@ -119,8 +121,14 @@ def _build(
         },
         save_every_steps=profile.checkpoint.every_steps,
     )
-    writer = StoreWriter(run.db_path)
-    closers.append(writer.close)
+
+    def flush_store() -> None:
+        try:
+            writer.flush(timeout=30)
+        except Exception as exc:  # a store problem must not cost the checkpoint
+            trainer._message("warning", f"metrics store: {exc}")
+
+    trainer.before_checkpoint = flush_store
     bus.subscribe(StoreSink(writer))
     bus.subscribe(LineSink(logfile, interval=log_interval, total_steps=trainer.total_steps))
     if console is not None:

@@ -241,6 +241,7 @@ class Trainer:
         max_epochs: int | None = None,
         extra_state: Mapping[str, Any] | None = None,
         save_every_steps: int = 0,
+        before_checkpoint: Callable[[], None] | None = None,
     ) -> None:
         self.cfg = cfg
         self.device = device or pick_device(cfg.device)
@@ -255,6 +256,9 @@ class Trainer:
         self.max_epochs = max_epochs
         self.extra_state = dict(extra_state or {})
         self.save_every_steps = save_every_steps
+        self.before_checkpoint = before_checkpoint
+        """Called before each checkpoint is written; the session makes the store durable here
+        so that after a crash the history on disk always reaches the newest checkpoint."""
 
         micro = len(train_set) // cfg.batch_size
         self.steps_per_epoch = micro // cfg.grad_accum
@@ -682,6 +686,8 @@ class Trainer:
     ) -> list[CheckpointInfo]:
         if self.checkpointer is None:
             return []
+        if self.before_checkpoint is not None:
+            self.before_checkpoint()
         written, removed = self.checkpointer.save(
             self.state_dict(),
             step=self.state.step,
@@ -759,6 +765,3 @@ def _optimizer_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
-
-
-Progress = Callable[[str], None]

@@ -189,3 +189,29 @@ def test_too_small_dataset_is_a_clear_error(tmp_path):
             loss_weights=WEIGHTS,
             checkpointer=None,
         )
+
+
+def test_history_is_handed_over_before_each_checkpoint_is_written(tmp_path):
+    """After a crash the store must reach the newest checkpoint: the hook runs after every
+    step up to the checkpoint's step was published, and before the checkpoint file exists."""
+    trainer, events = make(
+        tmp_path, ck_cfg=CheckpointConfig(every_steps=3), save_every_steps=3, max_steps=10
+    )
+    seen = []
+
+    def hook():
+        latest = max((e.step for e in steps(events)), default=0)
+        on_disk = list_checkpoints(tmp_path / "ck")
+        seen.append((trainer.state.step, latest, max((i.step for i in on_disk), default=0)))
+
+    trainer.before_checkpoint = hook
+    trainer.train()
+    assert [s for s, _, _ in seen] == [
+        3,
+        6,
+        8,
+        9,
+        10,
+    ]  # every 3 steps, the epoch-end validation, the stop
+    for step, published, newest_file in seen:
+        assert published == step and newest_file < step
