@@ -116,19 +116,11 @@ def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
 
 def _link_atomic(source: Path, final: Path) -> None:
     """Give ``source``'s bytes a second name atomically (hard link, else copy)."""
-    tmp = final.with_name(f".tmp-{final.name}-{os.getpid()}-{time.monotonic_ns()}")
-    try:
+    with atomic_path(final) as tmp:
         try:
             os.link(source, tmp)
-        except OSError:
+        except OSError:  # a filesystem without hard links
             shutil.copyfile(source, tmp)
-            with open(tmp, "rb+") as fh:
-                os.fsync(fh.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
 
 
 # --------------------------------------------------------------------------------------------

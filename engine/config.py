@@ -271,6 +271,13 @@ def _build_profile(raw: dict[str, Any], loc: _Locator) -> Profile:
             bad = sorted(unknown)[0]
             raise loc.error(("generate", attr, bad), _unknown_message(bad, family.heads))
 
+    # A dataset path is taken relative to the directory podium runs in, and stored absolute in
+    # the resolved profile so a resume from another directory finds the same data.
+    data_path = getattr(built["data"], "path", "")
+    if isinstance(data_path, str) and data_path and not Path(data_path).expanduser().is_absolute():
+        absolute = str(Path(data_path).expanduser().resolve())
+        built["data"] = dataclasses.replace(built["data"], path=absolute)
+
     try:
         family.check(built["model"], built["data"])
     except ValueError as exc:

@@ -302,3 +302,11 @@ def test_cli_bad_profile_exits_2_with_one_line_and_no_traceback(tmp_path):
     )
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "runs").exists()  # nothing was created for a profile that failed
+
+
+def test_relative_data_path_is_stored_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    text = _replace('source = "demo"', 'source = "midi_dir"\npath = "data/pieces"')
+    profile = load_profile_text(text, source="p.toml")
+    assert profile.data.path == str(tmp_path / "data" / "pieces")
+    assert load_profile_text(profile.to_toml(), source="r.toml").data.path == profile.data.path
