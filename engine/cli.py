@@ -121,6 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="downsample each series (keeps minima and maxima)",
     )
     runs_dir(p)
+
+    p = sub.add_parser("control", help="send a command to a live run over its control socket")
+    p.add_argument("run", metavar="RUN")
+    p.add_argument("action", choices=("status", "pause", "resume", "stop", "save", "set-lr"))
+    p.add_argument("value", nargs="?", metavar="LR", help="the learning rate, for set-lr")
+    runs_dir(p)
     return parser
 
 
@@ -343,10 +349,38 @@ def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=False)).rstrip())
 
 
+def _control(args: argparse.Namespace, dashboard: DashboardHook | None) -> int:
+    from engine.control import ControlClient
+    from engine.runs import resolve_run, runs_root
+
+    run = resolve_run(args.run, runs_root(args.runs_dir))
+    if run.status()[0] != "live":
+        raise PodiumError(f"run {run.id} is not live ({run.status()[0]}); nothing to control")
+    kwargs: dict[str, Any] = {}
+    if args.action == "set-lr":
+        try:
+            kwargs["lr"] = float(args.value)
+        except (TypeError, ValueError):
+            raise PodiumError(
+                f"set-lr needs a learning rate, e.g. 3e-4 (got {args.value!r})"
+            ) from None
+    elif args.value is not None:
+        raise PodiumError(f"{args.action} takes no value (got {args.value!r})")
+    with ControlClient.for_run(run.path) as client:
+        result = client.request(args.action.replace("-", "_"), **kwargs)
+    print(
+        json.dumps(result, indent=1)
+        if isinstance(result, (dict, list))
+        else f"{args.action}: ok ({result})"
+    )
+    return 0
+
+
 _HANDLERS: dict[str, Callable[[argparse.Namespace, DashboardHook | None], int]] = {
     "train": _train,
     "resume": _resume,
     "runs": _runs,
     "checkpoints": _checkpoints,
     "metrics": _metrics,
+    "control": _control,
 }

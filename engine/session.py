@@ -9,7 +9,9 @@ process tell a finished run from an interrupted one.
 
 from __future__ import annotations
 
+import math
 import os
+import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +26,7 @@ from engine.checkpoints import (
     read_info,
 )
 from engine.config import Profile, load_profile
+from engine.control import ControlServer, trainer_handlers
 from engine.errors import CheckpointError, RunError
 from engine.events import EventBus, Message
 from engine.runs import RunDir, create_run, new_info
@@ -129,6 +132,25 @@ def _build(
             trainer._message("warning", f"metrics store: {exc}")
 
     trainer.before_checkpoint = flush_store
+
+    def status() -> dict:
+        st = trainer.state
+        return {
+            "run": run.id,
+            "profile": profile.name,
+            "family": profile.family,
+            "state": trainer.run_state,
+            "step": st.step,
+            "epoch": st.epoch + st.batch_in_epoch / trainer.steps_per_epoch,
+            "total_steps": trainer.total_steps,
+            "lr": trainer.schedule.lr_at(st.step),
+            "best_val": st.best_val if math.isfinite(st.best_val) else None,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+        }
+
+    server = ControlServer(run.path, handlers=trainer_handlers(trainer, status), bus=bus).start()
+    closers.append(server.close)
     bus.subscribe(StoreSink(writer))
     bus.subscribe(LineSink(logfile, interval=log_interval, total_steps=trainer.total_steps))
     if console is not None:

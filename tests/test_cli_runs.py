@@ -132,6 +132,21 @@ def test_sigterm_stops_cleanly_a_live_run_cannot_be_resumed_and_resume_continues
         assert refused.stderr.strip().startswith("podium: error: run live is live")
         listed = json.loads(podium("runs", "--json", "--runs-dir", str(runs), env=env).stdout)
         assert listed[0]["state"] == "live"
+
+        def control(*words: str) -> str:
+            return podium("control", "live", *words, "--runs-dir", str(runs), env=env).stdout
+
+        control("pause")
+        paused = json.loads(control("status"))
+        assert paused["state"] == "paused"
+        time.sleep(0.5)
+        assert json.loads(control("status"))["step"] == paused["step"]
+        assert "set-lr: ok (0.0001)" in control("set-lr", "1e-4")
+        control("resume")
+        bad = podium(
+            "control", "live", "set-lr", "fast", "--runs-dir", str(runs), env=env, check=False
+        )
+        assert bad.returncode == 2 and "set-lr needs a learning rate" in bad.stderr
         proc.send_signal(signal.SIGTERM)
         rest = proc.communicate(timeout=120)[0]
     finally:
@@ -157,8 +172,13 @@ def test_sigterm_stops_cleanly_a_live_run_cannot_be_resumed_and_resume_continues
         str(runs),
         env=env,
     )
-    steps = [s for s, _ in metrics("live", runs, env)["train/loss"]]
+    series = metrics("live", runs, env)
+    steps = [s for s, _ in series["train/loss"]]
     assert steps == list(range(1, stopped_at + 4))
+    lrs = dict(series["lr"])
+    assert lrs[paused["step"] + 1] == pytest.approx(
+        1e-4
+    )  # the new rate took effect after the pause
 
 
 def test_kill_9_leaves_an_interrupted_run_that_resumes(tmp_path, env):
