@@ -154,6 +154,7 @@ def test_several_viewers_stream_events_at_once(live):
 
 
 def test_a_peer_that_is_not_allowed_is_refused(tmp_path):
+    (tmp_path / "run").mkdir()
     strict = ControlServer(
         tmp_path / "run",
         handlers={"status": lambda a: {}},
