@@ -61,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("profile", metavar="PROFILE", help="a profile .toml file")
     p.add_argument("--headless", action="store_true", help="no dashboard: print progress lines")
     p.add_argument(
+        "--detach",
+        action="store_true",
+        help="train in the background with no terminal; prints the run id",
+    )
+    p.add_argument("--detached-child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument(
         "--max-steps",
         type=_positive_int,
         metavar="N",
@@ -157,19 +163,49 @@ def _train(args: argparse.Namespace, dashboard: DashboardHook | None) -> int:
     from engine.session import new_session, parse_overrides
 
     profile = load_profile(args.profile, parse_overrides(args.seed, args.overrides))
-    if not args.headless and dashboard is not None:
+    root = runs_root(args.runs_dir)
+    if args.detach and not args.detached_child:
+        return _spawn_detached(args, profile.name, root)
+    if not args.headless and not args.detached_child and dashboard is not None:
         return dashboard(args)
-    if not args.headless:
+    if not args.headless and not args.detached_child:
         print("podium: the dashboard is not built yet; training headless (Ctrl-C stops and saves)")
     session = new_session(
         profile,
-        root=runs_root(args.runs_dir),
+        root=root,
         name=args.name,
         max_steps=args.max_steps,
         max_epochs=args.max_epochs,
-        console=sys.stdout,
+        console=None if args.detached_child else sys.stdout,
     )
+    if args.detached_child:
+        from engine.detach import repoint_std_fds
+
+        repoint_std_fds(session.run.log_path)  # tells the waiting parent that the run is up
     return _run_headless(session)
+
+
+def _spawn_detached(args: argparse.Namespace, profile_name: str, root: Path) -> int:
+    from engine.detach import free_run_id, spawn_detached
+    from engine.runs import check_run_id
+
+    if args.name is not None:
+        name = check_run_id(args.name)
+        if (root / name).exists():
+            raise PodiumError(f"--name {name!r}: a run with that id already exists in {root}")
+    else:
+        name = free_run_id(root, profile_name)
+    argv = ["train", args.profile, "--headless", "--name", name, "--runs-dir", str(root)]
+    for flag, value in (
+        ("--max-steps", args.max_steps),
+        ("--max-epochs", args.max_epochs),
+        ("--seed", args.seed),
+    ):
+        if value is not None:
+            argv += [flag, str(value)]
+    for item in args.overrides:
+        argv += ["--set", item]
+    return spawn_detached(argv, name, root)
 
 
 def _resume(args: argparse.Namespace, dashboard: DashboardHook | None) -> int:

@@ -198,7 +198,9 @@ def new_session(
             console=console,
             log_interval=log_interval,
         )
-    except BaseException:
+    except BaseException as exc:
+        # The run never trained; say why in its state instead of leaving an empty "new" run.
+        run.mark_end("failed", f"{exc}".splitlines()[0] if str(exc) else type(exc).__name__, 0)
         run.release()
         raise
 

@@ -251,3 +251,50 @@ def test_existing_name_is_refused_and_nothing_is_lost(tmp_path, env):
     )
     assert proc.returncode == 2 and "already exists" in proc.stderr
     assert (runs / "taken" / "precious.txt").read_text() == "mine"
+
+
+def test_detach_trains_in_a_new_session_without_a_terminal(tmp_path, env):
+    runs = tmp_path / "runs"
+    out = podium(
+        "train",
+        DEMO,
+        "--detach",
+        "--name",
+        "bg",
+        "--max-steps",
+        "12",
+        "--runs-dir",
+        str(runs),
+        *SMALL,
+        env=env,
+    )
+    assert "run bg is training in the background" in out.stdout
+    pid = int(out.stdout.split("(pid ")[1].split(",")[0])
+    try:
+        assert os.getsid(pid) == pid  # its own session: a closing login cannot hang it up
+        tty_nr = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[4])
+        assert tty_nr == 0  # no controlling terminal
+    except (ProcessLookupError, FileNotFoundError):
+        pass  # it may already have finished its 12 steps
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        listed = json.loads(podium("runs", "--json", "--runs-dir", str(runs), env=env).stdout)
+        if listed and listed[0]["state"] == "stopped":
+            break
+        time.sleep(0.3)
+    assert listed[0]["state"] == "stopped" and listed[0]["step"] == 12
+    log = (runs / "bg" / "train.log").read_text()
+    assert "run bg stopped at step 12" in log  # the child's own stdout went to the run's log
+
+
+def test_detach_reports_errors_from_before_training_starts(tmp_path, env):
+    proc = podium(
+        "train", DEMO, "--detach", "--runs-dir", str(tmp_path),
+        "--set", "data.source=midi_dir", "--set", f"data.path={tmp_path / 'nowhere'}",
+        env=env, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no such dataset directory" in lines[0]
+    listed = json.loads(podium("runs", "--json", "--runs-dir", str(tmp_path), env=env).stdout)
+    assert listed[0]["state"] == "failed" and "no such dataset directory" in listed[0]["reason"]
