@@ -123,6 +123,39 @@ def _link_atomic(source: Path, final: Path) -> None:
             shutil.copyfile(source, tmp)
 
 
+class _WriteRecorder:
+    """A file-like object that remembers the OSError of a failed write.
+
+    torch.save's zip writer turns a failed write (disk full, quota exceeded) into a generic
+    RuntimeError; the caller needs the OSError to tell the user the disk is full.
+    """
+
+    def __init__(self, fh: Any) -> None:
+        self.fh = fh
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.fh.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def flush(self) -> None:
+        self.fh.flush()
+
+
+def _save_reporting_os_errors(obj: Any, path: Path) -> None:
+    with open(path, "wb", buffering=0) as raw:
+        recorder = _WriteRecorder(raw)
+        try:
+            torch.save(obj, recorder)
+        except Exception:
+            if recorder.error is not None:
+                raise recorder.error from None
+            raise
+
+
 # --------------------------------------------------------------------------------------------
 # RNG state
 
@@ -265,7 +298,7 @@ class Checkpointer:
         first_name, _first_kind = names[0]
         first = self.directory / f"{first_name}.pt"
         with atomic_path(first) as tmp:
-            torch.save({"format": FORMAT_VERSION, **state}, tmp)
+            _save_reporting_os_errors({"format": FORMAT_VERSION, **state}, tmp)
         size = first.stat().st_size
         written = []
         for name, kind in names:

@@ -493,7 +493,7 @@ class Trainer:
                 and self.state.epoch % ck.cfg.every_epochs == 0
             ):
                 kinds += ("epoch",)
-            self._checkpoint(kinds, val_loss=val_loss)
+            self._checkpoint_or_pause(kinds, val_loss=val_loss)
             es = self.cfg.early_stopping
             if es.patience and self.state.evals_without_improvement >= es.patience:
                 raise _Stop(
@@ -503,7 +503,7 @@ class Trainer:
                 )
         elif self.save_every_steps and step % self.save_every_steps == 0:
             self._flush_metrics()
-            self._checkpoint(("latest",), val_loss=None)
+            self._checkpoint_or_pause(("latest",), val_loss=None)
 
     # ---------------------------------------------------------------------------------------
     # Pieces
@@ -712,6 +712,20 @@ class Trainer:
             self.bus.publish(CheckpointDeleted(step=self.state.step, wall=time.time(), name=name))
         return written
 
+    def _checkpoint_or_pause(self, kinds: tuple[Any, ...], *, val_loss: float | None) -> None:
+        """A scheduled save. When the disk refuses it (full, quota, read-only) the previous
+        checkpoint is intact; pause so the user can free space and resume, rather than train on
+        with nothing to fall back to."""
+        try:
+            self._checkpoint(kinds, val_loss=val_loss)
+        except OSError as exc:
+            reason = f"checkpoint at step {self.state.step} not saved: {exc.strerror or exc}"
+            self._message(
+                "error", f"{reason}; run paused (free space, then resume)", errno=exc.errno
+            )
+            self._paused = True
+            self._set_state("paused", reason)
+
     def _end(self, status: Outcome, reason: str) -> TrainResult:
         self._flush_metrics()
         # Always leave a resumable checkpoint at the step the run ended on.
@@ -720,7 +734,18 @@ class Trainer:
             and self.checkpointer is not None
             and not self._has_checkpoint_at(self.state.step)
         ):
-            self._checkpoint(("latest",), val_loss=None)
+            try:
+                self._checkpoint(("latest",), val_loss=None)
+            except OSError as exc:
+                newest = max(
+                    (i.step for i in list_checkpoints(self.checkpointer.directory)), default=0
+                )
+                status = "failed"
+                reason = (
+                    f"{reason}; the final checkpoint could not be written ({exc.strerror or exc}); "
+                    f"resume continues from step {newest}"
+                )
+                self._message("error", reason)
         self._set_state(status, reason)
         return TrainResult(status=status, reason=reason, step=self.state.step)
 
