@@ -277,6 +277,11 @@ class Checkpointer:
         self.cfg = cfg
         self.profile_hash = profile_hash
         directory.mkdir(parents=True, exist_ok=True)
+        # Leftovers of a process killed mid-write; safe to remove because only the process
+        # holding the run's lock builds a Checkpointer for it.
+        for stale in directory.glob(".tmp-*"):
+            with contextlib.suppress(OSError):
+                stale.unlink()
 
     def save(
         self,
