@@ -99,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-steps", type=_positive_int, metavar="N", help="end after N optimizer steps in total"
     )
     p.add_argument("--max-epochs", type=_positive_int, metavar="N")
+    p.add_argument(
+        "--checkpoint",
+        metavar="NAME",
+        help="branch a NEW run from this checkpoint of RUN (RUN itself is left as it is)",
+    )
+    p.add_argument("--name", metavar="NAME", help="run id of the new run, with --checkpoint")
     runs_dir(p)
 
     p = sub.add_parser("runs", help="list runs and their state")
@@ -212,9 +218,28 @@ def _resume(args: argparse.Namespace, dashboard: DashboardHook | None) -> int:
     from engine.runs import resolve_run, runs_root
     from engine.session import resume_session
 
-    run = resolve_run(args.run, runs_root(args.runs_dir))
+    root = runs_root(args.runs_dir)
+    run = resolve_run(args.run, root)
+    if args.name is not None and args.checkpoint is None:
+        raise PodiumError("--name is for a new run: use it with --checkpoint NAME")
     if not args.headless and dashboard is not None:
         return dashboard(args)
+    if args.checkpoint is not None:
+        from engine.session import branch_session
+
+        session = branch_session(
+            run,
+            args.checkpoint,
+            root=root,
+            name=args.name,
+            max_steps=args.max_steps,
+            max_epochs=args.max_epochs,
+            console=sys.stdout,
+        )
+        print(
+            f"podium: new run {session.run.id} from run {run.id}, checkpoint {args.checkpoint} (step {session.resumed_from.step})"
+        )
+        return _run_headless(session)
     session = resume_session(
         run, max_steps=args.max_steps, max_epochs=args.max_epochs, console=sys.stdout
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import socket
+import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ from engine.errors import CheckpointError, RunError
 from engine.events import EventBus, Message
 from engine.runs import RunDir, create_run, new_info
 from engine.sinks import LineSink, StoreSink
-from engine.store import StoreWriter
+from engine.store import RunStore, StoreWriter
 from engine.trainer import Trainer, TrainResult, pick_device, seed_everything
 
 
@@ -259,6 +260,102 @@ def resume_session(
     except BaseException:
         run.release()
         raise
+
+
+def branch_session(
+    parent: RunDir,
+    checkpoint: str,
+    *,
+    root: Path,
+    name: str | None = None,
+    max_steps: int | None = None,
+    max_epochs: int | None = None,
+    console: TextIO | None = None,
+    log_interval: float = 3.0,
+) -> Session:
+    """Start a new run that continues ``parent`` from one of its checkpoints.
+
+    The parent is left untouched (it may even be live). The new run records its parent and
+    checkpoint, and starts with the parent's history up to that checkpoint's step, so its curves
+    read as one line.
+    """
+    profile = load_profile(parent.profile_path)
+    info = read_info(parent.checkpoint_dir / f"{checkpoint}.json")
+    if info is None:
+        raise CheckpointError(
+            f"run {parent.id}: no checkpoint named {checkpoint!r} (podium checkpoints {parent.id})"
+        )
+    state = load_state(parent.checkpoint_dir / f"{checkpoint}.pt")
+    if state.get("profile_hash") != profile.hash():
+        raise CheckpointError(
+            f"{parent.profile_path}: the profile changed since checkpoint {info.name} was saved"
+        )
+    run = create_run(root, profile_name=profile.name, name=name)
+    origin = {
+        "run": parent.id,
+        "path": str(parent.path.resolve()),
+        "checkpoint": info.name,
+        "step": info.step,
+    }
+    run.write_info(
+        new_info(
+            run, profile=profile.name, family=profile.family, source=profile.source, parent=origin
+        )
+    )
+    run.profile_path.write_text(
+        f"# Resolved profile of run {run.id} (from run {parent.id}, checkpoint {info.name}).\n"
+        + profile.to_toml(),
+        encoding="utf-8",
+    )
+    run.acquire()
+    try:
+        _copy_history(parent, run, info.step)
+        session = _build(
+            run,
+            profile,
+            max_steps=max_steps,
+            max_epochs=max_epochs,
+            console=console,
+            log_interval=log_interval,
+        )
+        session.trainer.load_state_dict(state)
+        session.resumed_from = info
+        session.bus.publish(
+            Message(
+                step=info.step,
+                wall=time.time(),
+                level="info",
+                text=f"branched from run {parent.id}, checkpoint {info.name} at step {info.step}",
+                data=origin,
+            )
+        )
+        return session
+    except BaseException as exc:
+        run.mark_end(
+            "failed", str(exc).splitlines()[0] if str(exc) else type(exc).__name__, info.step
+        )
+        run.release()
+        raise
+
+
+def _copy_history(parent: RunDir, run: RunDir, step: int) -> None:
+    """The parent's metrics up to ``step`` (a consistent copy even while the parent writes)."""
+    if not parent.db_path.exists():
+        return
+    src = sqlite3.connect(f"file:{parent.db_path}?mode=ro", uri=True)
+    dst = sqlite3.connect(run.db_path)
+    try:
+        src.backup(dst)
+    finally:
+        src.close()
+        dst.close()
+    store = RunStore.open(run.db_path)
+    try:
+        store.truncate_after(step)
+        for record in store.checkpoints():  # the parent's files, not this run's
+            store.delete_checkpoint(record.name)
+    finally:
+        store.close()
 
 
 def check_resumable(run: RunDir) -> None:

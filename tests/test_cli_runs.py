@@ -298,3 +298,59 @@ def test_detach_reports_errors_from_before_training_starts(tmp_path, env):
     assert len(lines) == 1 and "no such dataset directory" in lines[0]
     listed = json.loads(podium("runs", "--json", "--runs-dir", str(tmp_path), env=env).stdout)
     assert listed[0]["state"] == "failed" and "no such dataset directory" in listed[0]["reason"]
+
+
+def test_branch_from_an_older_checkpoint_starts_a_new_run_with_its_parent(tmp_path, env):
+    runs = tmp_path / "runs"
+    common = [DEMO, "--headless", "--runs-dir", str(runs), *SMALL]
+    podium("train", *common, "--max-steps", "25", "--name", "straight", env=env)
+    podium("train", *common, "--max-steps", "20", "--name", "parent", env=env)
+    cks = {
+        c["name"]: c["step"]
+        for c in json.loads(
+            podium("checkpoints", "parent", "--json", "--runs-dir", str(runs), env=env).stdout
+        )
+    }
+    assert cks["best"] == 15 and cks["latest"] == 20  # validation at 15, stop at 20
+    out = podium(
+        "resume",
+        "parent",
+        "--checkpoint",
+        "best",
+        "--name",
+        "child",
+        "--headless",
+        "--max-steps",
+        "25",
+        "--runs-dir",
+        str(runs),
+        env=env,
+    ).stdout
+    assert "new run child from run parent, checkpoint best (step 15)" in out
+    info = json.loads((runs / "child" / "run.json").read_text())
+    assert (
+        info["parent"]["run"] == "parent"
+        and info["parent"]["checkpoint"] == "best"
+        and info["parent"]["step"] == 15
+    )
+    straight, parent, child = (metrics(r, runs, env) for r in ("straight", "parent", "child"))
+    assert (
+        child["train/loss/pitch"] == straight["train/loss/pitch"]
+    )  # 1-15 copied, 16-25 recomputed exactly
+    assert [s for s, _ in parent["train/loss"]] == list(range(1, 21))  # the parent is untouched
+    child_cks = json.loads(
+        podium("checkpoints", "child", "--json", "--runs-dir", str(runs), env=env).stdout
+    )
+    assert all(str(runs / "child") in c["path"] for c in child_cks)
+    bad = podium(
+        "resume",
+        "parent",
+        "--checkpoint",
+        "nope",
+        "--headless",
+        "--runs-dir",
+        str(runs),
+        env=env,
+        check=False,
+    )
+    assert bad.returncode == 2 and "no checkpoint named 'nope'" in bad.stderr
