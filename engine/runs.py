@@ -25,7 +25,7 @@ from engine.checkpoints import write_json_atomic
 from engine.errors import RunError
 
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-RunStatus = Literal["live", "interrupted", "finished", "stopped", "failed", "new"]
+RunStatus = Literal["live", "detached", "interrupted", "finished", "stopped", "failed", "new"]
 
 
 def runs_root(arg: str | None = None) -> Path:
@@ -142,6 +142,29 @@ class RunDir:
             os.close(fd)
         return False
 
+    def hold_viewer(self) -> ViewerHold:
+        """Mark this run as watched (a dashboard, attached viewer or headless console) while held.
+
+        Several viewers may hold it at once (shared locks). A live run nobody holds shows as
+        ``detached``: it trains on with no one looking, e.g. after its terminal went away.
+        """
+        fd = os.open(self.path / "viewers.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        return ViewerHold(fd)
+
+    def has_viewer(self) -> bool:
+        try:
+            fd = os.open(self.path / "viewers.lock", os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        return False
+
     def end(self) -> dict[str, Any] | None:
         try:
             return json.loads(self.end_path.read_text(encoding="utf-8"))
@@ -160,13 +183,27 @@ class RunDir:
     def status(self) -> tuple[RunStatus, str]:
         """The run's state and a reason (for failed runs) derived from the lock and end marker."""
         if self.is_live():
-            return "live", self._lock_holder().strip(" ()")
+            holder = self._lock_holder().strip(" ()")
+            return ("live", holder) if self.has_viewer() else ("detached", holder)
         end = self.end()
         if end is not None:
             return end.get("status", "finished"), end.get("reason", "")
         if (self.path / "lock").exists():
             return "interrupted", "process ended without a clean stop"
         return "new", ""
+
+
+class ViewerHold:
+    """A held viewer mark; ``release()`` (or process death) removes it."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd: int | None = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
 
 
 def create_run(root: Path, *, profile_name: str, name: str | None = None) -> RunDir:

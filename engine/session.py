@@ -152,6 +152,8 @@ def _build(
 
     server = ControlServer(run.path, handlers=trainer_handlers(trainer, status), bus=bus).start()
     closers.append(server.close)
+    if console is not None:
+        closers.append(run.hold_viewer().release)  # a console watching: not detached
     bus.subscribe(StoreSink(writer))
     bus.subscribe(LineSink(logfile, interval=log_interval, total_steps=trainer.total_steps))
     if console is not None:

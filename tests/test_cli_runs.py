@@ -262,7 +262,7 @@ def test_detach_trains_in_a_new_session_without_a_terminal(tmp_path, env):
         "--name",
         "bg",
         "--max-steps",
-        "12",
+        "60",
         "--runs-dir",
         str(runs),
         *SMALL,
@@ -275,16 +275,19 @@ def test_detach_trains_in_a_new_session_without_a_terminal(tmp_path, env):
         tty_nr = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[4])
         assert tty_nr == 0  # no controlling terminal
     except (ProcessLookupError, FileNotFoundError):
-        pass  # it may already have finished its 12 steps
+        pass  # it may already have finished
+    states = []
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         listed = json.loads(podium("runs", "--json", "--runs-dir", str(runs), env=env).stdout)
-        if listed and listed[0]["state"] == "stopped":
+        states.append(listed[0]["state"])
+        if listed[0]["state"] == "stopped":
             break
         time.sleep(0.3)
-    assert listed[0]["state"] == "stopped" and listed[0]["step"] == 12
+    assert states[0] == "detached"  # live, and nobody is watching it
+    assert listed[0]["state"] == "stopped" and listed[0]["step"] == 60
     log = (runs / "bg" / "train.log").read_text()
-    assert "run bg stopped at step 12" in log  # the child's own stdout went to the run's log
+    assert "run bg stopped at step 60" in log  # the child's own stdout went to the run's log
 
 
 def test_detach_reports_errors_from_before_training_starts(tmp_path, env):

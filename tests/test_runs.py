@@ -73,9 +73,13 @@ def test_state_follows_the_lock_and_the_end_marker(tmp_path):
     child = _child_holding_lock(run.path)
     try:
         state, holder = run.status()
-        assert state == "live" and str(child.pid) in holder
+        assert state == "detached" and str(child.pid) in holder
         with pytest.raises(RunError, match="is live"):
             RunDir(run.path).acquire()
+        viewer = run.hold_viewer()  # e.g. a dashboard attached from another terminal
+        assert run.status()[0] == "live"
+        viewer.release()
+        assert run.status()[0] == "detached"  # live, nobody watching
     finally:
         child.send_signal(signal.SIGKILL)
         child.wait()
@@ -84,7 +88,10 @@ def test_state_follows_the_lock_and_the_end_marker(tmp_path):
     run.mark_end("stopped", "by user", 12)
     assert run.status() == ("stopped", "by user")
     run.acquire()  # a resume takes the lock again
+    assert run.status()[0] == "detached"
+    viewer = run.hold_viewer()
     assert run.status()[0] == "live"
+    viewer.release()
     run.release()
 
 
