@@ -67,6 +67,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--detached-child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument(
+        "--gpus",
+        metavar="SPEC",
+        help="auto (default), cpu, a count (2), indices with a comma (0, or 2,3), UUIDs or PCI bus ids",
+    )
+    p.add_argument(
+        "--share-gpu",
+        action="store_true",
+        help="share the chosen GPUs with other podium runs that also share",
+    )
+    p.add_argument(
         "--max-steps",
         type=_positive_int,
         metavar="N",
@@ -105,6 +115,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="branch a NEW run from this checkpoint of RUN (RUN itself is left as it is)",
     )
     p.add_argument("--name", metavar="NAME", help="run id of the new run, with --checkpoint")
+    p.add_argument(
+        "--gpus",
+        metavar="SPEC",
+        help="auto (default), cpu, a count (2), indices with a comma (0, or 2,3), UUIDs or PCI bus ids",
+    )
+    p.add_argument(
+        "--share-gpu",
+        action="store_true",
+        help="share the chosen GPUs with other podium runs that also share",
+    )
     runs_dir(p)
 
     p = sub.add_parser("runs", help="list runs and their state")
@@ -139,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=("status", "pause", "resume", "stop", "save", "set-lr"))
     p.add_argument("value", nargs="?", metavar="LR", help="the learning rate, for set-lr")
     runs_dir(p)
+    from engine import gpus_cli
+
+    gpus_cli.add_parser(sub)
     return parser
 
 
@@ -183,6 +206,8 @@ def _train(args: argparse.Namespace, dashboard: DashboardHook | None) -> int:
         max_steps=args.max_steps,
         max_epochs=args.max_epochs,
         console=None if args.detached_child else sys.stdout,
+        gpus=args.gpus,
+        share_gpu=args.share_gpu,
     )
     if args.detached_child:
         from engine.detach import repoint_std_fds
@@ -211,6 +236,10 @@ def _spawn_detached(args: argparse.Namespace, profile_name: str, root: Path) -> 
             argv += [flag, str(value)]
     for item in args.overrides:
         argv += ["--set", item]
+    if args.gpus is not None:
+        argv += ["--gpus", args.gpus]
+    if args.share_gpu:
+        argv.append("--share-gpu")
     return spawn_detached(argv, name, root)
 
 
@@ -241,7 +270,12 @@ def _resume(args: argparse.Namespace, dashboard: DashboardHook | None) -> int:
         )
         return _run_headless(session)
     session = resume_session(
-        run, max_steps=args.max_steps, max_epochs=args.max_epochs, console=sys.stdout
+        run,
+        max_steps=args.max_steps,
+        max_epochs=args.max_epochs,
+        console=sys.stdout,
+        gpus=args.gpus,
+        share_gpu=args.share_gpu,
     )
     info = session.resumed_from
     assert info is not None
@@ -444,4 +478,11 @@ _HANDLERS: dict[str, Callable[[argparse.Namespace, DashboardHook | None], int]] 
     "checkpoints": _checkpoints,
     "metrics": _metrics,
     "control": _control,
+    "gpus": lambda args, dashboard: _gpus(args),
 }
+
+
+def _gpus(args: argparse.Namespace) -> int:
+    from engine import gpus_cli
+
+    return gpus_cli.run(args)

@@ -9,8 +9,10 @@ process tell a finished run from an interrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import shutil
 import socket
 import sqlite3
 import time
@@ -30,6 +32,13 @@ from engine.config import Profile, load_profile
 from engine.control import ControlServer, trainer_handlers
 from engine.errors import CheckpointError, RunError
 from engine.events import EventBus, Message
+from engine.gpu_select import (
+    GpuSelectionError,
+    Placement,
+    apply_visibility,
+    check_visible_devices,
+    claim_gpus,
+)
 from engine.runs import RunDir, create_run, new_info
 from engine.sinks import LineSink, StoreSink
 from engine.store import RunStore, StoreWriter
@@ -85,9 +94,10 @@ def _build(
     max_epochs: int | None,
     console: TextIO | None,
     log_interval: float,
+    gpus: str | None = None,
+    share_gpu: bool = False,
 ) -> Session:
-    """Data, model, trainer, sinks. The caller holds the run's lock."""
-    bus = EventBus()
+    """Devices, data, model, trainer, sinks. The caller holds the run's lock."""
     logfile = _open_log(run)
     closers: list[Callable[[], None]] = [logfile.close]
 
@@ -97,13 +107,63 @@ def _build(
             console.write(line + "\n")
             console.flush()
 
+    try:
+        return _build_inner(
+            run, profile, closers, say, max_steps=max_steps, max_epochs=max_epochs, console=console,
+            log_interval=log_interval, gpus=gpus, share_gpu=share_gpu, logfile=logfile,
+        )  # fmt: skip
+    except BaseException:
+        for closer in reversed(closers):
+            with contextlib.suppress(Exception):
+                closer()
+        raise
+
+
+def _place(
+    run: RunDir, profile: Profile, gpus: str | None, share_gpu: bool, say: Callable[[str], None]
+) -> Placement:
+    """Choose and lease GPUs, then hide every other GPU from CUDA before anything initialises it."""
+    spec = gpus or ("cpu" if profile.train.device == "cpu" else "auto")
+    placement = claim_gpus(spec, run_id=run.id, share=share_gpu)
+    try:
+        for line in placement.selection.describe():
+            say(f"podium: {line}")
+        if len(placement.uuids) > 1:
+            raise GpuSelectionError(
+                f"--gpus {spec}: {len(placement.uuids)} GPUs chosen, but multi-GPU training (DDP) is "
+                "not built yet; use --gpus 1"
+            )
+        apply_visibility(placement.uuids)
+    except BaseException:
+        placement.release()
+        raise
+    return placement
+
+
+def _build_inner(
+    run: RunDir,
+    profile: Profile,
+    closers: list[Callable[[], None]],
+    say: Callable[[str], None],
+    *,
+    max_steps: int | None,
+    max_epochs: int | None,
+    console: TextIO | None,
+    log_interval: float,
+    gpus: str | None,
+    share_gpu: bool,
+    logfile: TextIO,
+) -> Session:
+    placement = _place(run, profile, gpus, share_gpu, say)
+    closers.append(placement.release)
+    bus = EventBus()
     family = profile.family_spec
     seed_everything(profile.train.seed)
     bundle = family.build_data(profile.data, log=say)
     # Re-seed: preparing data on first use may draw random numbers that a cached run would not.
     seed_everything(profile.train.seed)
     model = family.build_model(profile.model, bundle)
-    device = pick_device(profile.train.device)
+    device = pick_device("cuda" if placement.uuids else "cpu")
     writer = StoreWriter(run.db_path)
     closers.append(writer.close)
     trainer = Trainer(
@@ -125,6 +185,9 @@ def _build(
         },
         save_every_steps=profile.checkpoint.every_steps,
     )
+
+    if placement.uuids:
+        check_visible_devices(placement.uuids)
 
     def flush_store() -> None:
         try:
@@ -179,6 +242,8 @@ def new_session(
     console: TextIO | None = None,
     log_interval: float = 3.0,
     parent: dict | None = None,
+    gpus: str | None = None,
+    share_gpu: bool = False,
 ) -> Session:
     """Create a run directory for ``profile`` and everything needed to train it."""
     run = create_run(root, profile_name=profile.name, name=name)
@@ -200,11 +265,14 @@ def new_session(
             max_epochs=max_epochs,
             console=console,
             log_interval=log_interval,
+            gpus=gpus,
+            share_gpu=share_gpu,
         )
-    except BaseException as exc:
-        # The run never trained; say why in its state instead of leaving an empty "new" run.
-        run.mark_end("failed", f"{exc}".splitlines()[0] if str(exc) else type(exc).__name__, 0)
+    except BaseException:
+        # The run never trained and holds nothing but what this call just wrote: a bad data path
+        # or a reserved GPU should not leave a dead run behind (the error says what went wrong).
         run.release()
+        shutil.rmtree(run.path, ignore_errors=True)
         raise
 
 
@@ -216,6 +284,8 @@ def resume_session(
     console: TextIO | None = None,
     log_interval: float = 3.0,
     checkpoint: str | None = None,
+    gpus: str | None = None,
+    share_gpu: bool = False,
 ) -> Session:
     """Continue ``run`` in place from its newest complete checkpoint (or the one named)."""
     run.acquire()  # refuses a live run
@@ -240,6 +310,8 @@ def resume_session(
             max_epochs=max_epochs,
             console=console,
             log_interval=log_interval,
+            gpus=gpus,
+            share_gpu=share_gpu,
         )
         session.trainer.load_state_dict(state)
         session.resumed_from = info
@@ -274,6 +346,8 @@ def branch_session(
     max_epochs: int | None = None,
     console: TextIO | None = None,
     log_interval: float = 3.0,
+    gpus: str | None = None,
+    share_gpu: bool = False,
 ) -> Session:
     """Start a new run that continues ``parent`` from one of its checkpoints.
 
@@ -319,6 +393,8 @@ def branch_session(
             max_epochs=max_epochs,
             console=console,
             log_interval=log_interval,
+            gpus=gpus,
+            share_gpu=share_gpu,
         )
         session.trainer.load_state_dict(state)
         session.resumed_from = info
