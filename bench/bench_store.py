@@ -1,17 +1,24 @@
-"""Metrics store: ingest rate, and downsampled against full queries of a 1M-point series.
+"""Metrics store: ingest rate with rollups against raw-only writes, and rollup against raw-row
+downsampled queries on 1M-point series, one and twenty at a time (the dashboard's case).
 
 Everything is measured in this one run, on fresh SQLite files under ``--tmp``:
 
 1. ingest through ``StoreWriter`` as the trainer feeds it: one ``submit_scalars`` per step with
    10 series per step, then ``flush()``; reports rows/s end to end and the submitting thread's
    cost per call (what the training loop pays);
-2. ingest of one series of ``--points`` rows through ``RunStore.add_scalars`` + ``flush`` every
-   1000 rows (the writer thread's batch size); this series is the one queried next;
-3. from a read-only connection (as the dashboard reads): ``query(series, max_points=2000)``
-   (median of ``--repeats``), a full ``query(series)``, their ratio, and, for reference, the
-   textbook ``GROUP BY bucket`` with min()/max() that ``engine/store.py`` does not use.
+2. ingest through ``RunStore.add_scalars`` + ``flush`` every 1000 rows (the writer thread's batch
+   size), rollups maintained, for 1 series x ``--points`` and for 10 series; side by side with the
+   version-1 write path (the same rows, the same transaction per batch, no rollups) on a plain
+   connection, which is what ingest cost before the rollups;
+3. from a read-only connection (as the dashboard reads) on the 1-series file:
+   ``query(series, max_points=2000 and 500)`` from the rollups, the same from a copy of the file
+   made version 1 (rollup table dropped: the raw-row method readers of old files use), and a full
+   ``query(series)``;
+4. ``query_many`` of ``--series`` series x ``--points`` points at ``max_points=1000``: the first
+   series copied with SQL into the others (raw and rollup rows; the copies hold the same values,
+   so their rollups are exact) — what drawing a run screen costs.
 
-    .venv/bin/python bench/bench_store.py [--points 1000000] [--tmp DIR] [--repeats 10]
+    .venv/bin/python bench/bench_store.py [--points 1000000] [--series 20] [--tmp DIR]
 """
 
 from __future__ import annotations
@@ -33,17 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from engine.store import RunStore, StoreWriter
 
 N_SERIES = 10
-
-# The obvious SQL for min/max per bucket; SQLite sorts every row into a temp b-tree for it.
-_GROUP_BY = """
-SELECT step, value FROM (
-    SELECT (step - :lo) * :nb / :span AS b, step, min(value) AS value FROM scalars
-    WHERE series_id = :sid GROUP BY b
-) UNION SELECT step, value FROM (
-    SELECT (step - :lo) * :nb / :span AS b, step, max(value) AS value FROM scalars
-    WHERE series_id = :sid GROUP BY b
-) ORDER BY step
-"""
+BATCH_ROWS = 1000
 
 
 def timed(fn: Callable[[], object], repeats: int) -> tuple[float, object]:
@@ -57,10 +54,11 @@ def timed(fn: Callable[[], object], repeats: int) -> tuple[float, object]:
 
 
 def walk(n: int, seed: int) -> list[float]:
-    """A noisy decaying loss curve with one spike, like a real one."""
+    """A noisy decaying loss curve with one spike and one dip, like a real one."""
     rng = random.Random(seed)
     vals = [2.0 * math.exp(-i / (n / 3)) + 0.5 + rng.gauss(0, 0.02) for i in range(n)]
     vals[n * 2 // 3] = 25.0
+    vals[n // 5] = -25.0
     return vals
 
 
@@ -82,14 +80,21 @@ def ingest_writer(path: Path, steps: int) -> tuple[float, float]:
     return steps * N_SERIES / total, submit / steps
 
 
-def ingest_direct(path: Path, n: int) -> float:
-    """rows/s for one series of ``n`` rows via add_scalars, flushed every 1000 rows."""
-    curve = walk(n, 99)
+def _steps(n: int, series: int) -> tuple[list[str], list[list[float]]]:
+    names = ["train/loss"] if series == 1 else [f"loss/head{i}" for i in range(series)]
+    return names, [walk(n // series, 99 + i) for i in range(series)]
+
+
+def ingest_direct(path: Path, n: int, series: int) -> float:
+    """rows/s for ``n`` rows over ``series`` series via add_scalars, flushed every 1000 rows."""
+    names, curves = _steps(n, series)
+    every = BATCH_ROWS // series
     store = RunStore.open(path)
     t0 = time.perf_counter()
-    for step in range(n):
-        store.add_scalars(step, step / 1000, 1.7e9 + step * 0.1, {"train/loss": curve[step]})
-        if step % 1000 == 999:
+    for step in range(n // series):
+        values = {names[i]: curves[i][step] for i in range(series)}
+        store.add_scalars(step, step / 1000, 1.7e9 + step * 0.1, values)
+        if step % every == every - 1:
             store.flush()
     store.flush()
     rate = n / (time.perf_counter() - t0)
@@ -97,12 +102,82 @@ def ingest_direct(path: Path, n: int) -> float:
     return rate
 
 
+def ingest_raw_only(path: Path, n: int, series: int) -> float:
+    """rows/s for the same rows written the version-1 way: no rollups, one INSERT per row."""
+    names, curves = _steps(n, series)
+    every = BATCH_ROWS // series
+    RunStore.open(path).close()  # the schema; the rollup table stays empty
+    con = sqlite3.connect(path, isolation_level=None)
+    con.execute("PRAGMA synchronous = NORMAL")
+    con.executemany("INSERT INTO series(name) VALUES (?)", [(name,) for name in names])
+    ids = {name: i + 1 for i, name in enumerate(names)}
+    buffer: list = []
+
+    def flush() -> None:  # engine/store.py's flush before the rollups, line for line
+        con.execute("BEGIN IMMEDIATE")
+        rows = []
+        for step, epoch, wall, values in buffer:
+            for name, value in values.items():
+                rows.append((ids[name], step, epoch, wall, float(value)))
+        con.executemany(
+            "INSERT OR REPLACE INTO scalars(series_id, step, epoch, wall, value) "
+            "VALUES (?, ?, ?, ?, ?)",
+            rows,
+        )
+        con.execute("COMMIT")
+        buffer.clear()
+
+    t0 = time.perf_counter()
+    for step in range(n // series):
+        values = {names[i]: curves[i][step] for i in range(series)}
+        buffer.append((step, step / 1000, 1.7e9 + step * 0.1, values))
+        if step % every == every - 1:
+            flush()
+    if buffer:
+        flush()
+    rate = n / (time.perf_counter() - t0)
+    con.close()
+    return rate
+
+
+def make_version_1(src: Path, dst: Path) -> None:
+    """A copy of ``src`` as podium wrote it before the rollups."""
+    shutil.copy(src, dst)
+    con = sqlite3.connect(dst)
+    con.execute("DROP TABLE rollup")
+    con.execute("PRAGMA user_version = 1")
+    con.commit()
+    con.close()
+
+
+def make_many(src: Path, dst: Path, series: int) -> list[str]:
+    """A copy of ``src`` whose series 1 is copied into ``series - 1`` more; their names."""
+    shutil.copy(src, dst)
+    con = sqlite3.connect(dst)
+    names = ["train/loss"] + [f"train/loss/copy{i}" for i in range(2, series + 1)]
+    for sid, name in enumerate(names[1:], start=2):
+        con.execute("INSERT INTO series(id, name) VALUES (?, ?)", (sid, name))
+        con.execute(
+            "INSERT INTO scalars SELECT ?, step, epoch, wall, value FROM scalars "
+            "WHERE series_id = 1",
+            (sid,),
+        )
+        con.execute(
+            "INSERT INTO rollup SELECT ?, level, block, n, first_step, last_step, min_step, "
+            "min_value, min_wall, max_step, max_value, max_wall FROM rollup WHERE series_id = 1",
+            (sid,),
+        )
+    con.commit()
+    con.close()
+    return names
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--points", type=int, default=1_000_000)
+    parser.add_argument("--points", type=int, default=1_000_000, help="points per series")
+    parser.add_argument("--series", type=int, default=20, help="series for query_many")
     parser.add_argument("--tmp", type=Path, default=None, help="directory for the databases")
-    parser.add_argument("--repeats", type=int, default=10, help="runs of the downsampled query")
-    parser.add_argument("--max-points", type=int, default=2000)
+    parser.add_argument("--repeats", type=int, default=10, help="runs of each downsampled query")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="podium-bench-store-", dir=args.tmp))
     try:
@@ -112,44 +187,71 @@ def main() -> None:
 
 
 def run(args: argparse.Namespace, tmp: Path) -> None:
-    n = args.points
+    n, reps = args.points, args.repeats
     print(
         f"sqlite {sqlite3.sqlite_version}, python {sys.version.split()[0]}, "
-        f"{n:,} points, databases in {tmp}"
+        f"{n:,} points per series, databases in {tmp}"
     )
+    rows: list[tuple[str, str, str]] = []
+
+    def row(what: str, size: str, result: str) -> None:
+        rows.append((what, size, result))
+
     w_rate, per_submit = ingest_writer(tmp / "writer.db", n // N_SERIES)
-    d_rate = ingest_direct(tmp / "direct.db", n)
+    row("ingest StoreWriter (rollups)", f"{N_SERIES} x {n // N_SERIES:,}", f"{w_rate:,.0f} rows/s")
+    row("  submit_scalars call", f"{N_SERIES} values", f"{per_submit * 1e6:.1f} us")
+    ratios = []
+    for series in (1, N_SERIES):
+        shape = f"{series} x {n // series:,}"
+        # Alternate the two so that a busy neighbour on the machine hits both alike.
+        raw = ingest_raw_only(tmp / f"raw{series}.db", n, series)
+        roll = ingest_direct(tmp / f"direct{series}.db", n, series)
+        row("ingest add_scalars (rollups)", shape, f"{roll:,.0f} rows/s")
+        row("ingest raw only (version 1)", shape, f"{raw:,.0f} rows/s")
+        ratios.append(raw / roll)
 
-    reader = RunStore.open(tmp / "direct.db", readonly=True)
-    ds_time, ds = timed(
-        lambda: reader.query("train/loss", max_points=args.max_points), args.repeats
+    db = tmp / "direct1.db"
+    make_version_1(db, tmp / "v1.db")
+    reader = RunStore.open(db, readonly=True)
+    old = RunStore.open(tmp / "v1.db", readonly=True)
+    q: dict[tuple[str, int], float] = {}
+    for mp in (2000, 500):
+        q["rollup", mp], pts = timed(lambda mp=mp: reader.query("train/loss", max_points=mp), reps)
+        assert len(pts) <= mp and {25.0, -25.0} <= {v for _, v in pts}, "spike or dip lost"
+        row(f"query max_points={mp} rollups", f"{len(pts)} pts", f"{q['rollup', mp] * 1e3:.2f} ms")
+        q["raw", mp], pts = timed(lambda mp=mp: old.query("train/loss", max_points=mp), 3)
+        assert len(pts) <= mp and {25.0, -25.0} <= {v for _, v in pts}, "spike or dip lost"
+        row(f"query max_points={mp} raw (v1)", f"{len(pts)} pts", f"{q['raw', mp] * 1e3:.1f} ms")
+    win, pts = timed(
+        lambda: reader.query("train/loss", max_points=1000, start_step=n // 3, end_step=n // 2),
+        reps,
     )
-    full_time, full = timed(lambda: reader.query("train/loss"), max(3, args.repeats // 3))
-    con = sqlite3.connect(f"file:{tmp / 'direct.db'}?mode=ro", uri=True)
-    params = {"sid": 1, "lo": 0, "span": n, "nb": args.max_points // 2}
-    gb_time, gb = timed(lambda: con.execute(_GROUP_BY, params).fetchall(), 3)
-    con.close()
+    row("query max_points=1000 window", f"{len(pts)} pts", f"{win * 1e3:.2f} ms")
+    full, pts = timed(lambda: reader.query("train/loss"), 3)
+    assert len(pts) == n
+    row("query full", f"{len(pts):,} pts", f"{full * 1e3:.1f} ms")
+    old.close()
     reader.close()
-    assert len(full) == n and len(ds) <= args.max_points
-    assert max(v for _, v in ds) == 25.0  # the spike survived
-    assert ds == [(s, v) for s, v in gb], "store and reference GROUP BY disagree"
 
-    size = (tmp / "direct.db").stat().st_size
-    rows = [
-        ("ingest StoreWriter", f"{N_SERIES} x {n // N_SERIES:,}", f"{w_rate:,.0f} rows/s"),
-        ("  submit_scalars call", "10 values", f"{per_submit * 1e6:.1f} us"),
-        ("ingest add_scalars", f"1 x {n:,}", f"{d_rate:,.0f} rows/s"),
-        (f"query max_points={args.max_points}", f"{len(ds)} pts", f"{ds_time * 1e3:.1f} ms"),
-        ("query full", f"{len(full):,} pts", f"{full_time * 1e3:.1f} ms"),
-        ("ref: GROUP BY min/max", f"{len(gb)} pts", f"{gb_time * 1e3:.1f} ms"),
-    ]
+    names = make_many(db, tmp / "many.db", args.series)
+    many = RunStore.open(tmp / "many.db", readonly=True)
+    shape = f"{args.series} x {n:,}"
+    for x in ("step", "wall"):
+        t, got = timed(lambda x=x: many.query_many(names, max_points=1000, x=x), reps)
+        assert len(got) == args.series and all(0 < len(p) <= 1000 for p in got.values())
+        row(f"query_many max_points=1000 x={x}", shape, f"{t * 1e3:.1f} ms")
+    many.close()
+
     w = max(len(r[0]) for r in rows) + 2
     print(f"{'what':<{w}}{'rows':>16}{'result':>20}")
     for a, b, c in rows:
         print(f"{a:<{w}}{b:>16}{c:>20}")
+    size_raw, size = (tmp / "raw1.db").stat().st_size, db.stat().st_size
     print(
-        f"full / downsampled = {full_time / ds_time:.1f}x; GROUP BY / downsampled = "
-        f"{gb_time / ds_time:.1f}x; db {size / 1e6:.1f} MB ({size / n:.0f} B/row)"
+        f"raw-only / rollup ingest = {ratios[0]:.2f}x (1 series), {ratios[1]:.2f}x "
+        f"({N_SERIES} series); raw / rollup query = {q['raw', 2000] / q['rollup', 2000]:.0f}x "
+        f"(2000 pts), {q['raw', 500] / q['rollup', 500]:.0f}x (500 pts); db {size / n:.0f} B/point "
+        f"with rollups, {size_raw / n:.0f} B/point without"
     )
 
 

@@ -1,9 +1,12 @@
 """The per-run metrics store on real SQLite files: round trips, concurrent readers (another
-connection, another process), min/max downsampling, truncation on resume, NaN, and the writer
-thread's batching and error propagation."""
+connection, another process), min/max downsampling from the rollups (checked against slow
+references: the rollup table against one recomputed from the raw rows, query results against the
+documented bucket rule), truncation on resume, replaced steps, NaN, the version-1 migration, and
+the writer thread's batching and error propagation."""
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 import random
@@ -18,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from engine.errors import RunError
-from engine.store import CheckpointRecord, RunStore, StoreWriter
+from engine.store import ROLLUP_BLOCK_SIZES, CheckpointRecord, RunStore, StoreWriter
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -85,7 +88,7 @@ def test_round_trip_and_reopen(db: Path):
         assert again.meta_get("missing", "dflt") == "dflt"
         assert again.meta_get("created") is not None
     raw = sqlite3.connect(db)
-    assert raw.execute("PRAGMA user_version").fetchone() == (1,)
+    assert raw.execute("PRAGMA user_version").fetchone() == (2,)
     assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     raw.close()
 
@@ -152,20 +155,94 @@ def test_reader_in_another_process_sees_flushed_data_while_the_writer_stays_open
         assert r.last("train/loss") == (50, 0.01)
 
 
-def _brute_force_minmax(
-    points: list[tuple[int, float]], max_points: int
+def _rank_max(p: tuple[int, float]) -> tuple[float, int]:
+    """Max side: NaN ranks as +inf; of equal ranks the earliest step wins."""
+    return (math.inf if math.isnan(p[1]) else p[1], -p[0])
+
+
+def _reference_query(
+    points: list[tuple[int, float]],
+    max_points: int,
+    start: int | None = None,
+    end: int | None = None,
+    blocks: tuple[int, ...] = ROLLUP_BLOCK_SIZES,
 ) -> list[tuple[int, float]]:
-    """The specification, written the slow obvious way."""
-    lo, hi = points[0][0], points[-1][0]
+    """``query(max_points=...)`` as its docstring specifies it, the slow obvious way.
+
+    Each point goes to the largest aligned block (of the sizes no wider than a bucket) that lies
+    inside [lo, hi], or stays on its own when none does; each block joins the bucket of its
+    first point; each bucket keeps its min point and its max point. No bucket narrower than the
+    smallest block (or ``blocks=()``, a version-1 file read-only): equal-width buckets.
+    """
+    pts = [p for p in points if (start is None or p[0] >= start) and (end is None or p[0] <= end)]
+    if len(pts) <= max_points:
+        return pts
+    lo, hi = pts[0][0], pts[-1][0]
     nb, span = max_points // 2, hi - lo + 1
+    sizes = [size for size in blocks if size * nb <= span]
+
+    def piece(step: int) -> tuple[int, int]:
+        for size in reversed(sizes):
+            a = step // size * size
+            if a >= lo and a + size - 1 <= hi:
+                return size, a
+        return 0, step
+
+    first: dict[tuple[int, int], int] = {}
+    for step, _ in pts:
+        first.setdefault(piece(step), step)
     buckets: dict[int, list[tuple[int, float]]] = {}
-    for step, v in points:
-        buckets.setdefault((step - lo) * nb // span, []).append((step, v))
+    for p in pts:
+        start_step = first[piece(p[0])] if sizes else p[0]
+        buckets.setdefault((start_step - lo) * nb // span, []).append(p)
     keep = set()
-    for pts in buckets.values():
-        keep.add(min(pts, key=lambda p: p[1]))
-        keep.add(max(pts, key=lambda p: p[1]))
+    for group in buckets.values():
+        numbers = [p for p in group if not math.isnan(p[1])]
+        if numbers:
+            keep.add(min(numbers, key=lambda p: (p[1], p[0])))
+        keep.add(max(group, key=_rank_max))
     return sorted(keep)
+
+
+def _same(a: list, b: list) -> bool:
+    """Point lists equal, NaN equal to NaN."""
+    key = lambda pts: [(x, "nan" if math.isnan(v) else v) for x, v in pts]  # noqa: E731
+    return key(a) == key(b)
+
+
+def _expected_rollup(db: Path) -> list[tuple]:
+    """The rollup table recomputed from the raw rows, the slow obvious way: a row per block
+    that holds a point and is closed (ends at or before the series' last step)."""
+    con = sqlite3.connect(db)
+    rows = con.execute("SELECT series_id, step, value, wall FROM scalars ORDER BY 1, 2").fetchall()
+    con.close()
+    last = {sid: step for sid, step, _, _ in rows}
+    groups: dict[tuple[int, int, int], list[tuple[int, float, float]]] = {}
+    for level, size in enumerate(ROLLUP_BLOCK_SIZES):
+        for sid, step, value, wall in rows:
+            v = math.nan if value is None else value
+            groups.setdefault((sid, level, step // size), []).append((step, v, wall))
+    out = []
+    for key, pts in sorted(groups.items()):
+        sid, level, block = key
+        if (block + 1) * ROLLUP_BLOCK_SIZES[level] - 1 > last[sid]:
+            continue
+        numbers = [p for p in pts if not math.isnan(p[1])]
+        lo = min(numbers, key=lambda p: (p[1], p[0])) if numbers else (None, None, None)
+        hi = max(pts, key=lambda p: _rank_max(p[:2]))
+        hi = (hi[0], None if math.isnan(hi[1]) else hi[1], hi[2])
+        out.append((*key, len(pts), pts[0][0], pts[-1][0], *lo, *hi))
+    return out
+
+
+def _stored_rollup(db: Path) -> list[tuple]:
+    con = sqlite3.connect(db)
+    rows = con.execute(
+        "SELECT series_id, level, block, n, first_step, last_step, min_step, min_value, "
+        "min_wall, max_step, max_value, max_wall FROM rollup ORDER BY 1, 2, 3"
+    ).fetchall()
+    con.close()
+    return rows
 
 
 def test_downsampling_keeps_spikes_dips_and_every_bucket_of_a_100k_series(db: Path):
@@ -184,7 +261,7 @@ def test_downsampling_keeps_spikes_dips_and_every_bucket_of_a_100k_series(db: Pa
     assert steps == sorted(steps) and len(set(steps)) == len(steps)
     assert (spike_at, 50.0) in pts and (dip_at, -50.0) in pts
     assert steps[0] < 1000 and steps[-1] >= n - 1000  # first and last buckets (width 1000) present
-    assert pts == _brute_force_minmax(list(enumerate(values)), 200)
+    assert pts == _reference_query(list(enumerate(values)), 200)
 
     # Same selection with wall-clock x; a step window is bucketed on its own range.
     assert store.query("train/loss", max_points=200, x="wall") == [
@@ -192,7 +269,13 @@ def test_downsampling_keeps_spikes_dips_and_every_bucket_of_a_100k_series(db: Pa
     ]
     window = store.query("train/loss", max_points=50, start_step=60_000, end_step=70_000)
     assert len(window) <= 50 and (spike_at, 50.0) in window
-    assert window == _brute_force_minmax([(s, values[s]) for s in range(60_000, 70_001)], 50)
+    assert window == _reference_query(list(enumerate(values)), 50, 60_000, 70_000)
+    assert window[0][0] >= 60_000 and window[-1][0] <= 70_000  # exact edges, not block edges
+    # Buckets of 20 steps read the 16-step blocks; of 13 steps, the raw rows (equal widths).
+    for mp in (2000, 3000):
+        got = store.query("train/loss", max_points=mp, end_step=19_999)
+        assert got == _reference_query(list(enumerate(values)), mp, None, 19_999)
+        assert (dip_at, -50.0) in got and len(got) <= mp
     # No downsampling asked, or few enough points: everything, in order.
     assert len(store.query("train/loss")) == n
     assert store.query("train/loss", max_points=200, start_step=10, end_step=209) == [
@@ -201,6 +284,184 @@ def test_downsampling_keeps_spikes_dips_and_every_bucket_of_a_100k_series(db: Pa
     with pytest.raises(ValueError, match="max_points"):
         store.query("train/loss", max_points=1)
     store.close()
+
+
+def _check_envelope(pts: list, points: list[tuple[int, float]], max_points: int) -> None:
+    """What a plot needs, whatever the level: every stored point has a returned point at most as
+    low and one at least as high (NaN: a NaN) less than two bucket widths away."""
+    lo, hi = points[0][0], points[-1][0]
+    reach = 2 * (hi - lo + 1) / (max_points // 2)
+    xs = [q[0] for q in pts]
+    for step, v in points:
+        near = pts[bisect.bisect_right(xs, step - reach) : bisect.bisect_left(xs, step + reach)]
+        if math.isnan(v):
+            assert any(math.isnan(q[1]) for q in near), step
+        else:
+            assert any(q[1] <= v for q in near) and any(not q[1] < v for q in near), step
+
+
+def test_rollup_queries_match_the_reference_on_sparse_series_and_windows(db: Path):
+    rng = random.Random(1)
+    # Steps with gaps, starting off any block edge; a spike, a dip, a NaN and infinities.
+    steps, step = [], 1_000_003
+    while len(steps) < 30_000:
+        steps.append(step)
+        step += rng.choice((1, 1, 1, 2, 7, 100)) if rng.random() < 0.98 else 5000
+    values = [math.sin(i / 700) + rng.gauss(0, 0.1) for i in range(len(steps))]
+    values[12_345], values[23_456], values[5_000] = 40.0, -40.0, math.nan
+    values[7_000], values[7_001] = math.inf, -math.inf
+    points = list(zip(steps, values, strict=True))
+    store = RunStore.open(db)
+    for i, (step, v) in enumerate(points):
+        store.add_scalars(step, 0.0, step * 0.25, {"loss": v})
+        if i % 997 == 0:
+            store.flush()
+    store.flush()
+    assert _stored_rollup(db) == _expected_rollup(db)
+
+    cases = [(None, None, mp) for mp in (4, 11, 200, 1000, 5000)]
+    for _ in range(12):
+        a, b = sorted(rng.sample(range(steps[0] - 10, steps[-1] + 10), 2))
+        cases.append((a, b, rng.choice((6, 50, 300))))
+    for start, end, mp in cases:
+        got = store.query("loss", max_points=mp, start_step=start, end_step=end)
+        want = _reference_query(points, mp, start, end)
+        assert _same(got, want), (start, end, mp)
+        assert len(got) <= mp and [s for s, _ in got] == sorted({s for s, _ in got})
+        inside = [
+            p for p in points if (start is None or p[0] >= start) and (end is None or p[0] <= end)
+        ]
+        if len(inside) > mp and start is None:
+            _check_envelope(got, inside, mp)
+    full = store.query("loss", max_points=1000)
+    assert (steps[12_345], 40.0) in full and (steps[23_456], -40.0) in full
+    assert any(s == steps[5_000] and math.isnan(v) for s, v in full)
+    assert _same(store.query("loss", max_points=1000, x="wall"), [(s * 0.25, v) for s, v in full])
+    store.close()
+
+
+def test_rollups_stay_exact_through_replaced_steps_out_of_order_writes_and_truncation(db: Path):
+    store = RunStore.open(db)
+    rng = random.Random(2)
+
+    def check() -> None:
+        assert _stored_rollup(db) == _expected_rollup(db)
+
+    for step in range(6000):  # appended in batches of odd sizes, blocks split across batches
+        v = 100.0 if step == 2500 else -100.0 if step == 4100 else rng.random()
+        store.add_scalars(step, 0.0, float(step), {"loss": v, "lr": 0.1})
+        if step % 250 == 0:
+            store.add_scalars(step, 0.0, float(step), {"val/loss": rng.random()})
+        if step % 37 == 0:
+            store.flush()
+    store.flush()
+    check()
+    pts = store.query("loss", max_points=100)
+    assert (2500, 100.0) in pts and (4100, -100.0) in pts
+
+    # A step logged again with a smaller value: the old max must not survive in any level.
+    store.add_scalars(2500, 0.0, 2500.0, {"loss": 0.5})
+    store.flush()
+    check()
+    assert max(v for _, v in store.query("loss", max_points=100)) < 1.0
+    # Out of order and repeated inside one batch (the later value wins), NaN and a whole NaN block.
+    for step in (5000, 10, 9000, 4100, 4100, 4101, 6500):
+        store.add_scalars(step, 0.0, 1.0, {"loss": 0.25 if step != 4101 else math.nan})
+    store.add_scalars(4100, 0.0, 1.0, {"loss": 0.75})
+    for step in range(7008, 7024):
+        store.add_scalars(step, 0.0, 1.0, {"loss": math.nan})
+    store.flush()
+    check()
+    pts = store.query("loss", max_points=100)
+    assert min(v for _, v in pts) >= 0.0 and (4100, 0.75) not in pts  # the dip went too
+    assert any(s in range(7008, 7024) and math.isnan(v) for s, v in pts)
+
+    store.truncate_after(3333)
+    check()
+    assert store.query("loss", max_points=10_000)[-1][0] == 3333
+    assert store.last("val/loss") == (3250, store.query("val/loss")[-1][1])
+    for step in range(3334, 4000):  # resumed: the merge path continues the recomputed block
+        store.add_scalars(step, 0.0, 0.0, {"loss": 2.0 + step / 1e4})
+    store.flush()
+    check()
+    assert store.query("loss", max_points=20)[-1] == (3999, 2.0 + 3999 / 1e4)
+    store.close()
+
+
+def test_open_rollup_blocks_continue_exactly_across_reopens_and_a_second_writer(db: Path):
+    rng = random.Random(4)
+    first = RunStore.open(db)
+    for step in range(1001):  # stops inside a block of every level: all of them still open
+        first.add_scalars(step, 0.0, float(step), {"loss": rng.random()})
+    first.close()
+    second = RunStore.open(db)  # knows none of the open blocks: rebuilds them from the file
+    for step in range(1001, 3000):
+        second.add_scalars(step, 0.0, float(step), {"loss": rng.random() * 2})
+        if step % 100 == 0:
+            second.flush()
+    second.flush()
+    assert _stored_rollup(db) == _expected_rollup(db)
+    # Two writable connections taking turns (their open blocks go stale in between).
+    third = RunStore.open(db)
+    for step in range(3000, 9000):
+        store = second if step // 700 % 2 else third
+        store.add_scalars(step, 0.0, float(step), {"loss": math.sin(step) * (1 + step % 13)})
+        store.flush()
+    assert _stored_rollup(db) == _expected_rollup(db)
+    third.close()
+    second.close()
+    with RunStore.open(db, readonly=True) as r:
+        pts = [(s, v) for s, v in r.query("loss")]
+        assert r.query("loss", max_points=64) == _reference_query(pts, 64)
+
+
+# The version-1 layout, frozen: what podium wrote before the rollups.
+_V1_SCHEMA = """
+CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE series(id INTEGER PRIMARY KEY, name TEXT UNIQUE NOT NULL);
+CREATE TABLE scalars(series_id INTEGER NOT NULL, step INTEGER NOT NULL, epoch REAL, wall REAL,
+    value REAL, PRIMARY KEY (series_id, step)) WITHOUT ROWID;
+CREATE TABLE events(id INTEGER PRIMARY KEY, wall REAL, step INTEGER, kind TEXT, payload TEXT);
+CREATE TABLE checkpoints(name TEXT PRIMARY KEY, path TEXT, step INTEGER, epoch REAL,
+    val_loss REAL, size INTEGER, wall REAL, kind TEXT, keep INTEGER DEFAULT 0);
+PRAGMA user_version = 1;
+"""
+
+
+def test_a_version_1_file_is_read_from_raw_rows_and_migrated_on_writable_open(db: Path):
+    rng = random.Random(3)
+    points = [(s, rng.random()) for s in range(20_000)]
+    points[777] = (777, 9.0)
+    con = sqlite3.connect(db)
+    con.executescript(_V1_SCHEMA)
+    con.execute("INSERT INTO series(id, name) VALUES (1, 'loss'), (2, 'empty')")
+    con.executemany(
+        "INSERT INTO scalars VALUES (1, ?, 0.0, ?, ?)", [(s, s / 2, v) for s, v in points]
+    )
+    con.execute("INSERT INTO meta VALUES ('created', '1.0')")
+    con.commit()
+    con.close()
+
+    reader = RunStore.open(db, readonly=True)  # an old file: equal-width buckets from raw rows
+    got = reader.query("loss", max_points=100)
+    assert got == _reference_query(points, 100, blocks=())
+    assert (777, 9.0) in got
+
+    with RunStore.open(db) as writer:  # builds the rollups, bumps the version
+        assert writer.query("loss", max_points=100) == _reference_query(points, 100)
+        writer.add_scalars(20_000, 0.0, 10_000.0, {"loss": -1.0})
+    assert _stored_rollup(db) == _expected_rollup(db)
+    raw = sqlite3.connect(db)
+    assert raw.execute("PRAGMA user_version").fetchone() == (2,)
+    raw.close()
+    points.append((20_000, -1.0))
+    # The reader that opened the old file now reads the rollups too; nothing else changed.
+    assert reader.query("loss", max_points=100) == _reference_query(points, 100)
+    assert reader.query("loss", max_points=100, x="wall") == [
+        (s / 2, v) for s, v in reader.query("loss", max_points=100)
+    ]
+    assert reader.meta_get("created") == "1.0" and reader.query("empty", max_points=10) == []
+    reader.close()
 
 
 def test_nan_and_inf_are_stored_and_never_lose_a_row(db: Path):
