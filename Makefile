@@ -1,5 +1,5 @@
 # The two commands of the README, each doing its own set-up on a fresh clone.
-#   make demo   train the demo profile (headless until the dashboard lands)
+#   make demo   open the dashboard on a new run of the demo profile
 #   make test   lint + the whole test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/podium train profiles/demo.toml --headless $(ARGS)
+	$(VENV)/bin/podium train profiles/demo.toml $(ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

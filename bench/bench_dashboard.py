@@ -1,0 +1,369 @@
+"""What the dashboard costs: training throughput with it attached, its idle CPU, and the time to
+draw a run screen for a run with 1M stored points per series. Everything is measured in this one
+run, side by side:
+
+1. tokens/s of the demo profile trained headless (``session.run_training()`` in the main thread,
+   as ``podium train --headless`` does) and with the dashboard attached (``PodiumApp`` on the run
+   screen, Textual's headless driver at 120x40: every frame is composed and rendered, the
+   terminal write is skipped), alternating, ``--repeats`` times each, each in a fresh process;
+   reports the median ratio (target >= 0.97) and the UI thread's share of the process CPU.
+   Throughput is measured from step ``--warmup`` to the last step. A fresh process per run
+   matters: once one thread has run torch's OpenMP kernels, a second training thread in the
+   same process gets a second OpenMP team, libgomp stops spin-waiting (more OpenMP threads than
+   cores), and the second thread trains about half as fast on 2 cores.
+2. the process CPU (user + system, % of one core) over ``--idle`` seconds of the dashboard doing
+   nothing: on the home screen, on a stored run's screen, and on a paused live run's screen
+   (target <= 3%).
+3. a stored run with ``--points`` steps in every series (24 series), built once under ``--tmp``;
+   the time to open its run screen: the store reads (thread), folding them into the model and
+   drawing both plots (UI thread), and the whole thing from push to painted (target <= 50 ms).
+
+    .venv/bin/python bench/bench_dashboard.py [--steps 40] [--small] [--repeats 2] [--idle 10]
+        [--points 1000000] [--tmp DIR] [--skip throughput,idle,draw]
+
+``--small`` uses the shrunk demo profile of the tests (seconds per run instead of minutes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from engine.config import load_profile
+from engine.events import StepMetrics
+from engine.session import new_session
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "profiles" / "demo.toml"
+SMALL = (
+    "data.n_pieces=48",
+    "data.seq_len=96",
+    "model.max_len=96",
+    "train.batch_size=4",
+)
+HEADS = ("tempo", "chord", "bar_beat", "type", "pitch", "duration", "velocity", "emotion", "key")
+
+
+class Clock:
+    """Records (step, tokens seen, time) at every step event: a bus subscriber, cheap."""
+
+    def __init__(self, trainer) -> None:
+        self.trainer = trainer
+        self.marks: list[tuple[int, int, float]] = []
+
+    def __call__(self, event) -> None:
+        if isinstance(event, StepMetrics):
+            self.marks.append((event.step, self.trainer.state.tokens_seen, time.perf_counter()))
+
+    def rate(self, warmup: int) -> float:
+        marks = [m for m in self.marks if m[0] >= warmup]
+        (_, k0, t0), (_, k1, t1) = marks[0], marks[-1]
+        return (k1 - k0) / (t1 - t0)
+
+
+def overrides(small: bool) -> list[str]:
+    # No validation or checkpoints inside the measured window: both modes pay the same for them,
+    # and leaving them out keeps the ratio about the training loop and the dashboard.
+    return [*(SMALL if small else ()), "train.val_every_steps=100000"]
+
+
+def headless_rate(root: Path, steps: int, warmup: int, small: bool) -> float:
+    profile = load_profile(DEMO, overrides(small))
+    session = new_session(profile, root=root, max_steps=steps)
+    clock = Clock(session.trainer)
+    session.bus.subscribe(clock)
+    session.run_training()
+    return clock.rate(warmup)
+
+
+def dashboard_rate(root: Path, steps: int, warmup: int, small: bool) -> tuple[float, float]:
+    """(tokens/s, the UI thread's share of the process CPU while training)."""
+    from tui.app import PodiumApp
+    from tui.live import StartRequest
+
+    request = StartRequest(
+        profile_path=DEMO, overrides=tuple(overrides(small)), root=root, max_steps=steps
+    )
+    app = PodiumApp(root=root, request=request)
+    result: dict[str, float] = {}
+
+    async def drive() -> None:
+        async with app.run_test(size=(120, 40)) as pilot:
+            (live,) = app.live_runs.values()
+            while live.session is None and live.training:
+                await asyncio.sleep(0.05)
+            clock = Clock(live.session.trainer)
+            live.session.bus.subscribe(clock)
+            while live.training and live.model.numbers.step < warmup:
+                await asyncio.sleep(0.05)
+            # This coroutine runs in the UI thread: thread_time() is the UI's CPU time.
+            ui0, cpu0 = time.thread_time(), cpu_seconds()
+            while live.training:
+                await asyncio.sleep(0.1)
+            ui1, cpu1 = time.thread_time(), cpu_seconds()
+            await pilot.pause(0.1)
+            result["rate"] = clock.rate(warmup)
+            result["ui"] = (ui1 - ui0) / max(cpu1 - cpu0, 1e-9)
+
+    asyncio.run(drive())
+    return result["rate"], result["ui"]
+
+
+def cpu_seconds() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+async def idle_cpu(app, pilot, seconds: float) -> float:
+    await pilot.pause(1.0)  # let the screen settle (first reads, first paint)
+    c0, t0 = cpu_seconds(), time.monotonic()
+    await asyncio.sleep(seconds)
+    return 100.0 * (cpu_seconds() - c0) / (time.monotonic() - t0)
+
+
+def measure_idle(root: Path, stored_run, seconds: float, small: bool) -> dict[str, float]:
+    from tui.app import PodiumApp
+    from tui.live import StartRequest
+    from tui.screens.run import RunScreen
+
+    out: dict[str, float] = {}
+
+    async def home_and_stored() -> None:
+        app = PodiumApp(root=stored_run.path.parent)
+        async with app.run_test(size=(120, 40)) as pilot:
+            out["home screen"] = await idle_cpu(app, pilot, seconds)
+            app.push_screen(RunScreen(run=stored_run))
+            out["stored run screen"] = await idle_cpu(app, pilot, seconds)
+
+    async def paused_live() -> None:
+        request = StartRequest(profile_path=DEMO, overrides=tuple(overrides(small)), root=root)
+        app = PodiumApp(root=root, request=request)
+        async with app.run_test(size=(120, 40)) as pilot:
+            (live,) = app.live_runs.values()
+            while live.model.numbers.step < 3:
+                await asyncio.sleep(0.05)
+            live.session.trainer.pause().result(timeout=60)
+            out["paused live run screen"] = await idle_cpu(app, pilot, seconds)
+            live.request_stop("bench over")
+            while live.training:
+                await asyncio.sleep(0.05)
+
+    asyncio.run(home_and_stored())
+    asyncio.run(paused_live())
+    return out
+
+
+def build_big_run(tmp: Path, points: int):
+    """A finished run whose 24 series hold ``points`` steps each (cached under ``tmp``)."""
+    from engine.runs import RunDir
+    from tests.tui_helpers import make_stored_run
+
+    root = tmp / f"big-{points}"
+    done = root / "big" / "end.json"
+    if done.exists():
+        return RunDir(root / "big")
+    shutil.rmtree(root, ignore_errors=True)
+    t0 = time.perf_counter()
+    # One series of every name, 1 point each, through the engine's writers (names, events,
+    # checkpoints, run files); then series 1 gets ``points`` points and is copied by SQL.
+    run = make_stored_run(root, "big", steps=1, val_every=1, checkpoints=True)
+    from engine.store import RunStore
+
+    store = RunStore.open(run.db_path)
+    try:
+        import math
+
+        for step in range(2, points + 1):
+            v = 2.0 * math.exp(-step / (points / 3)) + 0.5 + 0.02 * math.sin(step)
+            store.add_scalars(step, step / 1000, 1_700_000_000.0 + step * 0.5, {"train/loss": v})
+            if step % 20_000 == 0:
+                store.flush()
+        store.flush()
+    finally:
+        store.close()
+    con = sqlite3.connect(run.db_path)
+    src = con.execute("SELECT id FROM series WHERE name = 'train/loss'").fetchone()[0]
+    for (sid,) in con.execute("SELECT id FROM series WHERE id != ?", (src,)).fetchall():
+        con.execute("DELETE FROM scalars WHERE series_id = ?", (sid,))
+        con.execute("DELETE FROM rollup WHERE series_id = ?", (sid,))
+        con.execute(
+            "INSERT INTO scalars SELECT ?, step, epoch, wall, value FROM scalars "
+            "WHERE series_id = ?",
+            (sid, src),
+        )
+        con.execute(
+            "INSERT INTO rollup SELECT ?, level, block, n, first_step, last_step, min_step, "
+            "min_value, min_wall, max_step, max_value, max_wall FROM rollup WHERE series_id = ?",
+            (sid, src),
+        )
+        con.commit()
+    con.close()
+    run.mark_end("finished", "bench fixture", points)
+    print(f"  (built the {points:,}-point run in {time.perf_counter() - t0:.0f} s: {run.path})")
+    return run
+
+
+def measure_draw(run, small_run, repeats: int = 5) -> dict[str, float]:
+    """Milliseconds: store reads, model + plot drawing, and push-to-painted, medians.
+
+    Push-to-painted is also measured for ``small_run`` (300 points per series): the difference
+    is what the stored run's size costs; the rest is composing the screen.
+    """
+    from tui.app import PodiumApp
+    from tui.history import read_history
+    from tui.model import RunModel
+    from tui.screens.run import RunScreen
+    from tui.widgets.loss_panel import PlotOptions, build_heads, build_total
+    from tui.widgets.plot import draw_plot
+
+    width = 64  # the total plot's width in cells at 120x40
+    reads, draws = [], []
+    whole: dict[str, list[float]] = {"big": [], "small": []}
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        history = read_history(run.db_path, max_points=2 * width)
+        t1 = time.perf_counter()
+        model = RunModel()
+        model.load_history(history.points, last=history.last)
+        model.load_events(history.events)
+        opts = PlotOptions()
+        series, _ = build_total(model, opts)
+        draw_plot(series, width, 16)
+        series, _, _ = build_heads(model, opts)
+        draw_plot(series, width, 14)
+        t2 = time.perf_counter()
+        reads.append(t1 - t0)
+        draws.append(t2 - t1)
+
+    async def push() -> None:
+        app = PodiumApp(root=run.path.parent)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.pause(0.5)
+            for i in range(2 * repeats):  # alternating, so load from other processes hits both
+                which = "big" if i % 2 == 0 else "small"
+                t0 = time.perf_counter()
+                screen = RunScreen(run=run if which == "big" else small_run)
+                app.push_screen(screen)
+                plot = None
+                while True:
+                    await asyncio.sleep(0.002)
+                    if screen.model.numbers.step > 1 and screen.is_mounted:
+                        plot = screen.query_one("#total-panel").plot
+                        if plot._cache_key is not None and plot._cache_key[2] >= 2:
+                            break
+                whole[which].append(time.perf_counter() - t0)
+                app.pop_screen()
+                await pilot.pause(0.2)
+
+    asyncio.run(push())
+    ms = 1000.0
+    return {
+        "store reads (thread)": statistics.median(reads) * ms,
+        "model + both plots (UI thread)": statistics.median(draws) * ms,
+        "push to painted (whole screen)": statistics.median(whole["big"]) * ms,
+        "  same for a 300-point run": statistics.median(whole["small"]) * ms,
+    }
+
+
+def child(args: argparse.Namespace, mode: str, root: Path) -> list[str]:
+    """Run one throughput measurement in a fresh interpreter; its printed numbers."""
+    cmd = [sys.executable, __file__, "--child", mode, "--tmp", str(root)]
+    cmd += ["--steps", str(args.steps), "--warmup", str(args.warmup)]
+    if args.small:
+        cmd.append("--small")
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise SystemExit(f"{mode} run failed:\n{out.stdout}\n{out.stderr}")
+    return out.stdout.strip().splitlines()[-1].split()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=40, help="steps per throughput run")
+    parser.add_argument("--warmup", type=int, default=5, help="steps left out of the rate")
+    parser.add_argument("--repeats", type=int, default=2, help="throughput runs per mode")
+    parser.add_argument("--small", action="store_true", help="the tests' shrunk demo profile")
+    parser.add_argument("--idle", type=float, default=10.0, help="seconds per idle measurement")
+    parser.add_argument("--points", type=int, default=1_000_000, help="points per series")
+    parser.add_argument("--tmp", type=Path, default=None, help="where runs and fixtures go")
+    parser.add_argument("--skip", default="", help="comma list of throughput,idle,draw")
+    parser.add_argument("--child", choices=("headless", "dashboard"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        os.environ.setdefault(
+            "PODIUM_CACHE", str(Path(tempfile.gettempdir()) / "podium-bench-cache")
+        )
+        if args.child == "headless":
+            print(headless_rate(args.tmp, args.steps, args.warmup, args.small))
+        else:
+            print(*dashboard_rate(args.tmp, args.steps, args.warmup, args.small))
+        return
+    skip = set(filter(None, args.skip.split(",")))
+    os.environ.setdefault("PODIUM_CACHE", str(Path(tempfile.gettempdir()) / "podium-bench-cache"))
+    tmp = args.tmp or Path(tempfile.mkdtemp(prefix="podium-bench-"))
+    tmp.mkdir(parents=True, exist_ok=True)
+    print(f"bench_dashboard: {os.cpu_count()} CPUs, torch threads {_torch_threads()}, tmp {tmp}")
+
+    if "throughput" not in skip:
+        profile = "demo (shrunk as in the tests)" if args.small else "demo"
+        print(f"\n1. training throughput, {profile}, {args.steps} steps, from step {args.warmup}")
+        print(f"   load average before: {os.getloadavg()[0]:.2f} (other processes skew wall times)")
+        ratios, shares = [], []
+        for i in range(args.repeats):
+            h = float(child(args, "headless", tmp / f"h{i}")[0])
+            d, ui = map(float, child(args, "dashboard", tmp / f"d{i}"))
+            ratios.append(d / h)
+            shares.append(ui)
+            print(
+                f"   run {i + 1}: headless {h:8,.0f} tok/s   dashboard {d:8,.0f} tok/s   "
+                f"ratio {d / h:.3f}   UI thread {100 * ui:.1f}% of the process CPU"
+            )
+        print(
+            f"   median ratio dashboard/headless: {statistics.median(ratios):.3f} (target >= 0.97)"
+        )
+        print(
+            f"   median UI share of CPU: {100 * statistics.median(shares):.1f}% "
+            f"(the ratio it allows on a saturated machine: {1 - statistics.median(shares):.3f})"
+        )
+
+    big = None
+    if "idle" not in skip:
+        print(f"\n2. dashboard idle CPU over {args.idle:.0f} s (% of one core; target <= 3%)")
+        from tests.tui_helpers import make_stored_run
+
+        shutil.rmtree(tmp / "idle-runs", ignore_errors=True)
+        stored = make_stored_run(tmp / "idle-runs", "stored", steps=2000)
+        for what, pct in measure_idle(tmp / "idle-live", stored, args.idle, args.small).items():
+            print(f"   {what:<28} {pct:5.2f}%")
+
+    if "draw" not in skip:
+        print(f"\n3. run screen of a run with {args.points:,} points in each of 24 series")
+        big = build_big_run(tmp, args.points)
+        from tests.tui_helpers import make_stored_run
+
+        shutil.rmtree(tmp / "small-run", ignore_errors=True)
+        small = make_stored_run(tmp / "small-run", "small", steps=300)
+        for what, ms in measure_draw(big, small).items():
+            print(f"   {what:<34} {ms:7.1f} ms")
+        print("   (target <= 50 ms for store reads + drawing)")
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,155 @@
+"""The run model (events and stored history in, plot series out), the event inbox, and reading a
+stored run back, without an app."""
+
+from __future__ import annotations
+
+import math
+import threading
+
+from engine.events import (
+    CheckpointSaved,
+    EvalMetrics,
+    Message,
+    StateChanged,
+    StepMetrics,
+    event_to_dict,
+)
+from tests.tui_helpers import HEADS, make_stored_run
+from tui.history import read_history, run_facts, run_row
+from tui.live import EventInbox
+from tui.model import RunModel, Series, ema, event_from_payload
+
+
+def step_event(step: int, loss: float = 1.0, wall: float = 0.0) -> StepMetrics:
+    return StepMetrics(
+        step=step,
+        epoch=step / 10,
+        wall=wall or 1000.0 + step,
+        loss=loss,
+        losses={"a": loss / 2, "b": loss / 2},
+        lr=1e-3,
+        grad_norm=0.5,
+        tokens_per_s=100.0,
+        samples_per_s=2.0,
+        eta_s=60.0,
+    )
+
+
+def test_events_fill_series_numbers_and_the_log():
+    m = RunModel()
+    m.apply([StateChanged(step=0, wall=999.0, state="running")])
+    m.apply([step_event(s, loss=10.0 - s) for s in range(1, 6)])
+    m.apply(
+        [
+            EvalMetrics(
+                step=5,
+                epoch=0.5,
+                wall=1005.0,
+                loss=4.5,
+                losses={"a": 2.0, "b": 2.5},
+                best=4.5,
+                patience_left=3,
+            ),
+            CheckpointSaved(
+                step=5,
+                epoch=0.5,
+                wall=1005.0,
+                name="best",
+                path="x",
+                kind="best",
+                size=10**6,
+                val_loss=4.5,
+            ),
+            Message(step=5, wall=1006.0, level="info", text="learning rate set", data={"lr": 5e-4}),
+        ]
+    )
+    assert m.state == "running" and m.heads == ["a", "b"]
+    assert m.numbers.step == 5 and m.numbers.lr == 5e-4 and m.numbers.patience_left == 3
+    assert m.series["train/loss"].values == [9.0, 8.0, 7.0, 6.0, 5.0]
+    assert m.series["train/loss"].best == 5.0 and m.series["val/loss/b"].last == 2.5
+    assert m.checkpoints_version == 1
+    texts = [e.text for e in m.log]
+    assert texts[0] == "state running"
+    assert "val 4.5000 new best · patience 3" in texts and "saved best (1.0 MB)" in texts
+    xs, _ = m.xy("train/loss", "wall")
+    assert xs[0] == 2.0  # seconds since the first event (the state change at wall 999)
+
+
+def test_a_step_seen_again_replaces_the_newer_points():
+    s = Series()
+    for step in range(1, 11):
+        s.append(step, step, float(step))
+    s.append(6, 60, 0.5)  # a resumed run re-trains from step 6
+    assert s.steps == [1, 2, 3, 4, 5, 6] and s.values[-1] == 0.5 and s.best == 0.5
+
+
+def test_decimation_keeps_spikes_and_bounds_memory():
+    m = RunModel(max_points=50)
+    events = [step_event(s, loss=1.0) for s in range(1, 2001)]
+    events[1234] = step_event(1235, loss=99.0)
+    events[1500] = step_event(1501, loss=-5.0)
+    m.apply(events)
+    train = m.series["train/loss"]
+    assert len(train) <= 4 * 50
+    assert max(train.values) == 99.0 and min(train.values) == -5.0
+    assert train.steps == sorted(train.steps) and train.steps[-1] == 2000
+
+
+def test_ema_decays_per_step_and_passes_nan_through():
+    assert ema([1, 2, 3], [1.0, 1.0, 1.0], 0.9) == [1.0, 1.0, 1.0]
+    dense = ema(list(range(1, 101)), [0.0] * 50 + [1.0] * 50, 0.9)
+    sparse = ema(list(range(1, 101, 10)), [0.0] * 5 + [1.0] * 5, 0.9)
+    # One point per 10 steps decays by 0.9**10: the same shape as every step, at those steps.
+    assert abs(dense[90] - sparse[9]) < 0.01
+    out = ema([1, 2, 3], [1.0, math.nan, 3.0], 0.5)
+    assert math.isnan(out[1]) and 1.0 < out[2] < 3.0
+    assert ema([1, 2], [1.0, 2.0], 0.0) == [1.0, 2.0]
+
+
+def test_stored_events_round_trip_through_their_json_form():
+    for event in (step_event(3), StateChanged(step=1, wall=2.0, state="failed", reason="x")):
+        assert event_from_payload(event_to_dict(event)) == event
+    assert event_from_payload({"type": "Nope"}) is None
+    assert event_from_payload({"type": "StateChanged", "bogus": 1}) is None
+
+
+def test_inbox_wakes_once_per_batch_from_any_thread():
+    wakes = []
+    inbox = EventInbox(lambda: wakes.append(1), maxlen=100)
+    threads = [
+        threading.Thread(target=lambda: [inbox(step_event(i)) for i in range(50)]) for _ in range(2)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(wakes) == 1 and len(inbox.drain()) == 100
+    inbox(step_event(1))
+    assert len(wakes) == 2
+    for i in range(200):
+        inbox(step_event(i))
+    assert inbox.dropped == 101 and len(inbox.drain()) == 100
+
+
+def test_a_stored_run_reads_back_downsampled(tmp_path):
+    run = make_stored_run(tmp_path, steps=1000)
+    h = read_history(run.db_path, max_points=100)
+    assert set(h.points) == {"train/loss", "val/loss"} | {
+        f"{k}/loss/{head}" for k in ("train", "val") for head in HEADS
+    }
+    by_step, by_wall = h.points["train/loss"]
+    assert 50 <= len(by_step) <= 100 and len(by_step) == len(by_wall)
+    assert by_wall[0][0] == 1_700_000_000.0 + by_step[0][0] * 0.5  # the same points, wall x
+    assert h.last["lr"] == 1e-3 and [type(e).__name__ for e in h.events][-1] == "StateChanged"
+    m = RunModel()
+    m.load_history(h.points, last=h.last)
+    m.load_events(h.events)
+    assert m.numbers.step == 1000 and m.heads == sorted(HEADS) and m.numbers.best_val is not None
+    cut = read_history(run.db_path, max_points=100, end_step=400)
+    assert max(s for s, _ in cut.points["train/loss"][0]) <= 400
+    assert all(e.step <= 400 for e in cut.events)
+    facts = run_facts(run)
+    assert (facts.device, facts.total_steps, facts.steps_per_epoch) == ("cpu", 1000, 10)
+    row = run_row(run)
+    assert (row.state, row.step, row.profile, row.host) == ("finished", 1000, "demo", "testhost")
+    assert row.best_val == min(v for _, v in h.points["val/loss"][0])

@@ -1,0 +1,119 @@
+"""Snapshots of the home and run screens at 80x24 and 120x40, from a deterministic stored run.
+
+Each snapshot is the screen's SVG (``App.export_screenshot``: colours and layout) and its plain
+text (for a readable diff), kept in ``tests/snapshots_tui/``. What would change from one run to
+the next is fixed here: the clock ages are measured against, the time zone, this process's RAM
+and CPU readings, and the profiles shown.
+
+    PODIUM_UPDATE_SNAPSHOTS=1 .venv/bin/pytest tests/test_tui_snapshots.py   # accept new ones
+"""
+
+from __future__ import annotations
+
+import difflib
+import io
+import os
+import time
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from tests.tui_helpers import FIXED_WALL, make_stored_run, sync, wait_for
+from tui import format as fmt
+from tui.app import PodiumApp
+from tui.screens.run import RunScreen
+from tui.widgets import panels
+from tui.widgets.checkpoints import CheckpointTable
+
+SNAPSHOTS = Path(__file__).parent / "snapshots_tui"
+UPDATE = os.environ.get("PODIUM_UPDATE_SNAPSHOTS") == "1"
+PROFILE = """\
+name = "demo"
+family = "cp"
+description = "tiny CP transformer on the generated demo corpus (CPU friendly)"
+
+[train]
+seed = 0
+"""
+
+
+@pytest.fixture
+def frozen(tmp_path, monkeypatch):
+    """A runs root with one stored run, in a world whose clock and readings stand still."""
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setattr(fmt, "clock", lambda: FIXED_WALL + 3 * 86400)
+    monkeypatch.setattr(panels, "rss_bytes", lambda: 300 << 20)
+    monkeypatch.setattr(panels, "total_ram_bytes", lambda: 16 << 30)
+    monkeypatch.setattr(panels, "cuda_memory", lambda: None)
+    monkeypatch.setattr(panels.CpuMeter, "percent", lambda self: 12.0)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "demo.toml").write_text(PROFILE)
+    make_stored_run(Path("runs"), "fixture", steps=300)
+    yield tmp_path
+    monkeypatch.undo()
+    time.tzset()
+
+
+def screen_text(app: PodiumApp) -> str:
+    """The screen's characters, as ``export_screenshot`` renders them, without styles."""
+    width, height = app.size
+    console = Console(
+        width=width,
+        height=height,
+        file=io.StringIO(),
+        force_terminal=True,
+        color_system="truecolor",
+        record=True,
+        legacy_windows=False,
+        safe_box=False,
+    )
+    console.print(app.screen._compositor.render_update(full=True))
+    return "\n".join(line.rstrip() for line in console.export_text().splitlines())
+
+
+def check(app: PodiumApp, name: str, tmp_path: Path) -> None:
+    svg, text = app.export_screenshot(title="podium"), screen_text(app)
+    want_svg, want_text = SNAPSHOTS / f"{name}.svg", SNAPSHOTS / f"{name}.txt"
+    if UPDATE:
+        SNAPSHOTS.mkdir(exist_ok=True)
+        want_svg.write_text(svg, encoding="utf-8")
+        want_text.write_text(text + "\n", encoding="utf-8")
+        return
+    if not want_svg.exists():
+        pytest.fail(f"no snapshot {want_svg}; run with PODIUM_UPDATE_SNAPSHOTS=1 and review it")
+    (tmp_path / f"{name}.svg").write_text(svg, encoding="utf-8")
+    expected = want_text.read_text(encoding="utf-8").rstrip("\n")
+    if text != expected:
+        diff = "\n".join(
+            difflib.unified_diff(
+                expected.splitlines(), text.splitlines(), "snapshot", "now", lineterm=""
+            )
+        )
+        pytest.fail(f"{name}: the screen changed (new SVG: {tmp_path / name}.svg)\n{diff}")
+    assert svg == want_svg.read_text(encoding="utf-8"), (
+        f"{name}: same text, different colours or styles (new SVG: {tmp_path / name}.svg)"
+    )
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=["80x24", "120x40"])
+@sync
+async def test_home_and_run_screen_snapshots(frozen, size):
+    app = PodiumApp(root=Path("runs"), profile_dirs=[Path("profiles")])
+    async with app.run_test(size=size) as pilot:
+        runs = app.screen.query_one("#runs")
+        await wait_for(pilot, lambda: runs.row_count == 1, 10, "the runs table")
+        await pilot.pause(0.2)
+        check(app, f"home-{size[0]}x{size[1]}", frozen)
+
+        await pilot.press("enter")
+        screen = app.screen
+        assert isinstance(screen, RunScreen)
+        table = screen.query_one(CheckpointTable)
+        await wait_for(pilot, lambda: screen.model.numbers.step == 300, 10, "the history")
+        await wait_for(pilot, lambda: table.row_count == 2, 10, "the checkpoints")
+        await pilot.pause(0.2)
+        check(app, f"run-{size[0]}x{size[1]}", frozen)

@@ -1,0 +1,72 @@
+"""A command palette provider that offers every key binding of the current screen as a command.
+
+The palette (ctrl+p) then reaches every action without remembering keys: bindings declared by
+podium's screens and widgets, and the app's own, each shown with its key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from functools import partial
+
+from textual.binding import Binding
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.dom import DOMNode
+
+
+def _declared(node: DOMNode) -> list[Binding]:
+    return [b for b in getattr(type(node), "BINDINGS", []) if isinstance(b, Binding)]
+
+
+def binding_sources(screen: DOMNode) -> Iterator[tuple[DOMNode, Binding]]:
+    """(node, binding) for the app, the screen and podium widgets on it; one entry per action."""
+    seen: set[tuple[int, str]] = set()
+    nodes: list[DOMNode] = [screen.app, screen]
+    nodes += [w for w in screen.walk_children() if type(w).__module__.startswith("tui.")]
+    for node in nodes:
+        for binding in _declared(node):
+            key = (id(node), binding.action)
+            if key in seen or not binding.description:
+                continue
+            seen.add(key)
+            yield node, binding
+
+
+def describe(binding: Binding) -> str:
+    """The long description of a binding (its tooltip) where it has one, else the footer's."""
+    return binding.tooltip or binding.description
+
+
+def key_label(binding: Binding) -> str:
+    if binding.key_display:
+        return binding.key_display
+    key = binding.key.split(",")[0]
+    return {"space": "space", "question_mark": "?", "escape": "esc"}.get(key, key)
+
+
+class ActionsProvider(Provider):
+    """Every declared binding of the screen under the palette, runnable by name."""
+
+    def _commands(self) -> list[tuple[str, str, DOMNode, str]]:
+        out = []
+        for node, binding in binding_sources(self.screen):
+            title = f"{describe(binding)} ({key_label(binding)})"
+            where = type(node).__name__
+            out.append((title, f"{where}: {binding.action}", node, binding.action))
+        return out
+
+    async def discover(self) -> Hits:
+        for title, help_text, node, action in self._commands():
+            yield DiscoveryHit(title, partial(node.run_action, action), help=help_text)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for title, help_text, node, action in self._commands():
+            score = matcher.match(title)
+            if score > 0:
+                yield Hit(
+                    score,
+                    matcher.highlight(title),
+                    partial(node.run_action, action),
+                    help=help_text,
+                )

@@ -1,0 +1,316 @@
+"""Runs trained inside the dashboard's process: the session, its event inbox and its model.
+
+The training thread must never wait for the UI. The bus delivers events in the training thread,
+so the subscriber (``EventInbox``) only appends to a locked list and, when the list goes from empty
+to non-empty, posts one Textual message (``App.post_message`` is thread-safe and non-blocking;
+``call_from_thread`` would block training until the UI ran the call). The app drains the inbox
+at a bounded rate, so a burst of steps costs the UI one redraw, not one per step.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from textual.message import Message
+
+from engine.config import load_profile
+from engine.events import Event
+from engine.runs import RunDir
+from engine.session import Session, check_resumable, new_session, resume_session
+from engine.trainer import TrainResult
+from tui.history import History, read_history
+from tui.model import LogEntry, RunModel
+
+
+@dataclass(frozen=True, kw_only=True)
+class StartRequest:
+    """A new run of a profile, as ``podium train`` or the home screen's form asks for it."""
+
+    profile_path: Path
+    """The profile's TOML file."""
+    overrides: tuple[str, ...] = ()
+    """``KEY=VALUE`` overrides, seed included (``train.seed=N``)."""
+    root: Path
+    """The runs root the run directory is created in."""
+    name: str | None = None
+    """Run id; None picks ``<profile>-<time>``."""
+    max_steps: int | None = None
+    max_epochs: int | None = None
+    gpus: str | None = None
+    """``--gpus``: None lets the engine choose."""
+    share_gpu: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResumeRequest:
+    """Continue a stopped or interrupted run in place from its newest checkpoint."""
+
+    run_path: Path
+    max_steps: int | None = None
+    max_epochs: int | None = None
+    gpus: str | None = None
+    share_gpu: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class BranchRequest:
+    """A new run continuing ``parent_path`` from one of its checkpoints (the parent is untouched)."""
+
+    parent_path: Path
+    checkpoint: str
+    root: Path
+    """The runs root the new run directory is created in."""
+    name: str | None = None
+    max_steps: int | None = None
+    max_epochs: int | None = None
+    gpus: str | None = None
+    share_gpu: bool = False
+
+
+Request = StartRequest | ResumeRequest | BranchRequest
+
+
+def branching_available() -> bool:
+    """Whether the engine can start a new run from a checkpoint (``branch_session``)."""
+    import engine.session
+
+    return hasattr(engine.session, "branch_session")
+
+
+class EventsReady(Message):
+    """Posted from the training thread when a live run's inbox stops being empty."""
+
+    def __init__(self, key: int) -> None:
+        super().__init__()
+        self.key = key
+
+
+class SessionReady(Message):
+    """The run's session exists (data and model built); ``history`` is set when resuming."""
+
+    def __init__(self, key: int, history: History | None) -> None:
+        super().__init__()
+        self.key = key
+        self.history = history
+
+
+class TrainingEnded(Message):
+    """The run stopped training: it ended, failed, or never started (``LiveRun.error`` says)."""
+
+    def __init__(self, key: int) -> None:
+        super().__init__()
+        self.key = key
+
+
+class EventInbox:
+    """The bus subscriber of a live run: a locked buffer and a wake-up on first arrival.
+
+    Bounded: if the UI stops draining (a stuck terminal), the oldest events go first and
+    ``dropped`` counts them; training never waits.
+    """
+
+    def __init__(self, wake: Callable[[], None], *, maxlen: int = 200_000) -> None:
+        self._events: collections.deque[Event] = collections.deque(maxlen=maxlen)
+        self._lock = threading.Lock()
+        self._wake = wake
+        self.dropped = 0
+
+    def __call__(self, event: Event) -> None:
+        with self._lock:
+            was_empty = not self._events
+            if len(self._events) == self._events.maxlen:
+                self.dropped += 1
+            self._events.append(event)
+        if was_empty:
+            self._wake()
+
+    def drain(self) -> list[Event]:
+        with self._lock:
+            events = list(self._events)
+            self._events.clear()
+        return events
+
+
+Phase = Literal["preparing", "training", "ended"]
+_keys = itertools.count(1)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else ""
+    name = type(exc).__name__
+    if not first:
+        return name
+    # Domain errors already read as sentences; show a class name only for unexpected ones.
+    from engine.errors import PodiumError
+
+    return first if isinstance(exc, PodiumError) else f"{name}: {first}"
+
+
+def hint_for(reason: str) -> str:
+    """A next step for common failures (shown under the error), or ""."""
+    low = reason.lower()
+    if "out of memory" in low or "outofmemory" in low:
+        return "lower train.batch_size (raise train.grad_accum to keep the effective batch)"
+    if "non-finite" in low or "nan" in low.split():
+        return "lower train.lr, check the data, or set train.precision = 'fp32'"
+    return ""
+
+
+class LiveRun:
+    """One run trained in this process, from request to end.
+
+    ``work`` runs in a thread worker: it opens the session, subscribes the inbox, trains, and
+    posts ``SessionReady`` and ``TrainingEnded``. Everything else is read by the UI thread.
+    """
+
+    def __init__(self, request: Request, post: Callable[[Message], object]) -> None:
+        self.key = next(_keys)
+        self.request = request
+        self.session: Session | None = None
+        self.model = RunModel()
+        self.phase: Phase = "preparing"
+        self.error: str | None = None
+        self.result: TrainResult | None = None
+        self.done = threading.Event()
+        self.last_drain = 0.0
+        self.drain_pending = False
+        self._stop_reason: str | None = None
+        self._lock = threading.Lock()
+        self._post = post
+        self.inbox = EventInbox(lambda: post(EventsReady(self.key)))
+        if isinstance(request, StartRequest):
+            self.model.profile = request.profile_path.stem
+            self.model.run_id = request.name or ""
+        elif isinstance(request, BranchRequest):
+            self.model.run_id = request.name or ""
+            self.model.profile = f"from {request.parent_path.name}/{request.checkpoint}"
+        else:
+            self.model.run_id = request.run_path.name
+        self.model.state = "starting"
+        self.model.max_steps = request.max_steps
+
+    @property
+    def title(self) -> str:
+        return self.model.run_id or self.model.profile
+
+    @property
+    def training(self) -> bool:
+        return not self.done.is_set()
+
+    def work(self) -> None:
+        """Open the session and train (in a worker thread); never raises."""
+        history: History | None = None
+        try:
+            session = self._open()
+            if session.resumed_from is not None:
+                # The truncate to the checkpoint and the "resumed" event are queued writes.
+                session.writer.flush(timeout=30)
+                history = read_history(
+                    session.run.db_path,
+                    max_points=self.model.max_points,
+                    end_step=session.resumed_from.step,
+                )
+        except BaseException as exc:
+            self.error = _one_line(exc)
+            self.phase = "ended"
+            self.done.set()
+            self._post(TrainingEnded(self.key))
+            return
+        session.bus.subscribe(self.inbox)
+        with self._lock:
+            self.session = session
+            if self._stop_reason is not None:  # asked to stop while it was still preparing
+                session.trainer.stop(self._stop_reason)
+        self._post(SessionReady(self.key, history))
+        try:
+            self.result = session.run_training()
+        except BaseException as exc:  # the run is marked failed; the dashboard carries on
+            self.error = _one_line(exc)
+        finally:
+            self.phase = "ended"
+            self.done.set()
+            self._post(TrainingEnded(self.key))
+
+    def _open(self) -> Session:
+        req = self.request
+        # Device choice is passed only when asked for, so an engine without it still works.
+        devices: dict[str, object] = {}
+        if req.gpus is not None:
+            devices["gpus"] = req.gpus
+        if req.share_gpu:
+            devices["share_gpu"] = True
+        limits = {"max_steps": req.max_steps, "max_epochs": req.max_epochs}
+        if isinstance(req, StartRequest):
+            profile = load_profile(req.profile_path, list(req.overrides))
+            return new_session(profile, root=req.root, name=req.name, **limits, **devices)
+        if isinstance(req, BranchRequest):
+            from engine.session import branch_session
+
+            parent = RunDir(req.parent_path)
+            return branch_session(
+                parent, req.checkpoint, root=req.root, name=req.name, **limits, **devices
+            )
+        run = RunDir(req.run_path)
+        check_resumable(run)
+        return resume_session(run, **limits, **devices)
+
+    def request_stop(self, reason: str) -> None:
+        """Stop the run (it saves a checkpoint); a run still preparing stops as soon as it starts."""
+        with self._lock:
+            if self.session is None:
+                self._stop_reason = reason
+                return
+        self.session.trainer.stop(reason)
+
+    def bind_session(self, history: History | None) -> None:
+        """Copy the session's facts into the model (UI thread, on ``SessionReady``)."""
+        session = self.session
+        assert session is not None
+        trainer = session.trainer
+        m = self.model
+        m.run_id = session.run.id
+        m.profile = session.profile.name
+        m.family = session.profile.family
+        m.device = str(trainer.device)
+        m.heads = list(trainer.head_names)
+        m.total_steps = trainer.total_steps
+        m.steps_per_epoch = trainer.steps_per_epoch
+        m.max_steps = trainer.max_steps
+        m.numbers.step = trainer.state.step
+        m.numbers.epoch = trainer.state.epoch + trainer.state.batch_in_epoch / max(
+            trainer.steps_per_epoch, 1
+        )
+        if history is not None:
+            m.load_history(history.points, last=history.last)
+            m.load_events(history.events)
+        if m.state == "starting" and trainer.run_state != "starting":
+            m.state = trainer.run_state
+        self.phase = "training" if self.training else "ended"
+        m.version += 1
+
+    def end(self) -> None:
+        """Record the outcome in the model (UI thread, on ``TrainingEnded``)."""
+        m = self.model
+        if self.result is not None:
+            m.state, m.reason = self.result.status, self.result.reason
+        elif self.error is not None:
+            m.state, m.reason = "failed", self.error
+            m.add_log(LogEntry(time.time(), m.numbers.step, "error", self.error))
+        m.version += 1
+
+
+def stop_all(runs: list[LiveRun], reason: str, timeout: float | None = None) -> None:
+    """Ask every live run to stop (each saves a checkpoint) and wait for their threads."""
+    for live in runs:
+        if live.training:
+            live.request_stop(reason)
+    for live in runs:
+        live.done.wait(timeout)

@@ -1,0 +1,223 @@
+"""The home screen: runs under the runs root, the profiles one can start, and the GPU panel.
+
+Enter on a run opens its run screen (live here, or read from its store); Enter on a profile opens
+the short form that starts a run. The runs table is re-read in a thread worker every few seconds
+while the screen is shown (each row opens the run's store).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, OptionList, Static
+from textual.widgets.option_list import Option
+
+from engine.runs import RunDir, list_runs
+from tui import format as fmt
+from tui.history import RunRow, row_signature, run_row
+from tui.screens.new_run import NewRunModal
+from tui.widgets.panels import state_text
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+GPU_PANEL = "GPU panel: not available yet"
+REFRESH_S = 3.0
+
+
+@dataclass(frozen=True)
+class ProfileEntry:
+    path: Path
+    name: str
+    family: str
+    description: str
+    seed: int | None
+
+
+def profile_dirs() -> list[Path]:
+    """``./profiles`` and the ``profiles/`` directory beside the installed package, deduplicated."""
+    dirs = [Path.cwd() / "profiles", Path(__file__).resolve().parents[2] / "profiles"]
+    seen: set[Path] = set()
+    out = []
+    for d in dirs:
+        r = d.resolve()
+        if r not in seen and r.is_dir():
+            seen.add(r)
+            out.append(d)
+    return out
+
+
+def find_profiles(dirs: list[Path] | None = None) -> list[ProfileEntry]:
+    """Profiles found in ``dirs``: name, family and description from the TOML's top keys."""
+    entries = []
+    seen: set[Path] = set()
+    for d in profile_dirs() if dirs is None else dirs:
+        for path in sorted(d.glob("*.toml")):
+            if path.resolve() in seen:
+                continue
+            seen.add(path.resolve())
+            try:
+                raw = tomllib.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                entries.append(ProfileEntry(path, path.stem, "?", f"unreadable: {exc}", None))
+                continue
+            seed = raw.get("train", {}).get("seed")
+            entries.append(
+                ProfileEntry(
+                    path=path,
+                    name=str(raw.get("name", path.stem)),
+                    family=str(raw.get("family", "?")),
+                    description=str(raw.get("description", "")),
+                    seed=seed if isinstance(seed, int) else None,
+                )
+            )
+    return entries
+
+
+@dataclass
+class RunsLoaded(Message):
+    rows: list[RunRow]
+
+
+class HomeScreen(Screen):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("n", "new_run", "New run"),
+        Binding("r", "refresh", "Refresh"),
+        Binding("tab", "focus_next", "Next panel", show=False),
+    ]
+
+    def __init__(self, root: Path, *, profile_dirs: list[Path] | None = None) -> None:
+        super().__init__()
+        self.root = root
+        self.profile_dirs = profile_dirs
+        self.rows: list[RunRow] = []
+        self.profiles: list[ProfileEntry] = []
+        self._row_cache: dict[Path, tuple[tuple, RunRow]] = {}
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="home-title")
+        runs = DataTable(id="runs", cursor_type="row", zebra_stripes=True)
+        runs.border_title = "runs (Enter opens)"
+        yield runs
+        with Horizontal(id="home-bottom"):
+            profiles = OptionList(id="profiles")
+            profiles.border_title = "profiles (Enter starts a run)"
+            yield profiles
+            gpu = Static(GPU_PANEL, id="gpu-panel")
+            gpu.border_title = "GPUs"
+            yield gpu
+        yield Footer()
+
+    def on_mount(self) -> None:
+        title = Text("podium", style="bold")
+        title.append(f"  runs in {self.root}", style="dim")
+        self.query_one("#home-title", Static).update(title)
+        table = self.query_one("#runs", DataTable)
+        for label in ("run", "profile", "state", "step", "best val", "device", "started", "host"):
+            table.add_column(label, key=label)
+        self.profiles = find_profiles(self.profile_dirs)
+        options = self.query_one("#profiles", OptionList)
+        for p in self.profiles:
+            line = Text(p.name, style="bold")
+            line.append(f"  {p.family}  ", style="dim")
+            line.append(p.description)
+            options.add_option(Option(line, id=str(p.path)))
+        if not self.profiles:
+            options.add_option(Option("no profiles/*.toml here", disabled=True))
+        table.focus()
+        self.action_refresh()
+        self._timer = self.set_interval(REFRESH_S, self.action_refresh)
+
+    def on_screen_suspend(self) -> None:
+        self._timer.pause()
+
+    def on_screen_resume(self) -> None:
+        self._timer.resume()
+        self.action_refresh()
+
+    @work(thread=True, exclusive=True, group="runs", exit_on_error=False)
+    def action_refresh(self) -> None:
+        """Re-read the runs (thread); a run whose files did not change keeps its cached row."""
+        rows = []
+        for run in list_runs(self.root):
+            sig = row_signature(run)
+            cached = self._row_cache.get(run.path)
+            if cached is None or cached[0] != sig:
+                cached = self._row_cache[run.path] = (sig, run_row(run))
+            rows.append(cached[1])
+        self.post_message(RunsLoaded(rows))
+
+    def on_runs_loaded(self, message: RunsLoaded) -> None:
+        self.rows = message.rows
+        self.show_rows()
+
+    def show_rows(self) -> None:
+        table = self.query_one("#runs", DataTable)
+        live = {lr.model.run_id: lr for lr in getattr(self.app, "live_runs", {}).values()}
+        selected = None
+        if table.row_count:
+            try:
+                selected = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+            except Exception:
+                selected = None
+        table.clear()
+        for row in reversed(self.rows):  # newest first
+            state, step = row.state, row.step
+            here = live.get(row.id)
+            if here is not None and here.training:
+                state, step = here.model.state, here.model.numbers.step
+            label = state_text(state)
+            if here is not None and here.training:
+                label.append(" (here)", style="dim")
+            table.add_row(
+                row.id,
+                row.profile,
+                label,
+                Text("" if step is None else str(step), justify="right"),
+                Text(fmt.loss(row.best_val) if row.best_val is not None else "", justify="right"),
+                row.device,
+                fmt.started(row.created),
+                row.host,
+                key=row.id,
+            )
+        if selected is not None and any(r.id == selected for r in self.rows):
+            table.move_cursor(row=table.get_row_index(selected))
+
+    @on(DataTable.RowSelected, "#runs")
+    def open_run(self, event: DataTable.RowSelected) -> None:
+        run_id = event.row_key.value
+        row = next((r for r in self.rows if r.id == run_id), None)
+        if row is None:
+            return
+        self.app.open_run(RunDir(row.path))  # type: ignore[attr-defined]
+
+    @on(OptionList.OptionSelected, "#profiles")
+    def start_profile(self, event: OptionList.OptionSelected) -> None:
+        entry = next((p for p in self.profiles if str(p.path) == event.option.id), None)
+        if entry is None:
+            return
+
+        def answered(request) -> None:
+            if request is not None:
+                self.app.start_run(request)  # type: ignore[attr-defined]
+
+        self.app.push_screen(NewRunModal(entry.path, self.root, seed=entry.seed), answered)
+
+    def action_new_run(self) -> None:
+        options = self.query_one("#profiles", OptionList)
+        options.focus()
+        if options.highlighted is None and options.option_count:
+            options.highlighted = 0
+        self.notify("choose a profile and press Enter")

@@ -1,0 +1,168 @@
+"""Small modal screens: confirm, change learning rate, quit with a live run, and help.
+
+Each is a ``ModalScreen[T]`` that returns its answer through ``dismiss``; escape always cancels.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import ClassVar
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, Static
+
+
+class ConfirmModal(ModalScreen[bool]):
+    """A question with a yes button (focused) and a cancel button."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "cancel", "Cancel"),
+        Binding("n", "cancel", "No", show=False),
+    ]
+
+    def __init__(self, question: str, *, yes: str = "Yes", danger: bool = False) -> None:
+        super().__init__()
+        self.question = question
+        self.yes = yes
+        self.danger = danger
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label(self.question, classes="question")
+            with Horizontal(classes="buttons"):
+                yield Button(self.yes, id="yes", variant="error" if self.danger else "primary")
+                yield Button("Cancel", id="no")
+
+    def on_mount(self) -> None:
+        self.query_one("#yes", Button).focus()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+    def action_cancel(self) -> None:
+        self.dismiss(False)
+
+
+def parse_lr(text: str) -> float:
+    """A learning rate from user text; ValueError with a sentence when it is not one."""
+    try:
+        value = float(text.strip())
+    except ValueError:
+        raise ValueError(f"{text.strip()!r} is not a number (e.g. 3e-4)") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"the learning rate must be a positive number (got {text.strip()})")
+    return value
+
+
+class LrModal(ModalScreen[float | None]):
+    """Asks for a new learning rate; the schedule is rescaled from the current step on."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, current: float | None) -> None:
+        super().__init__()
+        self.current = current
+
+    def compose(self) -> ComposeResult:
+        now = "unknown" if self.current is None else f"{self.current:.3g}"
+        with Vertical(classes="dialog"):
+            yield Label(f"New learning rate (now {now}); the schedule continues from it:")
+            yield Input(
+                value="" if self.current is None else f"{self.current:.3g}",
+                placeholder="e.g. 3e-4",
+                id="lr",
+            )
+            yield Static("", classes="error", id="lr-error")
+            yield Label("Enter applies · Escape cancels", classes="hint")
+
+    def on_mount(self) -> None:
+        self.query_one(Input).focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        try:
+            value = parse_lr(event.value)
+        except ValueError as exc:
+            self.query_one("#lr-error", Static).update(str(exc))
+            return
+        self.dismiss(value)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class QuitModal(ModalScreen[str]):
+    """Quit while runs train here: stop them (each saves a checkpoint), or cancel.
+
+    "Leave it running" needs the training to outlive the terminal (the resilience issue); until
+    then the button is shown disabled with that explanation.
+    """
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "choose('cancel')", "Cancel")]
+
+    def __init__(self, run_names: Iterable[str]) -> None:
+        super().__init__()
+        self.run_names = list(run_names)
+
+    def compose(self) -> ComposeResult:
+        names = ", ".join(self.run_names)
+        with Vertical(classes="dialog"):
+            yield Label(f"Training in this dashboard: {names}.", classes="question")
+            yield Label("Quitting ends the process that trains it.")
+            with Horizontal(classes="buttons"):
+                yield Button("Stop and quit", id="stop", variant="error")
+                yield Button("Leave it running", id="leave", disabled=True)
+                yield Button("Cancel", id="cancel")
+            yield Label(
+                "Leave it running: not available yet (the run would die with this terminal; "
+                "use podium train --detach to train without one).",
+                classes="hint",
+            )
+
+    def on_mount(self) -> None:
+        self.query_one("#stop", Button).focus()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id or "cancel")
+
+    def action_choose(self, choice: str) -> None:
+        self.dismiss(choice)
+
+
+class HelpScreen(ModalScreen[None]):
+    """Every binding of the screen underneath and of the app, with its key."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "close", "Close"),
+        Binding("question_mark", "close", "Close", show=False),
+        Binding("q", "close", "Close", show=False),
+    ]
+
+    def __init__(self, sections: list[tuple[str, list[tuple[str, str]]]]) -> None:
+        super().__init__()
+        self.sections = sections
+
+    def compose(self) -> ComposeResult:
+        text = Text()
+        for title, rows in self.sections:
+            if not rows:
+                continue
+            if text:
+                text.append("\n")
+            text.append(title + "\n", style="bold underline")
+            width = max(len(k) for k, _ in rows)
+            for key, description in rows:
+                text.append(f"  {key:>{width}}", style="bold")
+                text.append(f"  {description}\n")
+        with Vertical(classes="dialog help"):
+            yield Label("Keys", classes="question")
+            with VerticalScroll():
+                yield Static(text, id="help-text")
+            yield Label("Escape closes · ctrl+p opens the command palette", classes="hint")
+
+    def action_close(self) -> None:
+        self.dismiss(None)

@@ -1,0 +1,565 @@
+"""The run screen: loss plots, training numbers, resources, checkpoints and the event log.
+
+It shows one run from one of two sources:
+
+- a ``LiveRun`` trained in this process: the app drains its event inbox at a bounded rate and
+  calls ``refresh_view``; keys send commands through ``session.trainer``;
+- a run directory (finished, stopped, or live in another process): history is read from its
+  store in a thread worker, re-read every few seconds while another process trains it.
+
+Everything slow (store reads, checkpoint listing and file changes) runs in thread workers that
+post messages back; the UI thread only folds results into the model and redraws.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import Footer
+
+from engine.checkpoints import (
+    CheckpointConfig,
+    Checkpointer,
+    CheckpointInfo,
+    list_checkpoints,
+)
+from engine.events import CheckpointDeleted
+from engine.runs import RunDir
+from engine.store import CheckpointRecord, RunStore
+from engine.trainer import Trainer
+from tui.history import History, read_history, run_facts
+from tui.live import BranchRequest, LiveRun, branching_available, hint_for
+from tui.model import LogEntry, RunModel
+from tui.screens.modals import ConfirmModal, LrModal
+from tui.widgets.checkpoints import CheckpointTable
+from tui.widgets.event_log import EventLog
+from tui.widgets.loss_panel import LossPanel, PlotOptions, build_heads, build_total
+from tui.widgets.panels import ResourcesPanel, RunHeader, StatsPanel
+
+GPU_LINE = "no NVIDIA GPU"
+PREVIEW_NOT_AVAILABLE = (
+    "Generate preview: not available yet (the preview issue adds sampling from a checkpoint)."
+)
+RESUME_FROM_NOT_AVAILABLE = (
+    "Resume from this checkpoint into a new run: not available yet (the resilience issue adds "
+    "it). Today `podium resume RUN` continues a stopped run from its newest checkpoint."
+)
+"""Shown when the engine has no ``branch_session`` (the checkpoint-branching API)."""
+FOLLOW_INTERVAL = 2.0
+"""Seconds between store re-reads of a run that another process is training."""
+
+
+@dataclass
+class HistoryLoaded(Message):
+    history: History
+    facts: Any = None
+
+
+@dataclass
+class CheckpointsLoaded(Message):
+    infos: list[CheckpointInfo]
+
+
+@dataclass
+class CommandDone(Message):
+    """A command sent to the trainer finished (``error`` set when it failed)."""
+
+    text: str
+    error: str | None = None
+    log: bool = False
+    """Also add ``text`` to the event log (changes the engine's bus does not report)."""
+
+
+class RunScreen(Screen):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        # description: the footer's word; tooltip: what help (?) and the palette say.
+        Binding("space", "toggle_pause", "Pause", tooltip="Pause or resume training"),
+        Binding("s", "save_now", "Save", tooltip="Save a checkpoint now"),
+        Binding("x", "stop_run", "Stop", tooltip="Stop the run (asks; saves a checkpoint)"),
+        Binding("l", "change_lr", "LR", tooltip="Change the learning rate"),
+        Binding("c", "focus_checkpoints", "Ckpts", tooltip="Go to the checkpoints table"),
+        Binding(
+            "g", "generate_preview", "Preview", show=False, tooltip="Generate a preview (MIDI)"
+        ),
+        Binding("y", "toggle_log", "Log", tooltip="Toggle a log scale on the loss axis"),
+        Binding("t", "cycle_x", "X", tooltip="X axis: step or wall time"),
+        Binding("h", "cycle_heads", "Heads", tooltip="Show all heads, or one head at a time"),
+        Binding(
+            "left_square_bracket",
+            "smooth(-1)",
+            "Smooth-",
+            key_display="[",
+            tooltip="Less EMA smoothing",
+        ),
+        Binding(
+            "right_square_bracket",
+            "smooth(1)",
+            "Smooth+",
+            key_display="]",
+            tooltip="More EMA smoothing",
+        ),
+        Binding("escape", "back", "Back", tooltip="Back to the home screen"),
+    ]
+    HORIZONTAL_BREAKPOINTS: ClassVar[list[tuple[int, str]]] = [(0, "-narrow"), (110, "-wide")]
+    AUTO_FOCUS = ""  # keys go to the screen until the user focuses the checkpoints (c)
+
+    def __init__(self, *, live: LiveRun | None = None, run: RunDir | None = None) -> None:
+        super().__init__()
+        if (live is None) == (run is None):
+            raise ValueError("RunScreen: give exactly one of live= or run=")
+        self.live = live
+        self.run_dir = run
+        self.model: RunModel = live.model if live is not None else RunModel()
+        self.options = PlotOptions()
+        self._drawn: tuple | None = None
+        self._ckpt_seen = -1
+        self._follow = False
+        self._last_event_id = 0
+
+    # -- layout ------------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield RunHeader(id="run-header")
+        with Horizontal(id="run-body"):
+            with Vertical(id="plots"):
+                yield LossPanel(id="total-panel")
+                yield LossPanel(id="heads-panel")
+            with Vertical(id="side"):
+                stats = StatsPanel(id="stats")
+                stats.border_title = "training"
+                yield stats
+                res = ResourcesPanel(id="resources")
+                res.border_title = "resources"
+                yield res
+                table = CheckpointTable(id="checkpoints")
+                table.border_title = "checkpoints (c)"
+                yield table
+                log = EventLog(id="events")
+                log.border_title = "events"
+                yield log
+        yield Footer(compact=True)
+
+    @property
+    def table(self) -> CheckpointTable:
+        return self.query_one(CheckpointTable)
+
+    def on_mount(self) -> None:
+        self.query_one(ResourcesPanel).sample(GPU_LINE)
+        self.set_interval(2.0, self._tick)
+        if self.run_dir is not None:
+            self._init_stored(self.run_dir)
+            # Before the first paint, so the store reads overlap with composing the screen; the
+            # plot's width is not known yet: size the query from the terminal's.
+            self.model.max_points = max(200, 2 * self.app.size.width)
+            self._load_history()
+        self.refresh_view()
+
+    def on_screen_resume(self) -> None:
+        self.refresh_view()
+
+    def _fit_points(self) -> None:
+        """Keep about two points per plot cell column in memory (and per store query)."""
+        width = self.query_one("#total-panel", LossPanel).plot.content_size.width
+        self.model.max_points = max(200, 2 * width)
+
+    # -- data --------------------------------------------------------------------------------
+
+    def _init_stored(self, run: RunDir) -> None:
+        m = self.model
+        m.run_id = run.id
+        try:
+            info = run.info()
+            m.profile, m.family = info.profile, info.family
+        except Exception as exc:
+            m.reason = str(exc)
+        state, reason = run.status()
+        m.state, m.reason = state, reason
+        self._follow = state == "live"
+
+    @work(thread=True, exclusive=True, group="history", exit_on_error=False)
+    def _load_history(self) -> None:
+        """Read the stored run (thread): loss series, stat values, events since the last read."""
+        assert self.run_dir is not None
+        history = read_history(
+            self.run_dir.db_path,
+            max_points=self.model.max_points,
+            since_event=self._last_event_id,
+        )
+        self.post_message(HistoryLoaded(history, run_facts(self.run_dir)))
+
+    def on_history_loaded(self, message: HistoryLoaded) -> None:
+        m, h = self.model, message.history
+        facts = message.facts
+        if facts is not None:
+            m.device = m.device or facts.device
+            m.total_steps = m.total_steps or facts.total_steps
+            m.steps_per_epoch = m.steps_per_epoch or facts.steps_per_epoch
+        m.load_history(h.points, last=h.last)
+        m.load_events(h.events)
+        self._last_event_id = max(self._last_event_id, h.last_event_id)
+        if self.run_dir is not None:
+            state, reason = self.run_dir.status()
+            m.state, m.reason = state, reason
+            self._follow = state == "live"
+        m.checkpoints_version += 1
+        self.refresh_view()
+
+    @property
+    def checkpoint_dir(self):
+        if self.run_dir is not None:
+            return self.run_dir.checkpoint_dir
+        if self.live is not None and self.live.session is not None:
+            return self.live.session.run.checkpoint_dir
+        return None
+
+    @work(thread=True, exclusive=True, group="checkpoints", exit_on_error=False)
+    def _load_checkpoints(self) -> None:
+        directory = self.checkpoint_dir
+        self.post_message(CheckpointsLoaded(list_checkpoints(directory) if directory else []))
+
+    def on_checkpoints_loaded(self, message: CheckpointsLoaded) -> None:
+        self.table.show(message.infos)
+
+    def _tick(self) -> None:
+        """Every 2 s: resources, checkpoint ages, and a re-read of a run trained elsewhere."""
+        self.query_one(ResourcesPanel).sample(GPU_LINE)
+        if self.table.row_count:  # re-list so the age column stays true
+            self._load_checkpoints()
+        if self._follow and self.run_dir is not None:
+            self._load_history()
+
+    # -- drawing -----------------------------------------------------------------------------
+
+    def refresh_view(self) -> None:
+        """Redraw from the model; plots only when the data or the plot options changed."""
+        m = self.model
+        self._fit_points()
+        note = ""
+        if self.live is None:
+            note = (
+                "(live in another process: following its store)" if self._follow else "(read-only)"
+            )
+        elif self.live.phase == "preparing":
+            note = "preparing data and model…"
+        self.query_one(RunHeader).show(
+            m, note=note, hint=hint_for(m.reason) if m.state == "failed" else ""
+        )
+        self.query_one(StatsPanel).show(m)
+        key = (m.version, self.options, len(m.heads))
+        if key != self._drawn:
+            self._drawn = key
+            self._draw_plots()
+        self.query_one(EventLog).follow(m)
+        if m.checkpoints_version != self._ckpt_seen and self.checkpoint_dir is not None:
+            self._ckpt_seen = m.checkpoints_version
+            self._load_checkpoints()
+
+    def _draw_plots(self) -> None:
+        m, opts = self.model, self.options
+        waiting = "waiting for the first steps…" if m.is_live else "no steps recorded"
+        series, legend = build_total(m, opts)
+        self.query_one("#total-panel", LossPanel).show(
+            f"loss · total · {opts.summary()}", series, legend, opts, waiting
+        )
+        series, legend, title = build_heads(m, opts)
+        self.query_one("#heads-panel", LossPanel).show(title, series, legend, opts, waiting)
+
+    def set_options(self, options: PlotOptions) -> None:
+        self.options = options
+        self.refresh_view()
+
+    # -- commands to the trainer --------------------------------------------------------------
+
+    def _trainer(self) -> Trainer | None:
+        """The live trainer, or None after telling the user why commands cannot go anywhere."""
+        if self.live is None:
+            where = "another process" if self._follow else "no process (it has ended)"
+            self.notify(
+                f"run {self.model.run_id} is trained by {where}; this view is read-only",
+                severity="warning",
+            )
+            return None
+        if self.live.session is None and self.live.training:
+            self.notify("the run is still starting (preparing data and model)", severity="warning")
+            return None
+        if not self.live.training or self.live.session is None:
+            self.notify(
+                f"the run has ended ({self.model.state}); nothing to control", severity="warning"
+            )
+            return None
+        return self.live.session.trainer
+
+    def _report(self, future: Future, done: str) -> None:
+        """Tell the user when a command finished; the callback may run in the training thread."""
+
+        def finished(f: Future) -> None:
+            exc = f.exception()
+            text = done.format(result=f.result()) if exc is None else done
+            self.post_message(CommandDone(text, None if exc is None else str(exc)))
+
+        future.add_done_callback(finished)
+
+    def on_command_done(self, message: CommandDone) -> None:
+        if message.error:
+            self.notify(f"{message.text}: {message.error}", severity="error")
+            self.model.add_log(
+                LogEntry(
+                    time.time(),
+                    self.model.numbers.step,
+                    "error",
+                    f"{message.text}: {message.error}",
+                )
+            )
+        else:
+            self.notify(message.text)
+            if message.log:
+                self.model.add_log(
+                    LogEntry(time.time(), self.model.numbers.step, "info", message.text)
+                )
+        self.refresh_view()
+
+    def action_toggle_pause(self) -> None:
+        trainer = self._trainer()
+        if trainer is None:
+            return
+        if self.model.state == "paused":
+            self._report(trainer.resume(), "resumed at step {result}")
+        else:
+            self._report(trainer.pause(), "paused at step {result}")
+
+    def action_save_now(self) -> None:
+        trainer = self._trainer()
+        if trainer is not None:
+            self.notify("saving a checkpoint…")
+            self._report(trainer.save_now(), "checkpoint saved")
+
+    def action_stop_run(self) -> None:
+        if self._trainer() is None:
+            return
+        live = self.live
+        assert live is not None
+
+        def answered(yes: bool | None) -> None:
+            if yes and live.training:
+                live.request_stop("stopped from the dashboard")
+                self.notify("stopping: the run saves a checkpoint and ends")
+
+        self.app.push_screen(
+            ConfirmModal(
+                f"Stop run {self.model.run_id}? It saves a checkpoint at the current step and "
+                "ends; `podium resume` can continue it.",
+                yes="Stop the run",
+                danger=True,
+            ),
+            answered,
+        )
+
+    def action_change_lr(self) -> None:
+        trainer = self._trainer()
+        if trainer is None:
+            return
+
+        def answered(lr: float | None) -> None:
+            if lr is not None:
+                self._report(trainer.set_lr(lr), f"learning rate set to {lr:.3g}")
+
+        self.app.push_screen(LrModal(self.model.numbers.lr), answered)
+
+    def action_focus_checkpoints(self) -> None:
+        self.table.focus()
+        if not self.table.row_count:
+            self.notify("no checkpoints yet (s saves one now)")
+
+    def action_generate_preview(self) -> None:
+        self.notify(PREVIEW_NOT_AVAILABLE, severity="warning", timeout=6)
+
+    def action_toggle_log(self) -> None:
+        self.set_options(replace(self.options, log_y=not self.options.log_y))
+
+    def action_cycle_x(self) -> None:
+        self.set_options(replace(self.options, x="wall" if self.options.x == "step" else "step"))
+
+    def action_cycle_heads(self) -> None:
+        if not self.model.heads:
+            self.notify("no per-head losses yet")
+            return
+        self.set_options(self.options.next_heads(len(self.model.heads)))
+
+    def action_smooth(self, delta: int) -> None:
+        self.set_options(self.options.smoother(delta))
+
+    def action_back(self) -> None:
+        if self.focused is self.table:
+            self.set_focus(None)
+            return
+        self.app.pop_screen()
+
+    # -- checkpoint actions ------------------------------------------------------------------
+
+    @on(CheckpointTable.Action)
+    def on_checkpoint_action(self, message: CheckpointTable.Action) -> None:
+        name = message.name
+        if message.action == "resume":
+            self._branch_from(name)
+            return
+        if message.action == "preview":
+            self.action_generate_preview()
+            return
+        if self.live is None and self._follow:
+            self.notify(
+                f"run {self.model.run_id} is live in another process; manage its checkpoints "
+                "there (attaching is not available yet)",
+                severity="warning",
+            )
+            return
+        info = self.table.infos.get(name)
+        if info is None:
+            return
+        if message.action == "keep":
+            self._change_checkpoint("keep", info)
+            return
+        warning = ""
+        if name == "latest":
+            warning = " `podium resume` continues from the newest checkpoint left."
+        elif name == "best":
+            warning = " The best validation checkpoint is not saved again until a new best."
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._change_checkpoint("delete", info)
+
+        self.app.push_screen(
+            ConfirmModal(
+                f"Delete checkpoint {name} (step {info.step})? This cannot be undone.{warning}",
+                yes="Delete",
+                danger=True,
+            ),
+            answered,
+        )
+
+    def _branch_from(self, checkpoint: str) -> None:
+        """Start a new run from ``checkpoint`` of this run (after a confirmation)."""
+        if not branching_available():
+            self.notify(RESUME_FROM_NOT_AVAILABLE, severity="warning", timeout=8)
+            return
+        if self.run_dir is not None:
+            parent = self.run_dir.path
+        elif self.live is not None and self.live.session is not None:
+            parent = self.live.session.run.path
+        else:
+            return
+        info = self.table.infos.get(checkpoint)
+        step = f" (step {info.step})" if info is not None else ""
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                request = BranchRequest(
+                    parent_path=parent,
+                    checkpoint=checkpoint,
+                    root=self.app.root,  # type: ignore[attr-defined]
+                )
+                self.app.start_run(request)  # type: ignore[attr-defined]
+
+        self.app.push_screen(
+            ConfirmModal(
+                f"Start a new run from checkpoint {checkpoint}{step} of run {self.model.run_id}? "
+                "This run is left as it is.",
+                yes="Start new run",
+            ),
+            answered,
+        )
+
+    def _checkpointer(self) -> Checkpointer | None:
+        directory = self.checkpoint_dir
+        if directory is None:
+            return None
+        live = self.live
+        if live is not None and live.session is not None:
+            ck = live.session.trainer.checkpointer
+            if ck is not None:
+                return ck
+        # delete and set_keep use only the directory; the policy and hash are not consulted.
+        return Checkpointer(directory, CheckpointConfig(), "")
+
+    @work(thread=True, group="checkpoint-files", exit_on_error=False)
+    def _change_checkpoint(self, action: str, info: CheckpointInfo) -> None:
+        """Delete a checkpoint or flip its keep flag (thread), and mirror it in the store."""
+        ck = self._checkpointer()
+        if ck is None:
+            return
+        try:
+            if action == "delete":
+                ck.delete(info.name)
+                text = f"checkpoint {info.name} deleted"
+            else:
+                ck.set_keep(info.name, not info.keep)
+                text = f"checkpoint {info.name}: keep {'on' if not info.keep else 'off'}"
+            via_bus = self._mirror(action, info)
+        except Exception as exc:
+            self.post_message(CommandDone(f"{action} {info.name}", str(exc)))
+            return
+        self.post_message(CommandDone(text, log=not (via_bus and action == "delete")))
+        self.post_message(CheckpointsLoaded(list_checkpoints(ck.directory)))
+
+    def _mirror(self, action: str, info: CheckpointInfo) -> bool:
+        """Keep the store's checkpoint table and event log in step with the files (thread).
+
+        Returns True when the change went through the live run's event bus."""
+        live = self.live
+        step = self.model.numbers.step
+        if live is not None and live.session is not None and live.training:
+            session = live.session
+            if action == "delete":
+                # Through the bus: the store, the log file, remote viewers and this screen
+                # all learn of it the way they learn of retention's deletions.
+                session.bus.publish(CheckpointDeleted(step=step, wall=time.time(), name=info.name))
+            else:
+                session.writer.submit_checkpoint(
+                    _record(info, keep=not info.keep, ck=self._checkpointer())
+                )
+            return True
+        db = self.run_dir.db_path if self.run_dir is not None else None
+        if db is None and live is not None and live.session is not None:
+            db = live.session.run.db_path
+        if db is None or not db.exists():
+            return False
+        store = RunStore.open(db)
+        try:
+            if action == "delete":
+                store.delete_checkpoint(info.name)
+                payload = {
+                    "type": "CheckpointDeleted",
+                    "step": step,
+                    "wall": time.time(),
+                    "name": info.name,
+                }
+                store.add_event("checkpoint_deleted", payload, step=step, wall=payload["wall"])
+            else:
+                store.upsert_checkpoint(_record(info, keep=not info.keep, ck=self._checkpointer()))
+        finally:
+            store.close()
+        return False
+
+
+def _record(info: CheckpointInfo, *, keep: bool, ck: Checkpointer | None) -> CheckpointRecord:
+    path = "" if ck is None else str(ck.directory / f"{info.name}.pt")
+    return CheckpointRecord(
+        name=info.name,
+        path=path,
+        step=info.step,
+        epoch=info.epoch,
+        val_loss=info.val_loss,
+        size=info.size,
+        wall=info.wall,
+        kind=info.kind,
+        keep=keep,
+    )

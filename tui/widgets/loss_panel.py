@@ -1,0 +1,231 @@
+"""A loss plot with its legend: train and validation on shared axes, last and best beside each.
+
+The run screen has two: the total loss, and the per-head losses (every head's training curve, or
+one head's training and validation curves; ``h`` cycles). Both take the same ``PlotOptions``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widget import Widget
+
+from tui import format as fmt
+from tui.model import SMOOTHING_LEVELS, RunModel, Series, XAxis, train_name, val_name
+from tui.widgets.plot import LinePlot, PlotSeries, tick_label
+
+TRAIN_COLOR = "#5fafff"
+VAL_COLOR = "#ffaf00"
+# xterm-256 colours (so a 256-colour terminal shows them exactly), distinct in hue.
+HEAD_COLORS = (
+    "#5fafff",
+    "#ffaf00",
+    "#87d75f",
+    "#ff5f87",
+    "#af87ff",
+    "#5fd7d7",
+    "#d7d75f",
+    "#ff8700",
+    "#d787d7",
+    "#bcbcbc",
+    "#87afaf",
+    "#d7af87",
+)
+
+
+@dataclass(frozen=True)
+class PlotOptions:
+    """How the run screen's plots are drawn; changed by keys, shared by both plots."""
+
+    x: XAxis = "step"
+    log_y: bool = False
+    smoothing_index: int = 4
+    """Index into ``SMOOTHING_LEVELS`` (0 = raw)."""
+    head_index: int = -1
+    """-1 shows every head's training loss; otherwise that head's training and validation."""
+
+    @property
+    def smoothing(self) -> float:
+        return SMOOTHING_LEVELS[self.smoothing_index]
+
+    def smoother(self, delta: int) -> PlotOptions:
+        i = min(max(self.smoothing_index + delta, 0), len(SMOOTHING_LEVELS) - 1)
+        return replace(self, smoothing_index=i)
+
+    def next_heads(self, n_heads: int) -> PlotOptions:
+        i = self.head_index + 1
+        return replace(self, head_index=-1 if i >= n_heads else i)
+
+    def summary(self) -> str:
+        ema = "raw" if self.smoothing == 0 else f"EMA {self.smoothing:g}"
+        return f"x {self.x} · y {'log' if self.log_y else 'linear'} · {ema}"
+
+
+def x_labeller(x: XAxis):
+    if x == "wall":
+        return lambda value, step: fmt.short_duration(value)
+    return lambda value, step: fmt.num(value, 3) if abs(value) >= 1e4 else tick_label(value, step)
+
+
+@dataclass(frozen=True)
+class LegendEntry:
+    glyph: str
+    color: str
+    name: str
+    last: float | None
+    best: float | None
+
+    def text(self, width: int | None = None) -> Text:
+        """The entry, cut or padded to ``width`` cells when given."""
+        t = Text()
+        t.append(self.glyph + " ", style=self.color)
+        t.append(self.name + " ", style="bold")
+        t.append(fmt.num(self.last, 3))
+        t.append(f" ↓{fmt.num(self.best, 3)}", style="dim")
+        if width is not None:
+            t.truncate(width)
+            t.pad_right(width - t.cell_len)
+        return t
+
+
+def _entry(series: Series | None, glyph: str, color: str, name: str) -> LegendEntry:
+    if series is None:
+        return LegendEntry(glyph, color, name, None, None)
+    return LegendEntry(glyph, color, name, series.last, series.best_or_none)
+
+
+class Legend(Widget):
+    """Legend entries packed into rows (two spaces apart), at most ``_max_rows()`` rows.
+
+    When the entries do not fit, the last row says how many are left out; ``h`` shows the heads
+    one at a time with their full numbers.
+    """
+
+    DEFAULT_CSS = """
+    Legend { height: auto; }
+    """
+
+    def __init__(self, *, classes: str | None = None) -> None:
+        super().__init__(classes=classes)
+        self.entries: list[LegendEntry] = []
+
+    def set_entries(self, entries: list[LegendEntry]) -> None:
+        relayout = len(entries) != len(self.entries)
+        self.entries = entries
+        self.refresh(layout=relayout)
+
+    def _max_rows(self) -> int:
+        # Short terminals (80x24) give the plot the rows; tall ones show more legend.
+        return 2 if self.screen.size.height < 32 else 3
+
+    def _rows(self, width: int) -> list[Text]:
+        texts = [e.text() for e in self.entries]
+        rows: list[list[Text]] = []
+        used = 0
+        for t in texts:  # greedy packing, two spaces apart
+            if rows and used + 2 + t.cell_len <= width:
+                rows[-1].append(t)
+                used += 2 + t.cell_len
+            else:
+                rows.append([t])
+                used = t.cell_len
+        max_rows = self._max_rows()
+        if len(rows) > max_rows:
+            rows = rows[:max_rows]
+            last = rows[-1]
+            while True:
+                shown = sum(len(r) for r in rows)
+                more = Text(f"+{len(texts) - shown} more (h)", style="dim")
+                used = sum(t.cell_len + 2 for t in last)
+                if not last or used + more.cell_len <= width:
+                    break
+                last.pop()
+            last.append(more)
+        return [Text("  ").join(r) for r in rows]
+
+    def get_content_height(self, container, viewport, width: int) -> int:
+        return len(self._rows(width)) if width > 0 else 0
+
+    def render(self) -> Text:
+        return Text("\n").join(self._rows(self.content_size.width))
+
+
+def build_total(model: RunModel, opts: PlotOptions) -> tuple[list[PlotSeries], list[LegendEntry]]:
+    """Series and legend of the total-loss plot."""
+    series = []
+    tx, ty = model.xy(train_name(None), opts.x, opts.smoothing)
+    vx, vy = model.xy(val_name(None), opts.x)
+    series.append(PlotSeries("train", tx, ty, TRAIN_COLOR))
+    series.append(PlotSeries("val", vx, vy, VAL_COLOR, markers=True))
+    legend = [
+        _entry(model.series.get(train_name(None)), "━", TRAIN_COLOR, "train"),
+        _entry(model.series.get(val_name(None)), "●", VAL_COLOR, "val"),
+    ]
+    return series, legend
+
+
+def build_heads(
+    model: RunModel, opts: PlotOptions
+) -> tuple[list[PlotSeries], list[LegendEntry], str]:
+    """Series, legend and title of the per-head plot."""
+    legend: list[LegendEntry] = []
+    series = []
+    heads = model.heads
+    if opts.head_index < 0 or opts.head_index >= len(heads):
+        for i, head in enumerate(heads):
+            color = HEAD_COLORS[i % len(HEAD_COLORS)]
+            xs, ys = model.xy(train_name(head), opts.x, opts.smoothing)
+            series.append(PlotSeries(head, xs, ys, color))
+            legend.append(_entry(model.series.get(train_name(head)), "━", color, head))
+        return series, legend, f"heads · train · all {len(heads)} (h: one head)"
+    head = heads[opts.head_index]
+    tx, ty = model.xy(train_name(head), opts.x, opts.smoothing)
+    vx, vy = model.xy(val_name(head), opts.x)
+    series.append(PlotSeries("train", tx, ty, TRAIN_COLOR))
+    series.append(PlotSeries("val", vx, vy, VAL_COLOR, markers=True))
+    legend = [
+        _entry(model.series.get(train_name(head)), "━", TRAIN_COLOR, "train"),
+        _entry(model.series.get(val_name(head)), "●", VAL_COLOR, "val"),
+    ]
+    return series, legend, f"head {head} ({opts.head_index + 1}/{len(heads)}) · train and val"
+
+
+class LossPanel(Vertical):
+    """A titled plot with a one-or-more-line legend above it."""
+
+    DEFAULT_CSS = """
+    LossPanel { height: 1fr; }
+    """
+
+    def compose(self) -> ComposeResult:
+        yield Legend()
+        yield LinePlot()
+
+    @property
+    def plot(self) -> LinePlot:
+        return self.query_one(LinePlot)
+
+    @property
+    def legend(self) -> Legend:
+        return self.query_one(Legend)
+
+    def show(
+        self,
+        title: str,
+        series: list[PlotSeries],
+        legend: list[LegendEntry],
+        opts: PlotOptions,
+        empty: str,
+    ) -> None:
+        self.border_title = title
+        self.legend.set_entries(legend)
+        self.plot.set_series(
+            series,
+            log_y=opts.log_y,
+            x_label=x_labeller(opts.x),
+            x_min_step=1.0 if opts.x == "step" else 0.0,
+            empty=empty,
+        )

@@ -1,0 +1,162 @@
+"""Text panels of the run screen: the header line, training numbers, and resources.
+
+Each is a ``Static`` redrawn from the ``RunModel`` with ``layout=False`` (fixed heights), so a
+redraw repaints a few lines and never relayouts the screen.
+"""
+
+from __future__ import annotations
+
+import math
+
+from rich.text import Text
+from textual.widget import Widget
+from textual.widgets import Static
+
+from tui import format as fmt
+from tui.model import RunModel
+from tui.proc import CpuMeter, cuda_memory, rss_bytes, total_ram_bytes
+
+STATE_STYLES = {
+    "starting": "bold yellow",
+    "running": "bold green",
+    "paused": "bold yellow",
+    "stopping": "bold yellow",
+    "finished": "bold cyan",
+    "stopped": "bold cyan",
+    "failed": "bold red",
+    "live": "bold green",
+    "interrupted": "bold magenta",
+    "new": "dim",
+}
+
+
+def state_text(state: str) -> Text:
+    return Text(f"● {state}", style=STATE_STYLES.get(state, "bold"))
+
+
+class RunHeader(Static):
+    """Run id, profile, device, state, step of steps; a second line when the run failed."""
+
+    DEFAULT_CSS = """
+    RunHeader { height: auto; padding: 0 1; }
+    """
+
+    def show(self, model: RunModel, *, note: str = "", hint: str = "") -> None:
+        t = Text()
+        t.append_text(state_text(model.state))
+        t.append(f"  {model.run_id or '(new run)'}", style="bold")
+        profile = f"{model.profile} ({model.family})" if model.family else model.profile
+        if profile:
+            t.append(f"  {profile}")
+        if model.device:
+            t.append(f"  {model.device}", style="dim")
+        end = model.end_step
+        t.append(f"  step {model.numbers.step}" + (f"/{end}" if end else ""))
+        if note:
+            t.append(f"  {note}", style="italic")
+        lines = 1
+        routine = model.state == "paused" and model.reason in ("paused by user", "")
+        if (
+            model.reason
+            and not routine
+            and model.state in ("failed", "paused", "stopped", "finished")
+        ):
+            style = "bold red" if model.state == "failed" else "dim"
+            t.append("\n" + model.reason, style=style)
+            lines += 1
+            if hint:
+                t.append(f"\nhint: {hint}", style="yellow")
+                lines += 1
+        changed = lines != getattr(self, "_lines", 0)
+        self._lines = lines
+        self.update(t, layout=changed)
+
+
+class StatsPanel(Widget):
+    """Learning rate, gradient norm, throughput, progress bars, ETA and early stopping.
+
+    Drawn at render time, so the bars always fit the panel's current width.
+    """
+
+    DEFAULT_CSS = """
+    StatsPanel { height: 8; padding: 0 1; text-wrap: nowrap; text-overflow: ellipsis; }
+    """
+
+    model: RunModel | None = None
+
+    def show(self, model: RunModel) -> None:
+        self.model = model
+        self.refresh()
+
+    def render(self) -> Text:
+        model = self.model
+        if model is None:
+            return Text()
+        n = model.numbers
+        width = max(self.content_size.width, 20)
+        rows = Text()
+
+        def row(label: str, value: str | Text) -> None:
+            if rows:
+                rows.append("\n")
+            rows.append(f"{label:<11}", style="dim")
+            rows.append(value)
+
+        row("lr", fmt.lr(n.lr))
+        row("grad norm", fmt.num(n.grad_norm))
+        row("tokens/s", fmt.num(n.tokens_per_s))
+        row("samples/s", fmt.num(n.samples_per_s))
+        spe = model.steps_per_epoch
+        bar_w = max(width - 11 - 16, 4)
+        if spe:
+            done = n.step / spe
+            epochs = (model.total_steps or 0) // spe
+            in_epoch = done - math.floor(done) if n.step % spe else (1.0 if n.step else 0.0)
+            label = f" {in_epoch * 100:3.0f}% ep {math.ceil(done) if n.step else 1}/{epochs}"
+            row("epoch", fmt.bar(in_epoch, bar_w) + label)
+        else:
+            row("epoch", f"{n.epoch:.2f}")
+        end = model.end_step
+        eta = fmt.duration(n.eta_s) if model.state == "running" else fmt.DASH
+        if end:
+            row("run", fmt.bar(n.step / end, bar_w) + f" {n.step / end * 100:3.0f}% ETA {eta}")
+        else:
+            row("run", f"ETA {eta}")
+        if n.patience_left is not None:
+            row("patience", f"{n.patience_left} left · best val {fmt.loss(n.best_val)}")
+        else:
+            row("best val", fmt.loss(n.best_val))
+        return rows
+
+
+class ResourcesPanel(Static):
+    """This process's RAM and CPU, this run's CUDA memory, and the GPU line."""
+
+    DEFAULT_CSS = """
+    ResourcesPanel { height: 4; padding: 0 1; text-wrap: nowrap; text-overflow: ellipsis; }
+    """
+
+    def on_mount(self) -> None:
+        self._cpu = CpuMeter()
+        self._total = total_ram_bytes()
+
+    def sample(self, gpu_line: str) -> None:
+        t = Text()
+        rss = rss_bytes()
+        cpu = self._cpu.percent()
+        t.append(f"{'process':<11}", style="dim")
+        t.append(f"RAM {fmt.short_size(rss)} · CPU {fmt.percent(cpu)}")
+        if self._total:
+            t.append(f" of {fmt.short_size(self._total)} host RAM", style="dim")
+        t.append(f"\n{'CUDA':<11}", style="dim")
+        mem = cuda_memory()
+        if mem is None:
+            t.append("CPU run")
+        else:
+            t.append(
+                f"alloc {fmt.short_size(mem.allocated)} · reserved "
+                f"{fmt.short_size(mem.reserved)} · peak {fmt.short_size(mem.peak)}"
+            )
+        t.append(f"\n{'GPU':<11}", style="dim")
+        t.append(gpu_line)
+        self.update(t, layout=False)
