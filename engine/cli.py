@@ -198,7 +198,9 @@ def _train(args: argparse.Namespace, dashboard: DashboardHook | None) -> int:
     if not args.headless and not args.detached_child and dashboard is not None:
         return dashboard(args)
     if not args.headless and not args.detached_child:
-        print("podium: no dashboard in this entry point; training headless (Ctrl-C stops and saves)")
+        print(
+            "podium: no dashboard in this entry point; training headless (Ctrl-C stops and saves)"
+        )
     session = new_session(
         profile,
         root=root,
