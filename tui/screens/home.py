@@ -105,6 +105,7 @@ class HomeScreen(Screen):
         self.rows: list[RunRow] = []
         self.profiles: list[ProfileEntry] = []
         self._row_cache: dict[Path, tuple[tuple, RunRow]] = {}
+        self._shown: tuple | None = None
 
     def compose(self) -> ComposeResult:
         yield Static(id="home-title")
@@ -164,8 +165,22 @@ class HomeScreen(Screen):
         self.show_rows()
 
     def show_rows(self) -> None:
+        """Redraw the table only when what it shows changed.
+
+        Clearing and refilling a DataTable resets its column widths until the next idle
+        pass; doing it every few seconds for unchanged rows made the table flicker.
+        """
         table = self.query_one("#runs", DataTable)
         live = {lr.model.run_id: lr for lr in getattr(self.app, "live_runs", {}).values()}
+        shown = tuple(
+            (row, live[row.id].model.state, live[row.id].model.numbers.step)
+            if row.id in live and live[row.id].training
+            else (row, None, None)
+            for row in self.rows
+        )
+        if shown == self._shown:
+            return
+        self._shown = shown
         selected = None
         if table.row_count:
             try:
