@@ -23,15 +23,17 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import torch
 
 from engine.errors import CheckpointError
 
 FORMAT_VERSION = 1
 Kind = Literal["latest", "best", "epoch", "manual"]
+
+if TYPE_CHECKING:
+    import torch  # imported where a checkpoint is written or read: listing needs no torch
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -146,6 +148,8 @@ class _WriteRecorder:
 
 
 def _save_reporting_os_errors(obj: Any, path: Path) -> None:
+    import torch
+
     with open(path, "wb", buffering=0) as raw:
         recorder = _WriteRecorder(raw)
         try:
@@ -162,6 +166,8 @@ def _save_reporting_os_errors(obj: Any, path: Path) -> None:
 
 def capture_rng() -> dict[str, Any]:
     """Every RNG a training step can touch, in a form ``torch.load(weights_only=True)`` accepts."""
+    import torch
+
     np_state = np.random.get_state()
     state: dict[str, Any] = {
         "python": random.getstate(),
@@ -175,6 +181,8 @@ def capture_rng() -> dict[str, Any]:
 
 
 def restore_rng(state: Mapping[str, Any]) -> None:
+    import torch
+
     python = state["python"]
     random.setstate((python[0], tuple(python[1]), python[2]))
     kind, keys, *rest = state["numpy"]
@@ -210,6 +218,8 @@ def strip_wrapper_prefixes(state_dict: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def load_state(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    import torch
+
     """Load a checkpoint's state. Only tensors and plain containers are accepted (no pickled code)."""
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)

@@ -106,6 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", metavar="RUN", help="run id under the runs root, or a run directory")
     p.add_argument("--headless", action="store_true")
     p.add_argument(
+        "--detach",
+        action="store_true",
+        help="continue in the background with no terminal; prints how to attach",
+    )
+    p.add_argument("--detached-child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument(
         "--max-steps", type=_positive_int, metavar="N", help="end after N optimizer steps in total"
     )
     p.add_argument("--max-epochs", type=_positive_int, metavar="N")
@@ -125,6 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="share the chosen GPUs with other podium runs that also share",
     )
+    runs_dir(p)
+
+    p = sub.add_parser("attach", help="open the dashboard on a run training in another process")
+    p.add_argument("run", nargs="?", metavar="RUN", help="run id (default: your newest live run)")
     runs_dir(p)
 
     p = sub.add_parser("runs", help="list runs and their state")
@@ -253,7 +263,9 @@ def _resume(args: argparse.Namespace, dashboard: DashboardHook | None) -> int:
     run = resolve_run(args.run, root)
     if args.name is not None and args.checkpoint is None:
         raise PodiumError("--name is for a new run: use it with --checkpoint NAME")
-    if not args.headless and dashboard is not None:
+    if args.detach and not args.detached_child:
+        return _spawn_detached_resume(args, run, root)
+    if not args.headless and not args.detached_child and dashboard is not None:
         return dashboard(args)
     if args.checkpoint is not None:
         from engine.session import branch_session
@@ -275,14 +287,43 @@ def _resume(args: argparse.Namespace, dashboard: DashboardHook | None) -> int:
         run,
         max_steps=args.max_steps,
         max_epochs=args.max_epochs,
-        console=sys.stdout,
+        console=None if args.detached_child else sys.stdout,
         gpus=args.gpus,
         share_gpu=args.share_gpu,
     )
     info = session.resumed_from
     assert info is not None
     print(f"podium: resuming {run.id} from checkpoint {info.name} (step {info.step})")
+    if args.detached_child:
+        from engine.detach import repoint_std_fds
+
+        sys.stdout.flush()
+        repoint_std_fds(session.run.log_path)
     return _run_headless(session)
+
+
+def _spawn_detached_resume(args: argparse.Namespace, run: Any, root: Path) -> int:
+    from engine.detach import spawn_detached
+    from engine.session import check_resumable
+
+    if args.checkpoint is not None:
+        raise PodiumError("--detach continues RUN in place: it does not take --checkpoint")
+    check_resumable(run)
+    argv = ["resume", str(run.path), "--headless", "--runs-dir", str(root)]
+    for flag, value in (("--max-steps", args.max_steps), ("--max-epochs", args.max_epochs)):
+        if value is not None:
+            argv += [flag, str(value)]
+    if args.gpus is not None:
+        argv += ["--gpus", args.gpus]
+    if args.share_gpu:
+        argv.append("--share-gpu")
+    return spawn_detached(argv, run.id, root)
+
+
+def _attach(args: argparse.Namespace, dashboard: DashboardHook | None) -> int:
+    if dashboard is None:
+        raise PodiumError("attach opens the dashboard: run it from the `podium` command")
+    return dashboard(args)
 
 
 def _run_headless(session: Any) -> int:
@@ -451,7 +492,7 @@ def _control(args: argparse.Namespace, dashboard: DashboardHook | None) -> int:
     from engine.runs import resolve_run, runs_root
 
     run = resolve_run(args.run, runs_root(args.runs_dir))
-    if run.status()[0] != "live":
+    if not run.is_live():
         raise PodiumError(f"run {run.id} is not live ({run.status()[0]}); nothing to control")
     kwargs: dict[str, Any] = {}
     if args.action == "set-lr":
@@ -476,6 +517,7 @@ def _control(args: argparse.Namespace, dashboard: DashboardHook | None) -> int:
 _HANDLERS: dict[str, Callable[[argparse.Namespace, DashboardHook | None], int]] = {
     "train": _train,
     "resume": _resume,
+    "attach": _attach,
     "runs": _runs,
     "checkpoints": _checkpoints,
     "metrics": _metrics,

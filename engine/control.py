@@ -374,9 +374,22 @@ class ControlClient:
                 raise RunError(str(msg.get("error", "the run refused the command")))
             return msg.get("result")
 
+    def settimeout(self, timeout: float | None) -> None:
+        self._sock.settimeout(timeout)
+
+    def shutdown(self) -> None:
+        """Close from another thread: a reader blocked in ``events()`` returns at once."""
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+        self.close()
+
     def subscribe(self) -> Iterator[dict[str, Any]]:
         """Yield events (as dicts with a ``type``) until the run ends or the connection drops."""
         self.request("subscribe")
+        return self.events()
+
+    def events(self) -> Iterator[dict[str, Any]]:
+        """The event stream of a subscribed connection (replies to other requests are skipped)."""
         while True:
             try:
                 msg = self.read_message()

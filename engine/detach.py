@@ -55,6 +55,7 @@ def spawn_detached(argv: list[str], run_id: str, root: Path) -> int:
         return code if code else 1
     run = RunDir(root / run_id)
     print(f"podium: run {run_id} is training in the background (pid {proc.pid}, no terminal)")
+    print(f"  attach:  podium attach {run_id} --runs-dir {root}")
     print(f"  status:  podium control {run_id} status --runs-dir {root}")
     print(f"  stop:    podium control {run_id} stop --runs-dir {root}")
     print(f"  log:     {run.log_path}")

@@ -224,7 +224,7 @@ async def test_checkpoint_keep_delete_and_quit_with_a_live_run(tmp_path):
         await pilot.press("escape")
         await pilot.press("q")
         assert isinstance(app.screen, QuitModal)
-        assert app.screen.query_one("#leave").disabled
+        assert not app.screen.query_one("#leave").disabled
         await pilot.press("enter")
         await wait_for(pilot, lambda: not live.training, 30, "the run to stop")
     assert app.return_code == 0

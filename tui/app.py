@@ -1,8 +1,18 @@
 """PodiumApp: the dashboard's Textual app. A message router, kept thin.
 
-It owns the runs trained in this process (``LiveRun``s: one thread worker each), drains their
+It owns the runs trained in this process (``LiveRun``s: one plain thread each, so that they can
+outlive the UI) and the runs of other processes it is attached to (``AttachedRun``s), drains their
 event inboxes at a bounded rate (``DRAIN_INTERVAL``), and routes the results to the run screen
-showing them. Screens own their layout and keys; the app owns quitting, help and starting runs.
+showing them. Screens own their layout and keys; the app owns quitting, detaching, help and
+starting runs.
+
+How the dashboard goes away while runs train here (``leave``, read by ``tui.cli`` after exit):
+
+- ``"hangup"``: the terminal went away (SIGHUP, or reads and writes failing with EIO). The UI
+  closes and the runs keep training in this same process, its output re-pointed at the log;
+- ``"detach"``: the user pressed ``ctrl+d`` (or chose "leave it running" when quitting). The shell
+  must get its prompt back, which only the process's exit gives, so each run hands over: it
+  saves a checkpoint and a new background process resumes it exactly from there.
 
     python -m tui.cli                      # home screen
     python -m tui.cli train profiles/demo.toml
@@ -10,7 +20,12 @@ showing them. Screens own their layout and keys; the app owns quitting, help and
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import contextlib
+import os
+import signal
+import threading
 import time
 from functools import partial
 from pathlib import Path
@@ -24,6 +39,7 @@ from textual.worker import Worker, WorkerState
 from engine.runs import RunDir
 from tui.commands import ActionsProvider, binding_sources, describe, key_label
 from tui.live import EventsReady, LiveRun, Request, SessionReady, TrainingEnded, hint_for
+from tui.remote import AttachedRun
 from tui.screens.home import HomeScreen
 from tui.screens.modals import HelpScreen, QuitModal
 from tui.screens.run import RunScreen
@@ -36,6 +52,13 @@ class PodiumApp(App[int]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "Quit", tooltip="Quit (asks first while a run trains here)"),
         Binding("question_mark", "help", "Help", key_display="?", tooltip="Help: every key"),
+        Binding(
+            "ctrl+d",
+            "detach",
+            "Detach",
+            show=False,
+            tooltip="Detach: runs keep training in the background (podium attach returns)",
+        ),
     ]
     DRAIN_INTERVAL = 0.5
     """Seconds between redraws from a live run's events (2 Hz: smooth to the eye, and the
@@ -54,10 +77,14 @@ class PodiumApp(App[int]):
         self.root = root
         self.request = request
         self.profile_dirs = profile_dirs
-        self.live_runs: dict[int, LiveRun] = {}
+        self.live_runs: dict[int, LiveRun | AttachedRun] = {}
         self.notices: collections.deque[str] = collections.deque(maxlen=50)
         """The latest notifications' text (what the user was told, newest last)."""
         self._quitting = False
+        self.leave: str | None = None
+        """None (quit), "detach" or "hangup": see the module docstring."""
+        self.attach_to: RunDir | None = None
+        """Open this run's screen attached at start (``podium attach``)."""
 
     def notify(self, message: str, **kwargs) -> None:  # type: ignore[override]
         self.notices.append(message)
@@ -66,38 +93,92 @@ class PodiumApp(App[int]):
         super().notify(message, **kwargs)
 
     def on_mount(self) -> None:
-        self.push_screen(HomeScreen(self.root, profile_dirs=self.profile_dirs))
+        if self.attach_to is not None:
+            # `podium attach`: the run screen first; the home screen is built on the way back.
+            self.attach(self.attach_to)
+        else:
+            self.push_screen(HomeScreen(self.root, profile_dirs=self.profile_dirs))
         if self.request is not None:
             self.start_run(self.request)
+        if self.is_headless:
+            return  # tests: no terminal to lose
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.hang_up)
+        self.set_interval(1.0, self._check_terminal)
+
+    def hang_up(self) -> None:
+        """The terminal is gone: close the UI now, keep training (``tui.cli`` takes over)."""
+        if self.leave == "hangup":
+            return
+        self.leave = "hangup"
+        # Textual restores the terminal on the way out; on a dead one that write fails (EIO) or
+        # blocks. Point fds 1 and 2 at /dev/null first; tui.cli moves them to the run's log.
+        null = os.open(os.devnull, os.O_RDWR)
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+        os.close(null)
+        self.exit(self.exit_code())
+
+    def _check_terminal(self) -> None:
+        """Hang-ups that bring no SIGHUP (the signal ignored, nohup) show as EIO on the tty."""
+        if terminal_hung_up():
+            self.hang_up()
 
     # -- runs --------------------------------------------------------------------------------
 
     def start_run(self, request: Request) -> LiveRun:
-        """Train ``request`` in a thread worker and show its run screen."""
+        """Train ``request`` in a thread and show its run screen.
+
+        A plain thread, not a Textual worker: the app's exit waits for its workers, and a run
+        must be able to outlive the UI (hang-up)."""
         live = LiveRun(request, self.post_message)
         self.live_runs[live.key] = live
         self.push_screen(RunScreen(live=live))
-        self.run_worker(
-            live.work,
-            thread=True,
-            exit_on_error=False,
-            group="training",
-            name=f"train-{live.key}",
-            description=f"training {live.title}",
-        )
+        threading.Thread(target=live.work, name=f"podium-train-{live.key}", daemon=False).start()
         return live
 
+    def attach(self, run: RunDir) -> AttachedRun:
+        """Show ``run``, trained by another process, live through its control socket."""
+        for other in self.live_runs.values():
+            if isinstance(other, AttachedRun) and other.training and other.run_dir.id == run.id:
+                self.push_screen(RunScreen(live=other))
+                return other
+        attached = AttachedRun(run, self.post_message)
+        self.live_runs[attached.key] = attached
+        self.push_screen(RunScreen(live=attached))
+        threading.Thread(
+            target=attached.work, name=f"podium-attach-{attached.key}", daemon=True
+        ).start()
+        return attached
+
     def open_run(self, run: RunDir) -> None:
-        """The run screen of ``run``: the live one when it trains here, else read from disk."""
+        """The run screen of ``run``: live when it trains here or in another process (attached),
+        else read from disk."""
         for live in self.live_runs.values():
-            if live.model.run_id == run.id:
+            if live.local and live.model.run_id == run.id:
                 self.push_screen(RunScreen(live=live))
                 return
+        state, _ = run.status()
+        if state in ("live", "detached") and (run.path / "control.json").exists():
+            self.attach(run)
+            return
         self.push_screen(RunScreen(run=run))
+
+    def go_back(self) -> None:
+        """Leave the current screen for the one under it, building the home screen if needed."""
+        if any(isinstance(s, HomeScreen) for s in self.screen_stack[:-1]):
+            self.pop_screen()
+        else:
+            self.switch_screen(HomeScreen(self.root, profile_dirs=self.profile_dirs))
 
     @property
     def training(self) -> list[LiveRun]:
-        return [lr for lr in self.live_runs.values() if lr.training]
+        """Runs trained by this process that have not ended."""
+        return [lr for lr in self.live_runs.values() if lr.local and lr.training]  # type: ignore[misc]
+
+    @property
+    def attached(self) -> list[AttachedRun]:
+        return [a for a in self.live_runs.values() if isinstance(a, AttachedRun)]
 
     def on_events_ready(self, message: EventsReady) -> None:
         live = self.live_runs.get(message.key)
@@ -138,6 +219,12 @@ class PodiumApp(App[int]):
         live.end()
         self._redraw(live)
         m = live.model
+        if isinstance(live, AttachedRun):
+            if live.error is not None and live.history is None:
+                self.notify(live.error, severity="error", timeout=10)
+            elif not self._quitting and self.leave is None:
+                self.notify(f"run {live.title} is no longer live: {m.state} {m.reason}".strip())
+            return
         if m.state == "failed":
             hint = hint_for(m.reason)
             self.notify(
@@ -170,7 +257,15 @@ class PodiumApp(App[int]):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         # Keys typed into a dialog belong to the dialog.
-        return not (action in ("quit", "help") and isinstance(self.screen, ModalScreen))
+        return not (action in ("quit", "help", "detach") and isinstance(self.screen, ModalScreen))
+
+    def action_detach(self) -> None:
+        """Leave the dashboard; every run keeps training (see the module docstring)."""
+        if not self.training and not any(a.training for a in self.attached):
+            self.notify("nothing is training here; q quits")
+            return
+        self.leave = "detach"
+        self.exit(self.exit_code())
 
     async def action_quit(self) -> None:
         training = self.training
@@ -182,6 +277,9 @@ class PodiumApp(App[int]):
             return
 
         def answered(choice: str | None) -> None:
+            if choice == "leave":
+                self.action_detach()
+                return
             if choice != "stop":
                 return
             self._quitting = True
@@ -206,3 +304,18 @@ class PodiumApp(App[int]):
             sections.setdefault(title, []).append((key_label(binding), describe(binding)))
         sections.setdefault("everywhere", []).append(("ctrl+p", "command palette: every action"))
         self.push_screen(HelpScreen(list(sections.items())))
+
+
+def terminal_hung_up(fd: int | None = None) -> bool:
+    """Whether this process's terminal has hung up (its ioctls then fail with EIO)."""
+    import termios
+
+    for candidate in (fd,) if fd is not None else (0, 1):
+        try:
+            os.tcgetpgrp(candidate)
+        except OSError as exc:
+            if exc.errno == 5:  # EIO: the line is gone
+                return True
+        except termios.error:
+            continue
+    return False

@@ -6,13 +6,19 @@ of ``engine.cli.main``). Everything else, and every ``--headless`` path, is ``en
 
 The dashboard needs a terminal: with stdout not a tty it refuses in one line (exit 2) and
 suggests ``--headless``.
+
+After the app exits, ``run_dashboard`` finishes what the way it exited asks for (``app.leave``):
+a plain quit has stopped the runs already; a hang-up keeps training here with the output in the
+run's log; a detach hands each run to a background process and prints how to attach.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,6 +33,7 @@ def _has_terminal() -> bool:
 def _refuse(command: str) -> int:
     hint = {
         "home": "use `podium runs` to list runs",
+        "attach": "use `podium control RUN status` without a terminal",
         "train": "add --headless to train without it",
         "resume": "add --headless to resume without it",
     }[command]
@@ -36,31 +43,126 @@ def _refuse(command: str) -> int:
     return 2
 
 
-def run_dashboard(root: Path, request=None) -> int:
-    """Run the app until it exits; runs still training are stopped (with a checkpoint) first."""
-    from tui.app import PodiumApp
+def run_dashboard(root: Path, request=None, *, attach=None) -> int:
+    """Run the app until it exits, then do what its way of leaving asks (module docstring)."""
+    from tui.app import PodiumApp, terminal_hung_up
     from tui.live import stop_all
 
     app = PodiumApp(root=root, request=request)
+    app.attach_to = attach
+    # Until the app has its own handler (on mount) a hang-up must not kill the process.
+    previous = signal.signal(signal.SIGHUP, lambda signum, frame: app.hang_up())
+    code: object = None
+    error: BaseException | None = None
     try:
         code = app.run()
-    finally:
-        # Normally the quit dialog has stopped them; this covers the app dying some other way.
-        stop_all(app.training, "the dashboard closed")
+    except BaseException as exc:  # after a hang-up the driver's last writes may fail: train on
+        error = exc
+    if app.leave is not None:
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the loop's handler went with the loop
+    for viewer in app.attached:
+        viewer.close()
+    if app.leave is None and app.training and terminal_hung_up():
+        app.leave = "hangup"  # the input thread died of EIO before the timer noticed
+    if app.leave == "hangup":
+        return _train_on_after_hangup(app)
+    if error is None and app.leave == "detach":
+        return _hand_over(app, root)
+    signal.signal(signal.SIGHUP, previous)
+    # Normally the quit dialog has stopped them; this covers the app dying some other way.
+    stop_all(app.training, "the dashboard closed")
+    if error is not None:
+        raise error
     if app.return_code not in (None, 0):
         return app.return_code
     return code if isinstance(code, int) else app.exit_code()
 
 
+def _train_on_after_hangup(app) -> int:
+    """The terminal is gone: train on in this process, writing only to the runs' logs."""
+    from engine.detach import repoint_std_fds
+    from tui.live import stop_all
+
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    runs = app.training
+    for live in runs:
+        live.release_viewer()  # nobody watches: `podium runs` says detached
+    logs = [live.run_dir.log_path for live in runs if live.run_dir is not None]
+    if logs:
+        repoint_std_fds(logs[0])
+    else:
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        os.close(null)
+    print(
+        f"podium: {time.strftime('%H:%M:%S')} the dashboard's terminal hung up; "
+        f"training continues in pid {os.getpid()} (podium attach brings the dashboard back)",
+        flush=True,
+    )
+
+    def stop(signum: int, frame: object) -> None:
+        stop_all(app.training, f"stopped by signal {signal.Signals(signum).name}", timeout=0)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for live in runs:
+        while not live.done.wait(0.5):
+            pass
+    return app.exit_code()
+
+
+HANDOVER_REASON = "handed over to a background process (detach)"
+
+
+def _hand_over(app, root: Path) -> int:
+    """Detach: each run saves a checkpoint and a background process resumes it exactly."""
+    from engine.detach import spawn_detached
+
+    runs = app.training
+    for live in runs:
+        live.request_stop(HANDOVER_REASON)
+    if runs:
+        print(f"podium: saving a checkpoint of {', '.join(r.title for r in runs)} to hand over…")
+    code = 0
+    for live in runs:
+        live.done.wait()
+        result, run = live.result, live.run_dir
+        if run is None or result is None or result.reason != HANDOVER_REASON:
+            state = result.status if result is not None else "failed"
+            why = result.reason if result is not None else (live.error or "")
+            print(f"podium: run {live.title} {state}: {why}")
+            continue
+        argv = ["resume", str(run.path), "--headless", "--runs-dir", str(run.path.parent)]
+        req = live.request
+        if req.max_steps is not None:
+            argv += ["--max-steps", str(req.max_steps)]
+        if req.max_epochs is not None:
+            argv += ["--max-epochs", str(req.max_epochs)]
+        gpus = req.gpus if req.gpus is not None else ("cpu" if live.model.device == "cpu" else None)
+        if gpus is not None:
+            argv += ["--gpus", gpus]
+        if req.share_gpu:
+            argv.append("--share-gpu")
+        code = spawn_detached(argv, run.id, run.path.parent) or code
+    for viewer in app.attached:
+        if viewer.training:
+            print(f"podium: run {viewer.title} trains on; attach: podium attach {viewer.title}")
+    return code
+
+
 def dashboard(args: argparse.Namespace) -> int:
     """``engine.cli``'s hook: open the dashboard on a new or resumed run."""
     from engine.runs import check_run_id, resolve_run, runs_root
-    from engine.session import check_resumable, parse_overrides
-    from tui.live import BranchRequest, ResumeRequest, StartRequest
 
     if not _has_terminal():
         return _refuse(args.command)
     root = runs_root(args.runs_dir)
+    if args.command == "attach":  # no torch on this path: attaching must be quick
+        return run_dashboard(root, attach=_attach_target(args.run, root))
+    from engine.session import check_resumable, parse_overrides
+    from tui.live import BranchRequest, ResumeRequest, StartRequest
+
     common = {
         "max_steps": args.max_steps,
         "max_epochs": args.max_epochs,
@@ -90,6 +192,34 @@ def dashboard(args: argparse.Namespace) -> int:
         check_resumable(run)
         request = ResumeRequest(run_path=run.path, **common)
     return run_dashboard(root, request)
+
+
+def _attach_target(arg: str | None, root: Path):
+    """The run to attach to: ``arg``, else this user's newest live run under ``root``."""
+    from engine.runs import list_runs, resolve_run
+
+    if arg is not None:
+        run = resolve_run(arg, root)
+        state, reason = run.status()
+        if state not in ("live", "detached"):
+            hint = "; `podium resume` continues it" if state in ("stopped", "interrupted") else ""
+            raise PodiumError(
+                f"run {run.id} is not live ({state}{': ' + reason if reason else ''}){hint}"
+            )
+        return run
+    user = os.environ.get("USER") or ""
+
+    def owner(run) -> str:
+        try:
+            return run.info().user
+        except PodiumError:
+            return ""
+
+    live = [r for r in list_runs(root) if r.status()[0] in ("live", "detached")]
+    mine = [r for r in live if not user or owner(r) == user] or live
+    if not mine:
+        raise PodiumError(f"no live run under {root} to attach to (podium runs lists them)")
+    return mine[-1]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -16,17 +16,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from textual.message import Message
 
-from engine.config import load_profile
 from engine.events import Event
-from engine.runs import RunDir
-from engine.session import Session, check_resumable, new_session, resume_session
-from engine.trainer import TrainResult
+from engine.runs import RunDir, ViewerHold
 from tui.history import History, read_history
 from tui.model import LogEntry, RunModel
+
+if TYPE_CHECKING:  # the engine's training modules load torch: only a run trained here needs them
+    from engine.checkpoints import Checkpointer
+    from engine.session import Session
+    from engine.trainer import Trainer, TrainResult
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -142,6 +144,11 @@ Phase = Literal["preparing", "training", "ended"]
 _keys = itertools.count(1)
 
 
+def next_key() -> int:
+    """A process-wide unique id for a run shown by this dashboard (local or attached)."""
+    return next(_keys)
+
+
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip()
     first = text.splitlines()[0] if text else ""
@@ -171,8 +178,10 @@ class LiveRun:
     posts ``SessionReady`` and ``TrainingEnded``. Everything else is read by the UI thread.
     """
 
+    local = True
+
     def __init__(self, request: Request, post: Callable[[Message], object]) -> None:
-        self.key = next(_keys)
+        self.key = next_key()
         self.request = request
         self.session: Session | None = None
         self.model = RunModel()
@@ -183,6 +192,7 @@ class LiveRun:
         self.last_drain = 0.0
         self.drain_pending = False
         self._stop_reason: str | None = None
+        self._viewer: ViewerHold | None = None
         self._lock = threading.Lock()
         self._post = post
         self.inbox = EventInbox(lambda: post(EventsReady(self.key)))
@@ -205,19 +215,43 @@ class LiveRun:
     def training(self) -> bool:
         return not self.done.is_set()
 
+    @property
+    def starting(self) -> bool:
+        return self.session is None and self.training
+
+    @property
+    def run_dir(self) -> RunDir | None:
+        return self.session.run if self.session is not None else None
+
+    def controls(self) -> Trainer | None:
+        """What the run screen sends pause/resume/save/set_lr to (each returns a Future)."""
+        return self.session.trainer if self.session is not None else None
+
+    def checkpointer(self) -> Checkpointer | None:
+        return self.session.trainer.checkpointer if self.session is not None else None
+
+    def release_viewer(self) -> None:
+        """No dashboard shows this run any more: ``podium runs`` calls it detached."""
+        with self._lock:
+            hold, self._viewer = self._viewer, None
+        if hold is not None:
+            hold.release()
+
     def work(self) -> None:
         """Open the session and train (in a worker thread); never raises."""
         history: History | None = None
         try:
             session = self._open()
-            if session.resumed_from is not None:
-                # The truncate to the checkpoint and the "resumed" event are queued writes.
-                session.writer.flush(timeout=30)
-                history = read_history(
-                    session.run.db_path,
-                    max_points=self.model.max_points,
-                    end_step=session.resumed_from.step,
-                )
+            # Whatever the session published while it was built (a resumed run's truncate and
+            # "resumed" event, warnings) is in the store once the queued writes land; training
+            # has not started, so nothing is both there and in the inbox.
+            session.writer.flush(timeout=30)
+            resumed = session.resumed_from
+            history = read_history(
+                session.run.db_path,
+                max_points=self.model.max_points,
+                end_step=resumed.step if resumed is not None else None,
+            )
         except BaseException as exc:
             self.error = _one_line(exc)
             self.phase = "ended"
@@ -227,6 +261,7 @@ class LiveRun:
         session.bus.subscribe(self.inbox)
         with self._lock:
             self.session = session
+            self._viewer = session.run.hold_viewer()
             if self._stop_reason is not None:  # asked to stop while it was still preparing
                 session.trainer.stop(self._stop_reason)
         self._post(SessionReady(self.key, history))
@@ -235,11 +270,15 @@ class LiveRun:
         except BaseException as exc:  # the run is marked failed; the dashboard carries on
             self.error = _one_line(exc)
         finally:
+            self.release_viewer()
             self.phase = "ended"
             self.done.set()
             self._post(TrainingEnded(self.key))
 
     def _open(self) -> Session:
+        from engine.config import load_profile
+        from engine.session import check_resumable, new_session, resume_session
+
         req = self.request
         # Device choice is passed only when asked for, so an engine without it still works.
         devices: dict[str, object] = {}

@@ -96,11 +96,8 @@ class LrModal(ModalScreen[float | None]):
 
 
 class QuitModal(ModalScreen[str]):
-    """Quit while runs train here: stop them (each saves a checkpoint), or cancel.
-
-    "Leave it running" needs the training to outlive the terminal (the resilience issue); until
-    then the button is shown disabled with that explanation.
-    """
+    """Quit while runs train here: stop them (each saves a checkpoint), leave them running in
+    the background (``detach``), or cancel."""
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "choose('cancel')", "Cancel")]
 
@@ -112,14 +109,14 @@ class QuitModal(ModalScreen[str]):
         names = ", ".join(self.run_names)
         with Vertical(classes="dialog"):
             yield Label(f"Training in this dashboard: {names}.", classes="question")
-            yield Label("Quitting ends the process that trains it.")
+            yield Label("Stop it, or leave it training in the background?")
             with Horizontal(classes="buttons"):
                 yield Button("Stop and quit", id="stop", variant="error")
-                yield Button("Leave it running", id="leave", disabled=True)
+                yield Button("Leave it running", id="leave", variant="primary")
                 yield Button("Cancel", id="cancel")
             yield Label(
-                "Leave it running: not available yet (the run would die with this terminal; "
-                "use podium train --detach to train without one).",
+                "Leave it running: the run continues from a checkpoint taken now, with no "
+                "terminal; `podium attach` brings the dashboard back.",
                 classes="hint",
             )
 

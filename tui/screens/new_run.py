@@ -17,7 +17,6 @@ from textual.containers import Grid, Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
-from engine.config import load_profile
 from engine.errors import PodiumError
 from engine.runs import check_run_id
 from tui.live import StartRequest
@@ -65,6 +64,8 @@ def parse_form(
         if steps < 1:
             raise ValueError(f"max steps: expected a whole number >= 1, got {max_steps.strip()!r}")
     try:
+        from engine.config import load_profile  # loads the model families (torch): on use
+
         load_profile(profile_path, items)  # the loader's messages name the key and the fix
     except PodiumError as exc:
         raise ValueError(str(exc)) from None

@@ -2,10 +2,13 @@
 
 It shows one run from one of two sources:
 
-- a ``LiveRun`` trained in this process: the app drains its event inbox at a bounded rate and
-  calls ``refresh_view``; keys send commands through ``session.trainer``;
-- a run directory (finished, stopped, or live in another process): history is read from its
-  store in a thread worker, re-read every few seconds while another process trains it.
+- a live run: a ``LiveRun`` trained in this process, or an ``AttachedRun`` (``tui.remote``)
+  trained by another process and reached through its control socket. The app drains its event
+  inbox at a bounded rate and calls ``refresh_view``; keys send commands through
+  ``live.controls()`` (the trainer itself, or the socket);
+- a run directory (finished, stopped, or live in another process when attaching failed):
+  history is read from its store in a thread worker, re-read every few seconds while another
+  process trains it.
 
 Everything slow (store reads, checkpoint listing and file changes) runs in thread workers that
 post messages back; the UI thread only folds results into the model and redraws.
@@ -16,7 +19,7 @@ from __future__ import annotations
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -35,15 +38,18 @@ from engine.checkpoints import (
 from engine.events import CheckpointDeleted
 from engine.runs import RunDir
 from engine.store import CheckpointRecord, RunStore
-from engine.trainer import Trainer
 from tui.history import History, read_history, run_facts
 from tui.live import BranchRequest, LiveRun, branching_available, hint_for
 from tui.model import LogEntry, RunModel
+from tui.remote import AttachedRun, SocketControls
 from tui.screens.modals import ConfirmModal, LrModal
 from tui.widgets.checkpoints import CheckpointTable
 from tui.widgets.event_log import EventLog
 from tui.widgets.loss_panel import LossPanel, PlotOptions, build_heads, build_total
 from tui.widgets.panels import ResourcesPanel, RunHeader, StatsPanel
+
+if TYPE_CHECKING:
+    from engine.trainer import Trainer
 
 GPU_LINE = "no NVIDIA GPU"
 PREVIEW_NOT_AVAILABLE = (
@@ -107,12 +113,15 @@ class RunScreen(Screen):
             key_display="]",
             tooltip="More EMA smoothing",
         ),
+        Binding("a", "attach", "Attach", show=False, tooltip="Attach to a run trained elsewhere"),
         Binding("escape", "back", "Back", tooltip="Back to the home screen"),
     ]
     HORIZONTAL_BREAKPOINTS: ClassVar[list[tuple[int, str]]] = [(0, "-narrow"), (110, "-wide")]
     AUTO_FOCUS = ""  # keys go to the screen until the user focuses the checkpoints (c)
 
-    def __init__(self, *, live: LiveRun | None = None, run: RunDir | None = None) -> None:
+    def __init__(
+        self, *, live: LiveRun | AttachedRun | None = None, run: RunDir | None = None
+    ) -> None:
         super().__init__()
         if (live is None) == (run is None):
             raise ValueError("RunScreen: give exactly one of live= or run=")
@@ -217,8 +226,8 @@ class RunScreen(Screen):
     def checkpoint_dir(self):
         if self.run_dir is not None:
             return self.run_dir.checkpoint_dir
-        if self.live is not None and self.live.session is not None:
-            return self.live.session.run.checkpoint_dir
+        if self.live is not None and self.live.run_dir is not None:
+            return self.live.run_dir.checkpoint_dir
         return None
 
     @work(thread=True, exclusive=True, group="checkpoints", exit_on_error=False)
@@ -249,7 +258,9 @@ class RunScreen(Screen):
                 "(live in another process: following its store)" if self._follow else "(read-only)"
             )
         elif self.live.phase == "preparing":
-            note = "preparing data and model…"
+            note = "preparing data and model…" if self.live.local else "attaching…"
+        elif not self.live.local:
+            note = "(attached: trained by another process; ctrl+d or q leaves it training)"
         self.query_one(RunHeader).show(
             m, note=note, hint=hint_for(m.reason) if m.state == "failed" else ""
         )
@@ -279,24 +290,27 @@ class RunScreen(Screen):
 
     # -- commands to the trainer --------------------------------------------------------------
 
-    def _trainer(self) -> Trainer | None:
-        """The live trainer, or None after telling the user why commands cannot go anywhere."""
+    def _trainer(self) -> Trainer | SocketControls | None:
+        """Where commands go (the trainer or the socket), or None after telling the user why
+        they cannot go anywhere."""
         if self.live is None:
             where = "another process" if self._follow else "no process (it has ended)"
             self.notify(
-                f"run {self.model.run_id} is trained by {where}; this view is read-only",
+                f"run {self.model.run_id} is trained by {where}; this view is read-only"
+                + (" (a attaches to it)" if self._follow else ""),
                 severity="warning",
             )
             return None
-        if self.live.session is None and self.live.training:
+        if self.live.starting:
             self.notify("the run is still starting (preparing data and model)", severity="warning")
             return None
-        if not self.live.training or self.live.session is None:
+        controls = self.live.controls()
+        if not self.live.training or controls is None:
             self.notify(
                 f"the run has ended ({self.model.state}); nothing to control", severity="warning"
             )
             return None
-        return self.live.session.trainer
+        return controls
 
     def _report(self, future: Future, done: str) -> None:
         """Tell the user when a command finished; the callback may run in the training thread."""
@@ -397,11 +411,18 @@ class RunScreen(Screen):
     def action_smooth(self, delta: int) -> None:
         self.set_options(self.options.smoother(delta))
 
+    def action_attach(self) -> None:
+        if self.run_dir is None or not self._follow:
+            self.notify("attach is for a run live in another process", severity="warning")
+            return
+        self.app.pop_screen()
+        self.app.attach(self.run_dir)  # type: ignore[attr-defined]
+
     def action_back(self) -> None:
         if self.focused is self.table:
             self.set_focus(None)
             return
-        self.app.pop_screen()
+        self.app.go_back()  # type: ignore[attr-defined]
 
     # -- checkpoint actions ------------------------------------------------------------------
 
@@ -416,8 +437,8 @@ class RunScreen(Screen):
             return
         if self.live is None and self._follow:
             self.notify(
-                f"run {self.model.run_id} is live in another process; manage its checkpoints "
-                "there (attaching is not available yet)",
+                f"run {self.model.run_id} is live in another process: press a to attach to it, "
+                "then manage its checkpoints",
                 severity="warning",
             )
             return
@@ -453,8 +474,8 @@ class RunScreen(Screen):
             return
         if self.run_dir is not None:
             parent = self.run_dir.path
-        elif self.live is not None and self.live.session is not None:
-            parent = self.live.session.run.path
+        elif self.live is not None and self.live.run_dir is not None:
+            parent = self.live.run_dir.path
         else:
             return
         info = self.table.infos.get(checkpoint)
@@ -483,8 +504,8 @@ class RunScreen(Screen):
         if directory is None:
             return None
         live = self.live
-        if live is not None and live.session is not None:
-            ck = live.session.trainer.checkpointer
+        if live is not None:
+            ck = live.checkpointer()
             if ck is not None:
                 return ck
         # delete and set_keep use only the directory; the policy and hash are not consulted.
@@ -516,7 +537,7 @@ class RunScreen(Screen):
         Returns True when the change went through the live run's event bus."""
         live = self.live
         step = self.model.numbers.step
-        if live is not None and live.session is not None and live.training:
+        if isinstance(live, LiveRun) and live.session is not None and live.training:
             session = live.session
             if action == "delete":
                 # Through the bus: the store, the log file, remote viewers and this screen
@@ -528,8 +549,8 @@ class RunScreen(Screen):
                 )
             return True
         db = self.run_dir.db_path if self.run_dir is not None else None
-        if db is None and live is not None and live.session is not None:
-            db = live.session.run.db_path
+        if db is None and live is not None and live.run_dir is not None:
+            db = live.run_dir.db_path
         if db is None or not db.exists():
             return False
         store = RunStore.open(db)

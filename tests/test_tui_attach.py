@@ -1,0 +1,246 @@
+"""Runs that outlive the dashboard: attaching to them, detaching from them, losing the terminal.
+
+Everything here uses real processes: a run started with ``podium train --detach`` (its own
+session, no terminal) or a dashboard in a tmux pane, its control socket, its store and its locks.
+The tmux tests kill the tmux server (the pane's terminal hangs up, as when an SSH link drops) or
+press ctrl+d, and look from outside at what the run does next.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine.control import ControlClient
+from engine.errors import PodiumError
+from engine.runs import RunDir
+from engine.store import RunStore
+from tests.test_tui_terminal import TMUX, Tmux, poll, step_on
+from tests.tui_helpers import DEMO, ROOT, SMALL, sync, wait_for, wait_sync
+from tui.app import PodiumApp
+from tui.cli import _attach_target
+from tui.remote import AttachedRun
+from tui.screens.home import HomeScreen
+from tui.screens.modals import LrModal
+
+LONG = (*SMALL, "train.epochs=500", "train.early_stopping.patience=0")
+"""A run that trains until it is stopped (the tests stop it)."""
+
+
+def podium(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "tui.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        timeout=timeout,
+    )
+
+
+def sets(items=LONG) -> list[str]:
+    out = []
+    for item in items:
+        out += ["--set", item]
+    return out
+
+
+def status(run: str, runs: Path) -> dict:
+    proc = podium("control", run, "status", "--runs-dir", str(runs))
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def stop_and_wait(run: RunDir, timeout: float = 60) -> None:
+    if run.is_live():
+        with ControlClient.for_run(run.path) as client:
+            client.request("stop", reason="test over")
+    wait_sync(lambda: not run.is_live(), timeout, f"run {run.id} to end")
+
+
+def stored_steps(run: RunDir) -> list[int]:
+    store = RunStore.open(run.db_path, readonly=True)
+    try:
+        return [int(s) for s, _ in store.query("train/loss")]
+    finally:
+        store.close()
+
+
+@pytest.fixture
+def detached(tmp_path):
+    """A run training in the background (``podium train --detach``), stopped after the test."""
+    runs = tmp_path / "runs"
+    proc = podium("train", str(DEMO), "--detach", "--name", "bg", "--runs-dir", str(runs), *sets())
+    assert proc.returncode == 0, proc.stderr
+    assert "podium attach bg" in proc.stdout
+    run = RunDir(runs / "bg")
+    wait_sync(lambda: run.db_path.exists() and len(stored_steps(run)) >= 20, 60, "20 steps")
+    try:
+        yield run
+    finally:
+        stop_and_wait(run)
+
+
+@sync
+async def test_attach_shows_history_and_live_steps_and_every_control_works(detached):
+    run = detached
+    app = PodiumApp(root=run.path.parent, profile_dirs=[])
+    app.attach_to = run
+    async with app.run_test(size=(120, 40)) as pilot:
+        live = next(iter(app.live_runs.values()))
+        assert isinstance(live, AttachedRun)
+        await wait_for(pilot, lambda: live.phase == "training", 20, "the attach")
+        assert run.status()[0] == "live"  # an attached viewer counts as a dashboard
+        train = live.model.series["train/loss"]
+        assert train.steps[0] == 1  # the whole history, from the store
+        first = live.model.numbers.step
+        await wait_for(pilot, lambda: live.model.numbers.step >= first + 5, 30, "live steps")
+        assert list(train.steps) == sorted(set(train.steps))  # no step twice or backwards
+        assert len(live.model.heads) == 9 and live.model.profile == "demo"
+
+        await pilot.press("space")
+        await wait_for(pilot, lambda: live.model.state == "paused", 20, "paused")
+        assert status("bg", run.path.parent)["state"] == "paused"
+        at = live.model.numbers.step
+        await pilot.pause(1.0)
+        assert live.model.numbers.step == at
+
+        await pilot.press("l")
+        assert isinstance(app.screen, LrModal)
+        app.screen.query_one("Input").value = "0.000123"
+        await pilot.press("enter")
+        wait_sync(
+            lambda: abs(status("bg", run.path.parent)["lr"] - 1.23e-4) < 1e-9, 20, "the new lr"
+        )
+
+        def saves() -> int:
+            return sum("saved" in e.text for e in live.model.log)
+
+        before = saves()  # paused: only our save can add one
+        await pilot.press("s")
+        await wait_for(pilot, lambda: saves() > before, 30, "the save to be reported")
+        await pilot.press("space")
+        await wait_for(pilot, lambda: live.model.state == "running", 20, "running again")
+
+        await pilot.press("escape")  # back: the home screen is built under it on the way
+        assert isinstance(app.screen, HomeScreen)
+        await wait_for(pilot, lambda: app.screen.query_one("#runs").row_count == 1, 10, "runs")
+        await pilot.press("q")  # leaving an attached viewer: no question, the run goes on
+        await pilot.pause(0.2)
+    for viewer in app.attached:
+        viewer.close()
+    wait_sync(lambda: run.status()[0] == "detached", 10, "the viewer mark to go")
+    before = status("bg", run.path.parent)["step"]
+    wait_sync(lambda: status("bg", run.path.parent)["step"] > before, 30, "training to go on")
+
+
+def test_attach_picks_a_live_run_and_refuses_others(tmp_path, detached):
+    root = detached.path.parent
+    assert _attach_target(None, root).id == "bg"  # the newest live run of this user
+    assert _attach_target("bg", root).id == "bg"
+    with pytest.raises(PodiumError, match="no live run"):
+        _attach_target(None, tmp_path / "empty")
+    with pytest.raises(PodiumError, match="no run 'nope'"):
+        _attach_target("nope", root)
+
+
+def test_attach_refuses_a_run_that_is_not_live(tmp_path):
+    runs = tmp_path / "runs"
+    proc = podium(
+        "train", str(DEMO), "--headless", "--max-steps", "3", "--name", "done",
+        "--runs-dir", str(runs), *sets(SMALL),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    with pytest.raises(PodiumError, match=r"run done is not live \(stopped"):
+        _attach_target("done", runs)
+
+
+def dashboard_command(args: list[str]) -> str:
+    env = (
+        f"-u COLUMNS -u LINES PODIUM_CACHE={shlex.quote(os.environ['PODIUM_CACHE'])} "
+        "TERM=xterm-256color"
+    )
+    return (
+        f"cd {shlex.quote(str(ROOT))} && env {env} {shlex.quote(sys.executable)} -m tui.cli "
+        + " ".join(shlex.quote(a) for a in args)
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path(TMUX).exists(), reason="tmux is not installed")
+def test_ssh_drop_keeps_training_and_attach_brings_the_history_back(tmp_path):
+    runs = tmp_path / "runs"
+    run = RunDir(runs / "drop")
+    args = ["train", str(DEMO), "--runs-dir", str(runs), "--name", "drop", *sets()]
+    tmux = Tmux(tmp_path)
+    try:
+        tmux.start(dashboard_command(args), 120, 40)
+        seen = poll(tmux, lambda s: (step_on(s) or 0) >= 10, 120, "the first steps")
+        pid = json.loads((run.path / "lock").read_text())["pid"]
+        tmux.kill()  # the terminal goes away: SIGHUP, then EIO on the tty
+        wait_sync(lambda: run.status()[0] == "detached", 15, "the run to be detached")
+        first = status("drop", runs)
+        assert first["pid"] == pid  # the same process trains on
+        wait_sync(lambda: status("drop", runs)["step"] >= first["step"] + 5, 30, "more steps")
+        log = run.log_path.read_text()
+        assert "terminal hung up; training continues" in log
+
+        attach = Tmux(tmp_path)
+        try:
+            attach.start(dashboard_command(["attach", "--runs-dir", str(runs)]), 120, 40)
+            screen = poll(
+                attach,
+                lambda s: "attached" in s and (step_on(s) or 0) > first["step"],
+                60,
+                "the attached run screen",
+            )
+            assert "drop" in screen and "tempo" in screen
+            assert run.status()[0] == "live"
+            # The plot spans the history from before the drop (its axis reaches the early steps).
+            at = step_on(screen)
+            assert at is not None and at > step_on(seen)
+            later = poll(attach, lambda s: (step_on(s) or 0) > at, 30, "live steps")
+            assert "● running" in later
+            attach.keys("q")
+            wait_sync(lambda: not attach.alive(), 20, "the viewer to close")
+        finally:
+            attach.kill()
+        wait_sync(lambda: run.status()[0] == "detached", 10, "detached again")
+        steps = stored_steps(run)
+        assert steps == sorted(set(steps)) and steps[0] == 1
+    finally:
+        tmux.kill()
+        stop_and_wait(run)
+    assert json.loads(run.end_path.read_text())["status"] == "stopped"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path(TMUX).exists(), reason="tmux is not installed")
+def test_detach_key_returns_the_shell_and_the_run_goes_on(tmp_path):
+    runs = tmp_path / "runs"
+    run = RunDir(runs / "handed")
+    args = ["train", str(DEMO), "--runs-dir", str(runs), "--name", "handed", *sets()]
+    tmux = Tmux(tmp_path)
+    try:
+        tmux.start("env PS1='$ ' bash --norc --noprofile", 120, 40)
+        tmux.keys(dashboard_command(args) + "; echo shell-is-back-$?", "Enter")
+        poll(tmux, lambda s: (step_on(s) or 0) >= 10, 120, "the first steps")
+        old_pid = json.loads((run.path / "lock").read_text())["pid"]
+        tmux.keys("C-d")
+        screen = poll(tmux, lambda s: "shell-is-back-0" in s, 60, "the shell prompt")
+        assert "podium attach handed" in screen
+        state = status("handed", runs)
+        assert state["pid"] != old_pid and run.status()[0] == "detached"
+        wait_sync(lambda: status("handed", runs)["step"] >= state["step"] + 5, 30, "more steps")
+    finally:
+        tmux.kill()
+        stop_and_wait(run)
+    steps = stored_steps(run)
+    assert steps == sorted(set(steps))  # the hand-over continued the series without a gap
+    assert steps == list(range(1, steps[-1] + 1))
