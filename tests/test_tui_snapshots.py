@@ -3,7 +3,7 @@
 Each snapshot is the screen's SVG (``App.export_screenshot``: colours and layout) and its plain
 text (for a readable diff), kept in ``tests/snapshots_tui/``. What would change from one run to
 the next is fixed here: the clock ages are measured against, the time zone, this process's RAM
-and CPU readings, and the profiles shown.
+and CPU readings, the profiles shown, and the GPUs (the FAKE NVML's four-GPU lab, GPU 0 reserved).
 
     PODIUM_UPDATE_SNAPSHOTS=1 .venv/bin/pytest tests/test_tui_snapshots.py   # accept new ones
 """
@@ -19,12 +19,14 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from tests.fake_nvml import isolate, lab_devices, write_fake
 from tests.tui_helpers import FIXED_WALL, make_stored_run, sync, wait_for
 from tui import format as fmt
 from tui.app import PodiumApp
 from tui.screens.run import RunScreen
 from tui.widgets import panels
 from tui.widgets.checkpoints import CheckpointTable
+from tui.widgets.gpu_panel import GpuPanel
 
 SNAPSHOTS = Path(__file__).parent / "snapshots_tui"
 UPDATE = os.environ.get("PODIUM_UPDATE_SNAPSHOTS") == "1"
@@ -49,6 +51,13 @@ def frozen(tmp_path, monkeypatch):
     monkeypatch.setattr(panels, "total_ram_bytes", lambda: 16 << 30)
     monkeypatch.setattr(panels, "cuda_memory", lambda: None)
     monkeypatch.setattr(panels.CpuMeter, "percent", lambda self: 12.0)
+    box = isolate(monkeypatch, tmp_path)
+    # Reserved through the environment: its source ("env ...") has no temporary path in it.
+    Path(os.environ["PODIUM_SYSTEM_CONFIG"]).write_text(
+        f'[gpus]\nlease_dir = "{box / "leases"}"\npoll_seconds = 0.2\n'
+    )
+    monkeypatch.setenv("PODIUM_RESERVED_GPUS", "0")
+    monkeypatch.setenv("PODIUM_FAKE_NVML", str(write_fake(box / "fake.json", lab_devices())))
     monkeypatch.chdir(tmp_path)
     (tmp_path / "profiles").mkdir()
     (tmp_path / "profiles" / "demo.toml").write_text(PROFILE)
@@ -73,6 +82,17 @@ def screen_text(app: PodiumApp) -> str:
     )
     console.print(app.screen._compositor.render_update(full=True))
     return "\n".join(line.rstrip() for line in console.export_text().splitlines())
+
+
+def rendered(app: PodiumApp) -> str:
+    """The screen's text as a screenshot would show it now (exporting brings it up to date)."""
+    app.export_screenshot()
+    return screen_text(app)
+
+
+def footer_drawn(app: PodiumApp) -> bool:
+    """Whether the footer's keys are on screen (it recomposes when the bindings change)."""
+    return rendered(app).splitlines()[-1].replace("▏^p palette", "").strip() != ""
 
 
 def check(app: PodiumApp, name: str, tmp_path: Path) -> None:
@@ -106,6 +126,11 @@ async def test_home_and_run_screen_snapshots(frozen, size):
     async with app.run_test(size=size) as pilot:
         runs = app.screen.query_one("#runs")
         await wait_for(pilot, lambda: runs.row_count == 1, 10, "the runs table")
+        # The table sizes its columns on an idle pass after the rows arrive.
+        await wait_for(pilot, lambda: "fixture" in rendered(app), 10, "column widths")
+        gpus = app.screen.query_one("#gpu-panel", GpuPanel)
+        await wait_for(pilot, lambda: gpus.reading is not None, 10, "the GPU panel")
+        await wait_for(pilot, lambda: footer_drawn(app), 10, "the footer")
         await pilot.pause(0.2)
         check(app, f"home-{size[0]}x{size[1]}", frozen)
 
@@ -115,5 +140,8 @@ async def test_home_and_run_screen_snapshots(frozen, size):
         table = screen.query_one(CheckpointTable)
         await wait_for(pilot, lambda: screen.model.numbers.step == 300, 10, "the history")
         await wait_for(pilot, lambda: table.row_count == 2, 10, "the checkpoints")
+        resources = screen.query_one(panels.ResourcesPanel)
+        await wait_for(pilot, lambda: "GPUs free" in resources.gpu_lines()[0], 10, "GPU line")
+        await wait_for(pilot, lambda: footer_drawn(app), 10, "the footer")
         await pilot.pause(0.2)
         check(app, f"run-{size[0]}x{size[1]}", frozen)

@@ -1,8 +1,10 @@
 """The home screen: runs under the runs root, the profiles one can start, and the GPU panel.
 
 Enter on a run opens its run screen (live here, or read from its store); Enter on a profile opens
-the short form that starts a run. The runs table is re-read in a thread worker every few seconds
-while the screen is shown (each row opens the run's store).
+the short form that starts a run. ``m`` marks runs and ``c`` overlays the marked runs' loss curves
+(``tui.screens.compare``). The runs table is re-read in a thread worker every few seconds while
+the screen is shown (each row opens the run's store). The GPU panel follows the app's GPU
+monitor (``tui.widgets.gpu_panel``).
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ from textual.widgets.option_list import Option
 from engine.runs import RunDir, list_runs
 from tui import format as fmt
 from tui.history import RunRow, row_signature, run_row
+from tui.screens.compare import CompareScreen
 from tui.screens.new_run import NewRunModal
+from tui.widgets.gpu_panel import GpuPanel
 from tui.widgets.panels import state_text
 
 if sys.version_info >= (3, 11):
@@ -33,8 +37,9 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-GPU_PANEL = "GPU panel: not available yet"
 REFRESH_S = 3.0
+MARK = "✓ "
+"""Put before a marked run's id in the runs table."""
 
 
 @dataclass(frozen=True)
@@ -86,6 +91,26 @@ def find_profiles(dirs: list[Path] | None = None) -> list[ProfileEntry]:
     return entries
 
 
+class RunsTable(DataTable):
+    """The runs table: a ``DataTable`` that repaints its rows when its column widths change.
+
+    Textual's DataTable measures column widths in an idle pass after rows are added, but keeps
+    rows it already rendered (cached under an unchanged update counter) at the old widths, so a
+    table filled before its first idle pass kept header-wide columns ("fix" for "fixture").
+    """
+
+    BINDINGS: ClassVar[list[BindingType]] = []
+    """None of its own (DataTable's still apply); keeps help and the palette listing the
+    screen's keys only, as for the plain DataTable."""
+    _widths: tuple[int, ...] = ()
+
+    def on_idle(self) -> None:
+        widths = tuple(c.content_width for c in self.columns.values())
+        if widths != self._widths:
+            self._widths = widths
+            self.notify_style_update()  # drops the rendered-row caches and repaints
+
+
 @dataclass
 class RunsLoaded(Message):
     rows: list[RunRow]
@@ -95,6 +120,8 @@ class HomeScreen(Screen):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("n", "new_run", "New run"),
         Binding("r", "refresh", "Refresh"),
+        Binding("m", "toggle_mark", "Mark", tooltip="Mark or unmark the run (for compare)"),
+        Binding("c", "compare", "Compare", tooltip="Overlay the loss curves of the marked runs"),
         Binding("tab", "focus_next", "Next panel", show=False),
     ]
 
@@ -106,17 +133,19 @@ class HomeScreen(Screen):
         self.profiles: list[ProfileEntry] = []
         self._row_cache: dict[Path, tuple[tuple, RunRow]] = {}
         self._shown: tuple | None = None
+        self.marked: list[str] = []
+        """Ids of the marked runs, in the order they were marked (their colours in compare)."""
 
     def compose(self) -> ComposeResult:
         yield Static(id="home-title")
-        runs = DataTable(id="runs", cursor_type="row", zebra_stripes=True)
-        runs.border_title = "runs (Enter opens)"
+        runs = RunsTable(id="runs", cursor_type="row", zebra_stripes=True)
+        runs.border_title = "runs (Enter opens · m marks · c compares)"
         yield runs
         with Horizontal(id="home-bottom"):
             profiles = OptionList(id="profiles")
             profiles.border_title = "profiles (Enter starts a run)"
             yield profiles
-            gpu = Static(GPU_PANEL, id="gpu-panel")
+            gpu = GpuPanel(id="gpu-panel")
             gpu.border_title = "GPUs"
             yield gpu
         yield Footer()
@@ -178,6 +207,8 @@ class HomeScreen(Screen):
             else (row, None, None)
             for row in self.rows
         )
+        self.marked = [m for m in self.marked if any(r.id == m for r in self.rows)]
+        shown = (*shown, tuple(self.marked))
         if shown == self._shown:
             return
         self._shown = shown
@@ -197,7 +228,7 @@ class HomeScreen(Screen):
             if here is not None and here.training:
                 label.append(" (here)", style="dim")
             table.add_row(
-                row.id,
+                self._run_cell(row.id),
                 row.profile,
                 label,
                 Text("" if step is None else str(step), justify="right"),
@@ -236,3 +267,42 @@ class HomeScreen(Screen):
         if options.highlighted is None and options.option_count:
             options.highlighted = 0
         self.notify("choose a profile and press Enter")
+
+    # -- marks and compare ---------------------------------------------------------------------
+
+    def _run_cell(self, run_id: str) -> Text:
+        if run_id in self.marked:
+            return Text(MARK + run_id, style="bold")
+        return Text(run_id)
+
+    def _cursor_run(self) -> str | None:
+        table = self.query_one("#runs", DataTable)
+        if not table.row_count:
+            return None
+        try:
+            return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        except Exception:
+            return None
+
+    def action_toggle_mark(self) -> None:
+        """Mark or unmark the run under the cursor, then move down (marking a few in a row)."""
+        run_id = self._cursor_run()
+        if run_id is None:
+            self.notify("no run to mark")
+            return
+        if run_id in self.marked:
+            self.marked.remove(run_id)
+        else:
+            self.marked.append(run_id)
+        table = self.query_one("#runs", DataTable)
+        table.update_cell(run_id, "run", self._run_cell(run_id), update_width=True)
+        self._shown = None if self._shown is None else (*self._shown[:-1], tuple(self.marked))
+        table.action_cursor_down()
+
+    def action_compare(self) -> None:
+        rows = {r.id: r for r in self.rows}
+        chosen = [rows[m] for m in self.marked if m in rows]
+        if not chosen:
+            self.notify("mark runs with m first, then c compares them", severity="warning")
+            return
+        self.app.push_screen(CompareScreen(chosen))

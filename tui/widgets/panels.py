@@ -15,6 +15,7 @@ from textual.widgets import Static
 from tui import format as fmt
 from tui.model import RunModel
 from tui.proc import CpuMeter, cuda_memory, rss_bytes, total_ram_bytes
+from tui.widgets.gpu_panel import GpuReading, GpuUpdate, gpu_feed, run_gpu_lines
 
 STATE_STYLES = {
     "starting": "bold yellow",
@@ -130,7 +131,12 @@ class StatsPanel(Widget):
 
 
 class ResourcesPanel(Static):
-    """This process's RAM and CPU, this run's CUDA memory, and the GPU line."""
+    """This process's RAM and CPU, this run's CUDA memory, and the run's GPUs.
+
+    The GPU lines come from the app's ``GpuFeed`` (``tui.widgets.gpu_panel``): the gauges of the
+    GPUs this run leases, or "run on cpu" with the machine's one-line GPU state. The run comes
+    from the screen's ``model`` (run id and device), read when a reading arrives.
+    """
 
     DEFAULT_CSS = """
     ResourcesPanel { height: 4; padding: 0 1; text-wrap: nowrap; text-overflow: ellipsis; }
@@ -139,8 +145,20 @@ class ResourcesPanel(Static):
     def on_mount(self) -> None:
         self._cpu = CpuMeter()
         self._total = total_ram_bytes()
+        self._top = Text()
+        self._gpu_line = ""
+        self._reading: GpuReading | None = None
+        self._gpu_lines: list[str] = []
+        gpu_feed(self.app).subscribe(self)
 
-    def sample(self, gpu_line: str) -> None:
+    def on_unmount(self) -> None:
+        gpu_feed(self.app).unsubscribe(self)
+
+    def sample(self, gpu_line: str = "") -> None:
+        """Re-read this process's RAM and CPU and the CUDA memory (every few seconds).
+
+        ``gpu_line`` is shown until the first GPU reading arrives.
+        """
         t = Text()
         rss = rss_bytes()
         cpu = self._cpu.percent()
@@ -157,6 +175,31 @@ class ResourcesPanel(Static):
                 f"alloc {fmt.short_size(mem.allocated)} · reserved "
                 f"{fmt.short_size(mem.reserved)} · peak {fmt.short_size(mem.peak)}"
             )
-        t.append(f"\n{'GPU':<11}", style="dim")
-        t.append(gpu_line)
-        self.update(t, layout=False)
+        self._top = t
+        self._gpu_line = gpu_line
+        self._show()
+
+    def on_gpu_update(self, message: GpuUpdate) -> None:
+        self._reading = message.reading
+        self._show()
+
+    def gpu_lines(self) -> list[str]:
+        model = getattr(self.screen, "model", None)
+        return run_gpu_lines(
+            self._reading,
+            run_id=getattr(model, "run_id", "") or "",
+            device=getattr(model, "device", "") or "",
+            fallback=self._gpu_line,
+        )
+
+    def _show(self) -> None:
+        lines = self.gpu_lines()
+        t = self._top.copy()
+        for i, line in enumerate(lines):
+            t.append(f"\n{'GPU' if i == 0 else '':<11}", style="dim")
+            t.append(line)
+        relayout = len(lines) != len(self._gpu_lines)
+        if relayout:
+            self.styles.height = 3 + len(lines)
+        self._gpu_lines = lines
+        self.update(t, layout=relayout)
