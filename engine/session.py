@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from engine.checkpoints import (
     Checkpointer,
@@ -211,6 +211,10 @@ def _build_inner(
             "best_val": st.best_val if math.isfinite(st.best_val) else None,
             "pid": os.getpid(),
             "host": socket.gethostname(),
+            "device": str(trainer.device),
+            "steps_per_epoch": trainer.steps_per_epoch,
+            "heads": list(trainer.head_names),
+            "cuda": _cuda_memory(trainer.device),
         }
 
     server = ControlServer(run.path, handlers=trainer_handlers(trainer, status), bus=bus).start()
@@ -447,3 +451,17 @@ def parse_overrides(seed: int | None, overrides: Sequence[str]) -> list[str]:
     if seed is not None:
         items.append(f"train.seed={seed}")
     return items
+
+
+def _cuda_memory(device: Any) -> dict | None:
+    """This process's CUDA memory on the run's device (for viewers in other processes)."""
+    if getattr(device, "type", "cpu") != "cuda":
+        return None
+    import torch
+
+    return {
+        "device": str(device),
+        "allocated": int(torch.cuda.memory_allocated(device)),
+        "reserved": int(torch.cuda.memory_reserved(device)),
+        "peak": int(torch.cuda.max_memory_allocated(device)),
+    }

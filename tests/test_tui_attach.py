@@ -28,6 +28,7 @@ from tui.cli import _attach_target
 from tui.remote import AttachedRun
 from tui.screens.home import HomeScreen
 from tui.screens.modals import LrModal
+from tui.widgets.panels import ResourcesPanel
 
 LONG = (*SMALL, "train.epochs=500", "train.early_stopping.patience=0")
 """A run that trains until it is stopped (the tests stop it)."""
@@ -103,6 +104,15 @@ async def test_attach_shows_history_and_live_steps_and_every_control_works(detac
         await wait_for(pilot, lambda: live.model.numbers.step >= first + 5, 30, "live steps")
         assert list(train.steps) == sorted(set(train.steps))  # no step twice or backwards
         assert len(live.model.heads) == 9 and live.model.profile == "demo"
+        assert live.model.device == "cpu" and live.model.steps_per_epoch
+        panel = app.screen.query_one(ResourcesPanel)
+        trainer_pid = json.loads((run.path / "lock").read_text())["pid"]
+        await wait_for(
+            pilot,
+            lambda: f"pid {trainer_pid}" in str(panel.render()),
+            10,
+            "the trainer's RAM and CPU in the resources panel",
+        )
 
         await pilot.press("space")
         await wait_for(pilot, lambda: live.model.state == "paused", 20, "paused")

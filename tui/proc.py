@@ -13,10 +13,12 @@ import time
 from dataclasses import dataclass
 
 
-def rss_bytes() -> int | None:
-    """Resident memory of this process, or None where ``/proc`` is not available."""
+def rss_bytes(pid: int | None = None) -> int | None:
+    """Resident memory of this process (or of ``pid``: the training process of an attached
+    run), or None where ``/proc`` is not available or the process is gone."""
     try:
-        with open("/proc/self/status", encoding="ascii", errors="replace") as fh:
+        path = f"/proc/{pid if pid is not None else 'self'}/status"
+        with open(path, encoding="ascii", errors="replace") as fh:
             for line in fh:
                 if line.startswith("VmRSS:"):
                     return int(line.split()[1]) * 1024
@@ -37,23 +39,33 @@ def total_ram_bytes() -> int | None:
 
 
 class CpuMeter:
-    """CPU time of this process (all threads) per wall second since the previous reading.
+    """CPU time of this process (all threads), or of ``pid``, per wall second since the previous
+    reading.
 
     100% is one core busy; a training process on two cores reads up to 200%.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, pid: int | None = None) -> None:
+        self.pid = pid
         self._last = self._sample()
 
-    @staticmethod
-    def _sample() -> tuple[float, float]:
-        t = os.times()
-        return time.monotonic(), t.user + t.system
+    def _sample(self) -> tuple[float, float | None]:
+        if self.pid is None:
+            t = os.times()
+            return time.monotonic(), t.user + t.system
+        try:
+            with open(f"/proc/{self.pid}/stat", encoding="ascii", errors="replace") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            ticks = os.sysconf("SC_CLK_TCK")
+            return time.monotonic(), (int(fields[11]) + int(fields[12])) / ticks
+        except (OSError, ValueError, IndexError):
+            return time.monotonic(), None
 
     def percent(self) -> float | None:
         now = self._sample()
         dt = now[0] - self._last[0]
-        if dt <= 0:
+        if dt <= 0 or now[1] is None or self._last[1] is None:
+            self._last = now
             return None
         used = now[1] - self._last[1]
         self._last = now

@@ -33,6 +33,7 @@ from engine.runs import RunDir, ViewerHold
 from tui.history import History, read_history, run_facts
 from tui.live import EventInbox, EventsReady, Phase, SessionReady, TrainingEnded, next_key
 from tui.model import LogEntry, RunModel, event_from_payload
+from tui.proc import CudaMemory
 
 CONNECT_TIMEOUT = 10.0
 """Seconds for one command's answer; a stuck run must not hang a key press forever."""
@@ -116,6 +117,7 @@ class AttachedRun:
         self._hold: ViewerHold | None = None
         self._closed = threading.Event()
         self._status: dict[str, Any] = {}
+        self._polling = False
         self.history: History | None = None
 
     @property
@@ -129,6 +131,41 @@ class AttachedRun:
     @property
     def starting(self) -> bool:
         return self.phase == "preparing" and self.training
+
+    @property
+    def pid(self) -> int | None:
+        """The training process (from its last ``status``)."""
+        pid = self._status.get("pid")
+        return pid if isinstance(pid, int) else None
+
+    @property
+    def cuda_memory(self) -> CudaMemory | None:
+        """The training process's CUDA memory, when its ``status`` reports it."""
+        mem = self._status.get("cuda")
+        if not isinstance(mem, dict):
+            return None
+        try:
+            return CudaMemory(
+                device=str(mem.get("device", "cuda")),
+                allocated=int(mem["allocated"]),
+                reserved=int(mem["reserved"]),
+                peak=int(mem["peak"]),
+            )
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def poll_status(self) -> None:
+        """Refresh the process facts in the background (the resources panel reads them)."""
+        if not self.training or self._polling:
+            return
+        self._polling = True
+
+        def done(fut: Future) -> None:
+            self._polling = False
+            if fut.exception() is None and isinstance(fut.result(), dict):
+                self._status = fut.result()
+
+        self._controls.status().add_done_callback(done)
 
     def controls(self) -> SocketControls:
         return self._controls

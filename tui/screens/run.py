@@ -162,6 +162,8 @@ class RunScreen(Screen):
         return self.query_one(CheckpointTable)
 
     def on_mount(self) -> None:
+        if self.live is not None and not self.live.local:
+            self.live.poll_status()  # the trainer's pid, RAM and CUDA memory for the panel
         self.query_one(ResourcesPanel).sample(GPU_LINE)
         self.set_interval(2.0, self._tick)
         if self.run_dir is not None:
@@ -240,6 +242,8 @@ class RunScreen(Screen):
 
     def _tick(self) -> None:
         """Every 2 s: resources, checkpoint ages, and a re-read of a run trained elsewhere."""
+        if self.live is not None and not self.live.local:
+            self.live.poll_status()  # the trainer's pid, RAM and CUDA memory for the panel
         self.query_one(ResourcesPanel).sample(GPU_LINE)
         if self.table.row_count:  # re-list so the age column stays true
             self._load_checkpoints()

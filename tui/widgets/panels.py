@@ -160,14 +160,21 @@ class ResourcesPanel(Static):
         ``gpu_line`` is shown until the first GPU reading arrives.
         """
         t = Text()
-        rss = rss_bytes()
+        # A run trained by another process (attached): that process's numbers, not ours.
+        live = getattr(self.screen, "live", None)
+        pid = getattr(live, "pid", None) if not getattr(live, "local", True) else None
+        if pid != self._cpu.pid:
+            self._cpu = CpuMeter(pid)
+        rss = rss_bytes() if pid is None else rss_bytes(pid)
         cpu = self._cpu.percent()
-        t.append(f"{'process':<11}", style="dim")
+        t.append(f"{'process' if pid is None else 'trainer':<11}", style="dim")
         t.append(f"RAM {fmt.short_size(rss)} · CPU {fmt.percent(cpu)}")
-        if self._total:
+        if pid is not None:
+            t.append(f" · pid {pid}", style="dim")
+        elif self._total:
             t.append(f" of {fmt.short_size(self._total)} host RAM", style="dim")
         t.append(f"\n{'CUDA':<11}", style="dim")
-        mem = cuda_memory()
+        mem = cuda_memory() if pid is None else getattr(live, "cuda_memory", None)
         if mem is None:
             t.append("CPU run")
         else:
