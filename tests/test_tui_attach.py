@@ -8,11 +8,13 @@ press ctrl+d, and look from outside at what the run does next.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -23,7 +25,7 @@ from engine.runs import RunDir
 from engine.store import RunStore
 from tests.test_tui_terminal import TMUX, Tmux, poll, step_on
 from tests.tui_helpers import DEMO, ROOT, SMALL, sync, wait_for, wait_sync
-from tui.app import PodiumApp
+from tui.app import PodiumApp, terminal_hung_up
 from tui.cli import _attach_target
 from tui.remote import AttachedRun
 from tui.screens.home import HomeScreen
@@ -254,3 +256,55 @@ def test_detach_key_returns_the_shell_and_the_run_goes_on(tmp_path):
     steps = stored_steps(run)
     assert steps == sorted(set(steps))  # the hand-over continued the series without a gap
     assert steps == list(range(1, steps[-1] + 1))
+
+
+def test_terminal_hung_up_reads_eio_from_a_dead_pty():
+    master, slave = os.openpty()
+    try:
+        assert not terminal_hung_up(slave)
+        os.close(master)
+        assert terminal_hung_up(slave)
+    finally:
+        os.close(slave)
+
+
+@pytest.mark.slow
+def test_a_terminal_that_fails_with_eio_without_sighup_still_detaches(tmp_path):
+    """The pty is not the dashboard's controlling terminal, so closing it sends no SIGHUP: the
+    dashboard notices the EIO itself, closes its UI and trains on."""
+    runs = tmp_path / "runs"
+    run = RunDir(runs / "eio")
+    master, slave = os.openpty()
+    os.set_blocking(master, False)
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    env["TERM"] = "xterm-256color"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tui.cli", "train", str(DEMO), "--runs-dir", str(runs),
+         "--name", "eio", *sets()],
+        stdin=slave, stdout=slave, stderr=slave, cwd=ROOT, env=env,
+    )  # fmt: skip
+    os.close(slave)
+    drawn = bytearray()
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (
+            run.db_path.exists() and len(stored_steps(run)) >= 5
+        ):
+            with contextlib.suppress(BlockingIOError, OSError):
+                drawn += os.read(master, 1 << 16)  # keep the terminal drained
+            time.sleep(0.05)
+        assert b"loss" in drawn  # the dashboard was drawing on the pty
+        assert run.status()[0] == "live"
+        os.close(master)
+        master = -1
+        wait_sync(lambda: run.status()[0] == "detached", 20, "the dashboard to let go")
+        assert proc.poll() is None  # the same process trains on
+        before = status("eio", runs)["step"]
+        wait_sync(lambda: status("eio", runs)["step"] > before + 3, 30, "more steps")
+        assert "terminal hung up" in run.log_path.read_text()
+    finally:
+        if master >= 0:
+            os.close(master)
+        stop_and_wait(run)
+        proc.wait(30)
+    assert proc.returncode == 0
