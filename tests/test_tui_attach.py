@@ -152,6 +152,25 @@ async def test_attach_shows_history_and_live_steps_and_every_control_works(detac
     wait_sync(lambda: status("bg", run.path.parent)["step"] > before, 30, "training to go on")
 
 
+@sync
+async def test_home_shows_the_detached_run_with_its_pid_and_enter_attaches(detached):
+    run = detached
+    pid = json.loads((run.path / "lock").read_text())["pid"]
+    app = PodiumApp(root=run.path.parent, profile_dirs=[])
+    async with app.run_test(size=(120, 40)) as pilot:
+        table = app.screen.query_one("#runs")
+        await wait_for(pilot, lambda: table.row_count == 1, 10, "the runs table")
+        assert str(table.get_cell("bg", "state")) == f"● detached (pid {pid})"
+        await pilot.press("enter")  # a live run of another process: attach
+        live = app.screen.live
+        assert isinstance(live, AttachedRun)
+        await wait_for(pilot, lambda: live.phase == "training", 20, "the attach")
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: "● live" in str(table.get_cell("bg", "state")), 10, "live")
+    for viewer in app.attached:
+        viewer.close()
+
+
 def test_attach_picks_a_live_run_and_refuses_others(tmp_path, detached):
     root = detached.path.parent
     assert _attach_target(None, root).id == "bg"  # the newest live run of this user

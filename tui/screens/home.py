@@ -200,7 +200,11 @@ class HomeScreen(Screen):
         pass; doing it every few seconds for unchanged rows made the table flicker.
         """
         table = self.query_one("#runs", DataTable)
-        live = {lr.model.run_id: lr for lr in getattr(self.app, "live_runs", {}).values()}
+        live = {
+            lr.model.run_id: lr
+            for lr in getattr(self.app, "live_runs", {}).values()
+            if lr.local  # runs trained by this process; attached ones show their stored state
+        }
         shown = tuple(
             (row, live[row.id].model.state, live[row.id].model.numbers.step)
             if row.id in live and live[row.id].training
@@ -227,6 +231,8 @@ class HomeScreen(Screen):
             label = state_text(state)
             if here is not None and here.training:
                 label.append(" (here)", style="dim")
+            else:
+                label.append(state_detail(row.state, row.reason), style="dim")
             table.add_row(
                 self._run_cell(row.id),
                 row.profile,
@@ -306,3 +312,13 @@ class HomeScreen(Screen):
             self.notify("mark runs with m first, then c compares them", severity="warning")
             return
         self.app.push_screen(CompareScreen(chosen))
+
+
+def state_detail(state: str, reason: str) -> str:
+    """What the state column adds to the state: the live process, or why a run failed."""
+    if state in ("live", "detached") and reason.startswith("pid "):
+        return f" ({reason.split(' on ')[0]})"  # the host has its own column
+    if state == "failed" and reason:
+        short = reason if len(reason) <= 40 else reason[:39] + "…"
+        return f": {short}"
+    return ""
