@@ -77,6 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="share the chosen GPUs with other podium runs that also share",
     )
     p.add_argument(
+        "--cpu-ranks",
+        type=_positive_int,
+        metavar="N",
+        help="on the CPU: N data-parallel processes (gloo); default $PODIUM_CPU_RANKS or 1",
+    )
+    p.add_argument(
         "--max-steps",
         type=_positive_int,
         metavar="N",
@@ -130,6 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--share-gpu",
         action="store_true",
         help="share the chosen GPUs with other podium runs that also share",
+    )
+    p.add_argument(
+        "--cpu-ranks",
+        type=_positive_int,
+        metavar="N",
+        help="on the CPU: N data-parallel processes (gloo); default $PODIUM_CPU_RANKS or 1",
     )
     runs_dir(p)
 
@@ -220,6 +232,7 @@ def _train(args: argparse.Namespace, dashboard: DashboardHook | None) -> int:
         console=None if args.detached_child else sys.stdout,
         gpus=args.gpus,
         share_gpu=args.share_gpu,
+        cpu_ranks=args.cpu_ranks,
     )
     if args.detached_child:
         from engine.detach import repoint_std_fds
@@ -252,6 +265,8 @@ def _spawn_detached(args: argparse.Namespace, profile_name: str, root: Path) -> 
         argv += ["--gpus", args.gpus]
     if args.share_gpu:
         argv.append("--share-gpu")
+    if args.cpu_ranks is not None:
+        argv += ["--cpu-ranks", str(args.cpu_ranks)]
     return spawn_detached(argv, name, root)
 
 
@@ -278,6 +293,9 @@ def _resume(args: argparse.Namespace, dashboard: DashboardHook | None) -> int:
             max_steps=args.max_steps,
             max_epochs=args.max_epochs,
             console=sys.stdout,
+            gpus=args.gpus,
+            share_gpu=args.share_gpu,
+            cpu_ranks=args.cpu_ranks,
         )
         print(
             f"podium: new run {session.run.id} from run {run.id}, checkpoint {args.checkpoint} (step {session.resumed_from.step})"
@@ -290,6 +308,7 @@ def _resume(args: argparse.Namespace, dashboard: DashboardHook | None) -> int:
         console=None if args.detached_child else sys.stdout,
         gpus=args.gpus,
         share_gpu=args.share_gpu,
+        cpu_ranks=args.cpu_ranks,
     )
     info = session.resumed_from
     assert info is not None
@@ -317,6 +336,8 @@ def _spawn_detached_resume(args: argparse.Namespace, run: Any, root: Path) -> in
         argv += ["--gpus", args.gpus]
     if args.share_gpu:
         argv.append("--share-gpu")
+    if args.cpu_ranks is not None:
+        argv += ["--cpu-ranks", str(args.cpu_ranks)]
     return spawn_detached(argv, run.id, root)
 
 

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+import torch
+
 from engine.checkpoints import (
     Checkpointer,
     CheckpointInfo,
@@ -30,10 +32,10 @@ from engine.checkpoints import (
 )
 from engine.config import Profile, load_profile
 from engine.control import ControlServer, trainer_handlers
+from engine.distributed import RankGroup, WorkerJob, check_world, cpu_ranks_from_env, start_ranks
 from engine.errors import CheckpointError, RunError
 from engine.events import EventBus, Message
 from engine.gpu_select import (
-    GpuSelectionError,
     Placement,
     apply_visibility,
     check_visible_devices,
@@ -96,8 +98,13 @@ def _build(
     log_interval: float,
     gpus: str | None = None,
     share_gpu: bool = False,
+    cpu_ranks: int | None = None,
+    resume_from: Path | None = None,
 ) -> Session:
-    """Devices, data, model, trainer, sinks. The caller holds the run's lock."""
+    """Devices, data, model, trainer, sinks. The caller holds the run's lock.
+
+    ``resume_from`` is the checkpoint the caller will load into the trainer: in a DDP run the
+    other ranks read it themselves when they start."""
     logfile = _open_log(run)
     closers: list[Callable[[], None]] = [logfile.close]
 
@@ -111,6 +118,7 @@ def _build(
         return _build_inner(
             run, profile, closers, say, max_steps=max_steps, max_epochs=max_epochs, console=console,
             log_interval=log_interval, gpus=gpus, share_gpu=share_gpu, logfile=logfile,
+            cpu_ranks=cpu_ranks, resume_from=resume_from,
         )  # fmt: skip
     except BaseException:
         for closer in reversed(closers):
@@ -128,11 +136,7 @@ def _place(
     try:
         for line in placement.selection.describe():
             say(f"podium: {line}")
-        if len(placement.uuids) > 1:
-            raise GpuSelectionError(
-                f"--gpus {spec}: {len(placement.uuids)} GPUs chosen, but multi-GPU training (DDP) is "
-                "not built yet; use --gpus 1"
-            )
+        # Before any worker starts: the DDP workers inherit these variables.
         apply_visibility(placement.uuids)
     except BaseException:
         placement.release()
@@ -153,9 +157,19 @@ def _build_inner(
     gpus: str | None,
     share_gpu: bool,
     logfile: TextIO,
+    cpu_ranks: int | None,
+    resume_from: Path | None,
 ) -> Session:
     placement = _place(run, profile, gpus, share_gpu, say)
     closers.append(placement.release)
+    if placement.uuids:
+        world = len(placement.uuids)  # one rank per chosen GPU
+        if cpu_ranks is not None and cpu_ranks > 1:
+            say(f"podium: {cpu_ranks} CPU ranks ignored: training on {world} GPU(s)")
+    else:
+        world = cpu_ranks if cpu_ranks is not None else cpu_ranks_from_env()
+    if world > 1:
+        check_world(world, profile.train.batch_size)
     bus = EventBus()
     family = profile.family_spec
     seed_everything(profile.train.seed)
@@ -164,6 +178,20 @@ def _build_inner(
     seed_everything(profile.train.seed)
     model = family.build_model(profile.model, bundle)
     device = pick_device("cuda" if placement.uuids else "cpu")
+    group: RankGroup | None = None
+    if world > 1:
+        if device.type == "cuda":
+            device = torch.device("cuda", 0)  # rank r trains on cuda:r
+        job = WorkerJob(
+            profile_toml=profile.to_toml(),
+            source=profile.source,
+            resume_from=str(resume_from) if resume_from is not None else None,
+            max_steps=max_steps,
+            max_epochs=max_epochs,
+            uuids=tuple(placement.uuids),
+        )
+        group = start_ranks(world=world, device=device, job=job, say=say, stderr=logfile)
+        closers.append(group.close)
     writer = StoreWriter(run.db_path)
     closers.append(writer.close)
     trainer = Trainer(
@@ -184,6 +212,7 @@ def _build_inner(
             "vocab_sizes": dict(getattr(bundle, "vocab_sizes", {}) or {}),
         },
         save_every_steps=profile.checkpoint.every_steps,
+        group=group,
     )
 
     if placement.uuids:
@@ -212,6 +241,7 @@ def _build_inner(
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "device": str(trainer.device),
+            "ranks": world,
             "steps_per_epoch": trainer.steps_per_epoch,
             "heads": list(trainer.head_names),
             "cuda": _cuda_memory(trainer.device),
@@ -228,7 +258,8 @@ def _build_inner(
     n_params = sum(p.numel() for p in model.parameters())
     say(
         f"podium: run {run.id}: {profile.name} ({profile.family}), {n_params / 1e6:.2f}M parameters, "
-        f"{len(bundle.train)} train / {len(bundle.val)} val examples, device {device}, "
+        f"{len(bundle.train)} train / {len(bundle.val)} val examples, device {device}"
+        f"{f' x {world} ranks' if world > 1 else ''}, "
         f"{trainer.total_steps} steps ({trainer.steps_per_epoch}/epoch)"
     )
     return Session(
@@ -248,8 +279,12 @@ def new_session(
     parent: dict | None = None,
     gpus: str | None = None,
     share_gpu: bool = False,
+    cpu_ranks: int | None = None,
 ) -> Session:
-    """Create a run directory for ``profile`` and everything needed to train it."""
+    """Create a run directory for ``profile`` and everything needed to train it.
+
+    ``cpu_ranks``: how many gloo ranks train a run placed on the CPU (None: ``PODIUM_CPU_RANKS``,
+    else 1); a run on N GPUs always has N ranks (see engine.distributed)."""
     run = create_run(root, profile_name=profile.name, name=name)
     run.write_info(
         new_info(
@@ -271,6 +306,7 @@ def new_session(
             log_interval=log_interval,
             gpus=gpus,
             share_gpu=share_gpu,
+            cpu_ranks=cpu_ranks,
         )
     except BaseException:
         # The run never trained and holds nothing but what this call just wrote: a bad data path
@@ -290,8 +326,11 @@ def resume_session(
     checkpoint: str | None = None,
     gpus: str | None = None,
     share_gpu: bool = False,
+    cpu_ranks: int | None = None,
 ) -> Session:
-    """Continue ``run`` in place from its newest complete checkpoint (or the one named)."""
+    """Continue ``run`` in place from its newest complete checkpoint (or the one named).
+
+    The rank count may differ from the run's so far: a checkpoint is the same for any."""
     run.acquire()  # refuses a live run
     try:
         profile = load_profile(run.profile_path)
@@ -316,6 +355,8 @@ def resume_session(
             log_interval=log_interval,
             gpus=gpus,
             share_gpu=share_gpu,
+            cpu_ranks=cpu_ranks,
+            resume_from=run.checkpoint_dir / f"{info.name}.pt",
         )
         session.trainer.load_state_dict(state)
         session.resumed_from = info
@@ -352,6 +393,7 @@ def branch_session(
     log_interval: float = 3.0,
     gpus: str | None = None,
     share_gpu: bool = False,
+    cpu_ranks: int | None = None,
 ) -> Session:
     """Start a new run that continues ``parent`` from one of its checkpoints.
 
@@ -399,6 +441,8 @@ def branch_session(
             log_interval=log_interval,
             gpus=gpus,
             share_gpu=share_gpu,
+            cpu_ranks=cpu_ranks,
+            resume_from=parent.checkpoint_dir / f"{info.name}.pt",
         )
         session.trainer.load_state_dict(state)
         session.resumed_from = info

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -51,6 +51,9 @@ from engine.events import (
     StepMetrics,
 )
 from engine.schedules import LRSchedule
+
+if TYPE_CHECKING:
+    from engine.distributed import RankGroup
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -242,10 +245,18 @@ class Trainer:
         extra_state: Mapping[str, Any] | None = None,
         save_every_steps: int = 0,
         before_checkpoint: Callable[[], None] | None = None,
+        group: RankGroup | None = None,
     ) -> None:
         self.cfg = cfg
         self.device = device or pick_device(cfg.device)
         self.model = model.to(self.device)
+        self.group = group
+        """Set in a DDP run (see engine.distributed): this process is one rank of several."""
+        self.lead = group is None or group.is_lead
+        """Whether this process publishes, validates and checkpoints (rank 0, or the only one)."""
+        self.net = group.wrap(self.model) if group is not None else self.model
+        """What the loop trains through (the DDP wrapper in a DDP run); ``model`` stays the bare
+        module, so checkpoints have no ``module.`` prefix and load anywhere."""
         self.train_set = train_set
         self.val_set = val_set
         self.weights = dict(loss_weights)
@@ -324,20 +335,40 @@ class Trainer:
             return fut
         return self._submit("set_lr", float(lr))
 
+    def snapshot_weights(self) -> Future:
+        """A CPU copy of the model's weights taken between two steps: ``(step, state_dict)``.
+
+        For previews from the live weights: the copy is made on the training thread at a step
+        boundary (never a half-updated tensor), costs one copy of the parameters, and touches no
+        RNG."""
+        return self._submit("weights")
+
     def _submit(self, kind: str, arg: Any = None) -> Future:
         cmd = _Command(kind, arg)
         self._commands.put(cmd)
         return cmd.future
 
     def _serve_commands(self) -> None:
-        """Apply queued commands; while paused, wait here (still serving save and set_lr)."""
+        """The step boundary: apply queued commands; while paused, wait here."""
+        if self.group is not None:
+            self._serve_commands_ddp()
+        else:
+            self._serve_queue()
+
+    def _serve_queue(self, *, block: bool = True) -> None:
+        """Apply queued commands; while paused, wait here (still serving save and set_lr).
+
+        ``block=False`` only drains the queue, even when paused (a DDP rank 0 first tells the
+        other ranks about the pause, then waits)."""
         while True:
             try:
                 cmd = (
-                    self._commands.get(timeout=0.2) if self._paused else self._commands.get_nowait()
+                    self._commands.get(timeout=0.2)
+                    if self._paused and block
+                    else self._commands.get_nowait()
                 )
             except queue.Empty:
-                if self._paused and self._stop is None:
+                if self._paused and block and self._stop is None:
                     continue
                 return
             try:
@@ -368,6 +399,9 @@ class Trainer:
         if cmd.kind == "save":
             self._flush_metrics()
             return self._checkpoint(("manual",), val_loss=None)
+        if cmd.kind == "weights":
+            state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+            return self.state.step, state
         if cmd.kind == "set_lr":
             old = self.schedule.lr_at(self.state.step)
             self.schedule.rescale_to(cmd.arg, self.state.step)
@@ -375,6 +409,31 @@ class Trainer:
             self._message("info", f"learning rate set to {cmd.arg:.3g} (was {old:.3g})", lr=cmd.arg)
             return cmd.arg
         raise ValueError(f"unknown command {cmd.kind!r}")
+
+    def _serve_commands_ddp(self) -> None:
+        """The step boundary of a DDP run: rank 0's commands reach every rank here."""
+        group = self.group
+        assert group is not None
+        if self.lead:
+            self._serve_queue(block=False)
+            # The other ranks check the same limits, but rank 0's view is the one that counts
+            # (a limit changed on rank 0 alone must not leave them waiting in a collective).
+            self._stop = self._stop or self._limit_reached()
+        stop, pause, base_lr = group.share_commands(
+            stop=self._stop is not None, pause=self._paused, base_lr=self.schedule.base_lr
+        )
+        if pause:
+            if self.lead:
+                self._serve_queue()  # returns on resume or stop
+                group.end_pause(stop=self._stop is not None, base_lr=self.schedule.base_lr)
+                return
+            stop, base_lr = group.wait_pause_end()
+        if not self.lead:
+            if stop and self._stop is None:
+                self._stop = ("stopped", "stopped by rank 0")
+            if base_lr != self.schedule.base_lr:
+                self.schedule.base_lr = base_lr
+                self._apply_lr()
 
     # ---------------------------------------------------------------------------------------
     # The loop
@@ -388,29 +447,59 @@ class Trainer:
                 self._serve_commands()
                 self._check_limits()
                 self.train_step()
-                self._after_step()
+                if self.lead:
+                    self._after_step_or_defer()
         except _Stop as stop:
+            if self.group is not None:
+                self.group.ended_together = True  # every rank raised this _Stop at this step
             result = self._end(stop.status, stop.reason)
         except Exception as exc:
             self._flush_metrics(raise_errors=False)
-            reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            cause = self._worker_failure()
+            reason = cause or f"{type(exc).__name__}: {exc}".splitlines()[0]
             self._message("error", reason)
             self._set_state("failed", reason)
+            if cause:  # the worker's reason, not rank 0's "connection closed by peer"
+                raise RuntimeError(cause) from exc
             raise
         return result
 
+    def _worker_failure(self) -> str:
+        """In a DDP run, why another rank failed (as it reported it), or ""."""
+        if self.group is None or not self.lead:
+            return ""
+        errors = self.group.worker_errors()
+        return f"DDP {errors[0]}" if errors else ""
+
+    def _after_step_or_defer(self) -> None:
+        """In a DDP run an ending that rank 0 alone decides (early stopping, after its
+        validation) waits for the next step boundary, which tells the other ranks."""
+        try:
+            self._after_step()
+        except _Stop as stop:
+            if self.group is None:
+                raise
+            self._stop = (stop.status, stop.reason)
+
     def _check_limits(self) -> None:
-        if self._stop is not None:
-            raise _Stop(*self._stop)
+        ending = self._stop or self._limit_reached()
+        if ending is not None:
+            raise _Stop(*ending)
+
+    def _limit_reached(self) -> tuple[Outcome, str] | None:
         if self.state.step >= self.total_steps:
-            raise _Stop("finished", f"schedule complete ({self.total_steps} steps)")
+            return "finished", f"schedule complete ({self.total_steps} steps)"
         if self.max_steps is not None and self.state.step >= self.max_steps:
-            raise _Stop("stopped", f"--max-steps {self.max_steps} reached")
+            return "stopped", f"--max-steps {self.max_steps} reached"
         if self.max_epochs is not None and self.state.epoch >= self.max_epochs:
-            raise _Stop("stopped", f"--max-epochs {self.max_epochs} reached")
+            return "stopped", f"--max-epochs {self.max_epochs} reached"
+        return None
 
     def train_step(self) -> None:
         """One optimizer step over ``grad_accum`` micro-batches."""
+        if self.group is not None:
+            self._train_step_ddp()
+            return
         model, cfg = self.model, self.cfg
         model.train()
         totals: torch.Tensor | None = None
@@ -429,9 +518,61 @@ class Trainer:
                 [*(losses[h].detach().float() for h in self.head_names), loss.detach().float()]
             )
             totals = row / cfg.grad_accum if totals is None else totals + row / cfg.grad_accum
+        assert totals is not None
+        self._finish_step(totals, tokens, samples)
+
+    def _train_step_ddp(self) -> None:
+        """``train_step`` on one rank of several: this rank's slice of each global micro-batch,
+        its loss weighted so that DDP's gradient average is the global batch's gradient (see
+        engine.distributed), and losses summed over ranks so every rank reports the global ones.
+        """
+        group, net, cfg = self.group, self.net, self.cfg
+        assert group is not None
+        if not self.lead:
+            group.reseed(cfg.seed, self.state.step)
+        net.train()
+        accum = cfg.grad_accum
+        batches = [self._next_batch() for _ in range(accum)]
+        # (accum, 2): valid tokens and examples of this rank's slices, then of the global batches
+        local = torch.stack(
+            [
+                torch.stack(
+                    [
+                        _batch_tokens(b).to(self.device, torch.float64),
+                        torch.tensor(
+                            float(_batch_size(b)), device=self.device, dtype=torch.float64
+                        ),
+                    ]
+                )
+                for b in batches
+            ]
+        )
+        counts = group.all_sum(local.clone())
+        scale = (group.world * local[:, 0] / counts[:, 0].clamp_min(1.0)).float()  # (accum,)
+        totals = torch.zeros(len(self.head_names) + 1, device=self.device)
+        for k, batch in enumerate(batches):
+            with group.no_sync(net, last=k == accum - 1):
+                with self._autocast():
+                    losses = net(batch)
+                    loss = self._weighted(losses)
+                self.scaler.scale(loss * scale[k] / accum).backward()
+            row = torch.stack(
+                [*(losses[h].detach().float() for h in self.head_names), loss.detach().float()]
+            )
+            totals += row * (scale[k] / (group.world * accum))
+        # Also the non-finite check's input: a NaN on any rank makes the sum NaN on every rank,
+        # so all ranks skip the same updates.
+        group.all_sum(totals)
+        tokens = counts[:, 0].sum().float()
+        samples = int(counts[:, 1].sum())
+        self._finish_step(totals, tokens, samples)
+
+    def _finish_step(self, totals: torch.Tensor, tokens: torch.Tensor, samples: int) -> None:
+        """Clip, step (unless non-finite), count and record; after the backward passes."""
+        cfg = self.cfg
         self.scaler.unscale_(self.optimizer)
         max_norm = cfg.clip_grad_norm if cfg.clip_grad_norm > 0 else math.inf
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
         # CPU-GPU sync point: refuse a non-finite update before it reaches the weights.
         finite = bool(torch.isfinite(grad_norm)) and bool(torch.isfinite(totals[-1]))
         if finite or self.scaler.is_enabled():
@@ -443,14 +584,14 @@ class Trainer:
         self.state.batch_in_epoch += 1
         self.state.samples_seen += samples
         self._window_samples += samples
-        assert totals is not None
-        self._pending.append(
-            (
-                self.state.step,
-                self._epoch_float(),
-                torch.cat([totals, grad_norm.detach().float().view(1), tokens.view(1)]),
+        if self.lead:  # the other ranks publish nothing; rank 0 records the (global) numbers
+            self._pending.append(
+                (
+                    self.state.step,
+                    self._epoch_float(),
+                    torch.cat([totals, grad_norm.detach().float().view(1), tokens.view(1)]),
+                )
             )
-        )
         if finite or self.scaler.is_enabled():
             self.state.nonfinite_in_a_row = 0
         else:
@@ -465,6 +606,9 @@ class Trainer:
                     f"non-finite loss or gradient in {self.state.nonfinite_in_a_row} consecutive steps "
                     '(lower train.lr, check the data, or try train.precision = "fp32")',
                 )
+        self._end_epoch_if_done()
+
+    def _end_epoch_if_done(self) -> None:
         if self.state.batch_in_epoch >= self.steps_per_epoch:
             self.state.epoch += 1
             self.state.batch_in_epoch = 0
@@ -541,6 +685,8 @@ class Trainer:
         bs, accum = self.cfg.batch_size, self.cfg.grad_accum
         n_micro = self.steps_per_epoch * accum
         micro = [order[i * bs : (i + 1) * bs] for i in range(n_micro)]
+        if self.group is not None:  # bs is the global batch; this rank trains on its slice
+            micro = [self.group.shard(m) for m in micro]
         return micro[start_step * accum :]
 
     def _next_batch(self) -> dict[str, torch.Tensor]:
@@ -679,7 +825,8 @@ class Trainer:
         self.state = TrainState(**state["train_state"])
         self._epoch_iter = None
         self._apply_lr()
-        restore_rng(state["rng"])
+        if self.lead:  # other ranks' streams are a function of the step (RankGroup.reseed)
+            restore_rng(state["rng"])
 
     def _checkpoint(
         self, kinds: tuple[Any, ...], *, val_loss: float | None

@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 import torch
 
-import engine.checkpoints as checkpoints_module
 from engine.checkpoints import CheckpointConfig, Checkpointer, list_checkpoints, load_state
 from engine.events import EventBus, Message, StateChanged
 from engine.trainer import TrainConfig, Trainer, seed_everything
@@ -91,7 +90,7 @@ def test_injected_enospc_at_the_write_call(tmp_path, monkeypatch):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real_save(obj, f, *args, **kwargs)
 
-    monkeypatch.setattr(checkpoints_module.torch, "save", save)
+    monkeypatch.setattr(torch, "save", save)  # engine.checkpoints imports torch where it saves
     ck_dir = tmp_path / "ck"
     trainer, events, thread = start(ck_dir)
     try:

@@ -144,6 +144,8 @@ def _hand_over(app, root: Path) -> int:
             argv += ["--gpus", gpus]
         if req.share_gpu:
             argv.append("--share-gpu")
+        if req.cpu_ranks is not None:
+            argv += ["--cpu-ranks", str(req.cpu_ranks)]
         code = spawn_detached(argv, run.id, run.path.parent) or code
     for viewer in app.attached:
         if viewer.training:
@@ -168,6 +170,7 @@ def dashboard(args: argparse.Namespace) -> int:
         "max_epochs": args.max_epochs,
         "gpus": getattr(args, "gpus", None),
         "share_gpu": bool(getattr(args, "share_gpu", False)),
+        "cpu_ranks": getattr(args, "cpu_ranks", None),
     }
     name = getattr(args, "name", None)
     if name is not None:

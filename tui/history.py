@@ -93,7 +93,7 @@ def read_history(
 
 
 _LOG_FACTS = re.compile(
-    r"device (?P<device>[^,\s]+), (?P<total>\d+) steps \((?P<per_epoch>\d+)/epoch\)"
+    r"device (?P<device>[^,\s]+)(?: x \d+ ranks)?, (?P<total>\d+) steps \((?P<per_epoch>\d+)/epoch\)"
 )
 
 

@@ -48,6 +48,8 @@ class StartRequest:
     gpus: str | None = None
     """``--gpus``: None lets the engine choose."""
     share_gpu: bool = False
+    cpu_ranks: int | None = None
+    """``--cpu-ranks``: data-parallel processes for a run on the CPU (None: the default)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,6 +61,8 @@ class ResumeRequest:
     max_epochs: int | None = None
     gpus: str | None = None
     share_gpu: bool = False
+    cpu_ranks: int | None = None
+    """``--cpu-ranks``: data-parallel processes for a run on the CPU (None: the default)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -74,6 +78,8 @@ class BranchRequest:
     max_epochs: int | None = None
     gpus: str | None = None
     share_gpu: bool = False
+    cpu_ranks: int | None = None
+    """``--cpu-ranks``: data-parallel processes for a run on the CPU (None: the default)."""
 
 
 Request = StartRequest | ResumeRequest | BranchRequest
@@ -286,6 +292,8 @@ class LiveRun:
             devices["gpus"] = req.gpus
         if req.share_gpu:
             devices["share_gpu"] = True
+        if req.cpu_ranks is not None:
+            devices["cpu_ranks"] = req.cpu_ranks
         limits = {"max_steps": req.max_steps, "max_epochs": req.max_epochs}
         if isinstance(req, StartRequest):
             profile = load_profile(req.profile_path, list(req.overrides))

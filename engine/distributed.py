@@ -1,0 +1,541 @@
+"""Data-parallel training over several processes (DDP): gloo on the CPU, nccl on CUDA GPUs.
+
+How a user gets it:
+
+- GPUs: ask for more than one (``--gpus 2``, ``--gpus 0,1``, UUIDs). The world size is the number
+  of GPUs chosen; rank r trains on ``cuda:r`` of the GPUs ``session.apply_visibility`` left
+  visible (CUDA_VISIBLE_DEVICES holds their UUIDs before CUDA starts, and the workers inherit it).
+- CPU: set ``PODIUM_CPU_RANKS=N`` (or pass ``cpu_ranks=N`` to ``new_session``/``resume_session``)
+  on a run placed on the CPU. The rank count is a property of where a run trains, like
+  ``--gpus``, not of the profile: it is not a profile key, so it is not in the profile hash, and
+  a run can be resumed with another rank count (or on one process) from the same checkpoint.
+  It is meant for tests and for checking a multi-GPU setup on a laptop; on a two-core machine
+  it is slower than one process.
+
+Process layout: the podium process that builds the session is rank 0. It owns everything a user
+sees: the store, checkpoints, the control socket, the log and the events; it also validates.
+Ranks 1..N-1 are fresh interpreters it starts as ``python -m engine.distributed`` with a JSON job
+on stdin: never a fork (a forked child would inherit rank 0's threads, locks and CUDA state),
+and not multiprocessing's "spawn" either, which re-imports the parent's ``__main__`` (the
+dashboard, or an unguarded user script) in every worker. They rebuild the same data and model
+from the resolved profile, read the checkpoint being resumed, and train; they write nothing (a
+worker that crashes leaves its traceback in the run's log, and its one-line reason reaches rank
+0, which reports it). They meet rank 0 through a TCPStore that rank 0 hosts on 127.0.0.1 (port
+chosen by the OS, so two runs never race for a port), and exit when rank 0 goes away, even by
+kill -9.
+
+Commands: rank 0 receives pause/resume/stop/save/set_lr as in a single-process run. At every
+step boundary it broadcasts three numbers (stop, pause, the schedule's peak lr, which is all the
+state ``set_lr`` changes) to the other ranks: one tiny collective per step. A pause must not
+leave the other ranks inside a collective (it would time out after a long pause), so on a pause
+the workers wait on a store key instead, which rank 0 sets when the pause ends (with the stop
+flag and the lr chosen meanwhile). Saves are rank 0's alone: every rank holds the same weights
+and optimizer state, and the workers' random numbers are a pure function of (seed, rank, step),
+so rank 0's checkpoint is the whole state of the run.
+
+Data: ``train.batch_size`` is the GLOBAL batch. The data order is the single-process order; each
+global micro-batch is cut into W contiguous slices (the first ``batch_size % W`` ranks take one
+example more), and rank r trains on slice r.
+
+Loss weighting: every model returns masked means (per head, over the valid tokens of its batch).
+DDP averages gradients over ranks, and the mean of per-rank means is not the global masked mean
+when ranks hold different numbers of valid tokens. So each rank scales its loss by
+``W * n_r / N`` (n_r its valid tokens, N the all-reduced sum over ranks, per micro-batch) before
+backward: the averaged gradient is then ``sum_r n_r/N * grad(mean_r) = grad(global mean)``, the
+single-process gradient. Models without a ``mask`` count examples instead of tokens. The losses
+reported to the dashboard are summed the same way, so they are the global batch's losses too.
+
+Per step this costs, besides DDP's gradient all-reduce: the command broadcast (3 numbers), one
+all-reduce of the token and example counts (2 per micro-batch) and one of the reported losses
+(heads + 1), which also makes the non-finite check agree on every rank.
+
+Limits: the weights match a single-process run (within float rounding) only without dropout,
+since each rank draws its own masks; a DDP resume with the same rank count repeats the
+uninterrupted run exactly, dropout included. Validation runs on rank 0 alone while the others
+wait. DDP is built with ``find_unused_parameters=False``: a family whose forward leaves
+parameters unused needs that changed. The nccl path follows the gloo one line for line but was
+only run on CPU here (no multi-GPU machine).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from datetime import timedelta
+from typing import IO, Literal
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from engine.errors import DataError, RunError
+
+CPU_RANKS_ENV = "PODIUM_CPU_RANKS"
+"""Environment variable: how many gloo ranks a run placed on the CPU trains with (default 1)."""
+
+STARTUP_TIMEOUT_S = 600.0
+"""How long rank 0 waits for the workers to build their data and model."""
+
+COLLECTIVE_TIMEOUT = timedelta(minutes=30)
+"""A collective that waits longer fails the run. Rank 0 validates alone while the others wait
+at the next step's broadcast, so this bounds a validation pass; pauses do not count (the workers
+wait on the store then)."""
+
+Backend = Literal["gloo", "nccl"]
+
+
+def cpu_ranks_from_env(environ: dict[str, str] | None = None) -> int:
+    """``PODIUM_CPU_RANKS`` as a rank count (1 when unset).
+
+    Raises:
+        RunError: the value is not a whole number >= 1.
+    """
+    env = os.environ if environ is None else environ
+    text = env.get(CPU_RANKS_ENV, "").strip()
+    if not text:
+        return 1
+    if not text.isdigit() or int(text) < 1:
+        raise RunError(
+            f"{CPU_RANKS_ENV}={text!r}: must be a whole number >= 1 (the gloo ranks of a CPU run); "
+            f"unset it for one process"
+        )
+    return int(text)
+
+
+def check_world(world: int, batch_size: int) -> None:
+    """Every rank needs at least one example of each global batch.
+
+    Raises:
+        DataError: ``batch_size`` is smaller than the world size.
+    """
+    if batch_size < world:
+        raise DataError(
+            f"train.batch_size: {batch_size} is the global batch and cannot be split over "
+            f"{world} ranks; set train.batch_size to at least {world} or use fewer ranks"
+        )
+
+
+def shard_sizes(n: int, world: int) -> list[int]:
+    """Sizes of the W contiguous slices of an n-example batch (the first n % W get one more)."""
+    base, extra = divmod(n, world)
+    return [base + (1 if r < extra else 0) for r in range(world)]
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkerJob:
+    """What every worker needs to rebuild rank 0's run (sent as JSON)."""
+
+    profile_toml: str
+    """The resolved profile; it loads back to an equal profile with the same hash."""
+    source: str
+    """Where the profile came from (for messages)."""
+    resume_from: str | None = None
+    """Checkpoint file the run continues from; None for a fresh run."""
+    max_steps: int | None = None
+    max_epochs: int | None = None
+    uuids: tuple[str, ...] = ()
+    """The run's GPUs (empty on the CPU); rank r trains on cuda:r."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class _WorkerSpec:
+    job: WorkerJob
+    rank: int
+    world: int
+    backend: Backend
+    port: int
+    parent_pid: int
+    threads: int
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> _WorkerSpec:
+        raw = json.loads(text)
+        job = raw.pop("job")
+        job["uuids"] = tuple(job["uuids"])
+        return cls(job=WorkerJob(**job), **raw)
+
+
+class RankGroup:
+    """This process's place in a DDP run, and the few collectives the trainer needs.
+
+    Rank 0's group also owns the worker processes and the rendezvous store; ``close()`` ends
+    them. Methods are called from the training thread only.
+    """
+
+    def __init__(
+        self,
+        *,
+        rank: int,
+        world: int,
+        backend: Backend,
+        device: torch.device,
+        store: dist.Store,
+        processes: Sequence[subprocess.Popen] = (),
+        restore_threads: int | None = None,
+    ) -> None:
+        self.rank = rank
+        self.world = world
+        self.backend = backend
+        self.device = device
+        self.store = store
+        self.processes = list(processes)
+        self._restore_threads = restore_threads
+        self._pauses = 0
+        self._closed = False
+        self.ended_together = False
+        """Set by the trainer when every rank agreed to end (a stop, a limit, the schedule's
+        end): the workers are then exiting on their own and ``close`` waits for them."""
+
+    @property
+    def is_lead(self) -> bool:
+        """Rank 0: the one rank that writes, validates and serves commands."""
+        return self.rank == 0
+
+    # -- model and data ---------------------------------------------------------------------
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        """The DDP wrapper the loop trains through; checkpoints keep using the bare model.
+
+        Buffers are not synced before each forward: the families' buffers are constants
+        (position tables, masks), so that would only cost time.
+        """
+        import inspect
+
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        params = inspect.signature(DistributedDataParallel).parameters
+        no_sync = (  # the name changed in torch 2.13; the old one warns there
+            {"forward_sync_buffers": False}
+            if "forward_sync_buffers" in params
+            else {"broadcast_buffers": False}
+        )
+        return DistributedDataParallel(
+            model, device_ids=ids, output_device=ids[0] if ids else None, **no_sync
+        )
+
+    def shard(self, indices: Sequence[int]) -> list[int]:
+        """This rank's contiguous slice of one global micro-batch."""
+        sizes = shard_sizes(len(indices), self.world)
+        start = sum(sizes[: self.rank])
+        return list(indices[start : start + sizes[self.rank]])
+
+    def no_sync(self, net: nn.Module, last: bool) -> contextlib.AbstractContextManager:
+        """Skip the gradient all-reduce on every micro-batch but the last of a step."""
+        if last or not hasattr(net, "no_sync"):
+            return contextlib.nullcontext()
+        return net.no_sync()
+
+    def reseed(self, seed: int, step: int) -> None:
+        """Workers draw dropout from a stream that is a pure function of (seed, rank, step), so
+        a resumed run reproduces them without checkpointing every rank's generators."""
+        torch.manual_seed((seed * 1_000_003 + self.rank * 7_919 + step) % 2**63)
+
+    # -- collectives ------------------------------------------------------------------------
+
+    def all_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Sum ``tensor`` over ranks, in place."""
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        return tensor
+
+    def share_commands(
+        self, *, stop: bool, pause: bool, base_lr: float
+    ) -> tuple[bool, bool, float]:
+        """Rank 0's (stop, pause, peak lr) on every rank: the per-step command broadcast."""
+        t = torch.tensor(
+            [float(stop), float(pause), base_lr] if self.is_lead else [0.0, 0.0, 0.0],
+            dtype=torch.float64,
+            device=self.device,
+        )
+        dist.broadcast(t, src=0)
+        s, p, lr = t.tolist()
+        return s > 0.5, p > 0.5, lr
+
+    def end_pause(self, *, stop: bool, base_lr: float) -> None:
+        """Rank 0: the pause is over; tell the waiting workers how it ended."""
+        self._pauses += 1
+        self.store.set(f"pause_end/{self._pauses}", f"{int(stop)} {base_lr!r}")
+
+    def wait_pause_end(self) -> tuple[bool, float]:
+        """Workers: wait (on the store, not in a collective) until rank 0 ends the pause."""
+        self._pauses += 1
+        key = f"pause_end/{self._pauses}"
+        while not self.store.check([key]):  # raises when rank 0 (the store's host) is gone
+            time.sleep(0.2)
+        stop, lr = self.store.get(key).decode().split()
+        return stop == "1", float(lr)
+
+    def worker_errors(self) -> list[str]:
+        """Rank 0: the one-line reasons of workers that failed, as they reported them."""
+        out = []
+        for r in range(1, self.world):
+            key = f"error/{r}"
+            with contextlib.suppress(Exception):
+                if self.store.check([key]):
+                    out.append(f"rank {r}: {self.store.get(key).decode()}")
+        return out
+
+    def exitcodes(self) -> list[int | None]:
+        """Rank 0: the workers' exit codes (None while one runs)."""
+        return [p.poll() for p in self.processes]
+
+    def close(self, timeout: float = 20.0) -> None:
+        """End this rank's part: rank 0 waits for the workers (ending them when they hang),
+        then leaves the process group. Safe to call twice.
+
+        After a failure or an abort the workers wait in a collective for a rank 0 that will
+        not come: they get 2 s, then leaving the group makes their collective fail."""
+        if self._closed:
+            return
+        self._closed = True
+        deadline = time.monotonic() + (timeout if self.ended_together else 2.0)
+        for p in self.processes:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.wait(max(deadline - time.monotonic(), 0.1))
+        if any(p.poll() is None for p in self.processes) and dist.is_initialized():
+            # Leaving the group makes workers stuck in a collective fail instead of waiting.
+            with contextlib.suppress(Exception):
+                dist.destroy_process_group()
+        for p in self.processes:
+            _end_process(p)
+        if dist.is_initialized():
+            with contextlib.suppress(Exception):
+                dist.destroy_process_group()
+        if self._restore_threads is not None:
+            torch.set_num_threads(self._restore_threads)
+
+
+def _end_process(p: subprocess.Popen, grace: float = 5.0) -> None:
+    for action in (None, p.terminate, p.kill):
+        if action is not None:
+            action()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            p.wait(grace)
+            return
+
+
+def backend_for(device: torch.device) -> Backend:
+    return "nccl" if device.type == "cuda" else "gloo"
+
+
+def _threads_per_rank(world: int, device: torch.device) -> int:
+    """CPU ranks share the cores: W ranks each using every core would thrash."""
+    cores = os.cpu_count() or 1
+    return max(1, cores // world) if device.type == "cpu" else torch.get_num_threads()
+
+
+def start_ranks(
+    *,
+    world: int,
+    device: torch.device,
+    job: WorkerJob,
+    say: Callable[[str], None] = lambda line: None,
+    stderr: IO[str] | int | None = None,
+) -> RankGroup:
+    """Rank 0: start workers 1..world-1, wait until each has built its model, join the group.
+
+    Call after rank 0 has built its data (the workers then find the prepared data in the cache
+    instead of preparing it concurrently) and before the Trainer (whose DDP wrapper is the
+    first collective). ``stderr`` receives the workers' stderr (rank 0 passes the run's log).
+
+    Raises:
+        RunError: a worker failed or did not start in time (with its reason).
+    """
+    backend = backend_for(device)
+    if backend == "nccl" and not dist.is_nccl_available():
+        raise RunError("multi-GPU training needs NCCL, which this torch build lacks")
+    store = dist.TCPStore(
+        "127.0.0.1", 0, world, is_master=True, wait_for_workers=False, timeout=COLLECTIVE_TIMEOUT
+    )
+    threads = _threads_per_rank(world, device)
+    previous_threads = torch.get_num_threads()
+    processes: list[subprocess.Popen] = []
+    # The workers import this very package, installed or not (a source checkout).
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    pythonpath = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": pythonpath}
+    try:
+        for rank in range(1, world):
+            spec = _WorkerSpec(
+                job=job,
+                rank=rank,
+                world=world,
+                backend=backend,
+                port=store.port,
+                parent_pid=os.getpid(),
+                threads=threads,
+            )
+            p = subprocess.Popen(
+                [sys.executable, "-m", "engine.distributed"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                env=env,
+                text=True,
+                # Its own session: terminal signals (Ctrl-C, hang-up) are rank 0's to interpret.
+                start_new_session=True,
+            )
+            assert p.stdin is not None
+            p.stdin.write(spec.to_json())
+            p.stdin.close()
+            processes.append(p)
+        say(
+            f"podium: DDP over {world} ranks ({backend}); started workers {[p.pid for p in processes]}"
+        )
+        _wait_ready(store, processes, world)
+        torch.set_num_threads(threads)
+        dist.init_process_group(
+            backend, store=store, rank=0, world_size=world, timeout=COLLECTIVE_TIMEOUT
+        )
+    except BaseException:
+        for p in processes:
+            _end_process(p, grace=0.0)
+        torch.set_num_threads(previous_threads)
+        raise
+    return RankGroup(
+        rank=0,
+        world=world,
+        backend=backend,
+        device=device,
+        store=store,
+        processes=processes,
+        restore_threads=previous_threads,
+    )
+
+
+def _wait_ready(store: dist.Store, processes: Sequence[subprocess.Popen], world: int) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    waiting = set(range(1, world))
+    while waiting:
+        for rank in sorted(waiting):
+            if store.check([f"ready/{rank}"]):
+                waiting.discard(rank)
+                continue
+            code = processes[rank - 1].poll()
+            if code is not None:
+                key = f"error/{rank}"
+                reason = store.get(key).decode() if store.check([key]) else "no reason given"
+                raise RunError(f"DDP rank {rank} failed while starting (exit {code}): {reason}")
+        if waiting and time.monotonic() > deadline:
+            raise RunError(
+                f"DDP ranks {sorted(waiting)} did not start within {STARTUP_TIMEOUT_S:.0f} s"
+            )
+        if waiting:
+            time.sleep(0.05)
+
+
+# ----------------------------------------------------------------------------------------------
+# The worker side
+
+
+def _watch_parent(parent_pid: int) -> None:
+    """A worker whose rank 0 died (even by kill -9) exits instead of training on alone."""
+
+    def watch() -> None:
+        while True:
+            if os.getppid() != parent_pid:
+                os._exit(3)
+            time.sleep(1.0)
+
+    threading.Thread(target=watch, name="podium-parent-watch", daemon=True).start()
+
+
+@contextlib.contextmanager
+def _report_failure(store: dist.Store, spec: _WorkerSpec) -> Iterator[None]:
+    """Hand rank 0 the one-line reason (it reports it), and leave the traceback in the log."""
+    try:
+        yield
+    except BaseException as exc:
+        if os.getppid() != spec.parent_pid:
+            os._exit(3)  # rank 0 is gone: a "connection reset" traceback would only be noise
+        reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        with contextlib.suppress(Exception):
+            store.set(f"error/{spec.rank}", reason)
+        traceback.print_exc()
+        raise
+
+
+def _worker_main(spec: _WorkerSpec) -> None:
+    """Entry point of ranks 1..N-1 (a fresh interpreter, ``python -m engine.distributed``)."""
+    # Ctrl-C and a closing terminal are rank 0's to interpret (a clean stop, or training on
+    # detached); it tells the workers at a step boundary.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    _watch_parent(spec.parent_pid)
+    torch.set_num_threads(spec.threads)
+    store = dist.TCPStore(
+        "127.0.0.1", spec.port, spec.world, is_master=False, timeout=COLLECTIVE_TIMEOUT
+    )
+    with _report_failure(store, spec):
+        _run_worker(spec, store)
+
+
+def _run_worker(spec: _WorkerSpec, store: dist.Store) -> None:
+    from engine.checkpoints import load_state
+    from engine.config import load_profile_text
+    from engine.events import EventBus
+    from engine.trainer import Trainer, seed_everything
+
+    job = spec.job
+    profile = load_profile_text(job.profile_toml, source=job.source)
+    if job.uuids:
+        from engine.gpu_select import check_visible_devices
+
+        torch.cuda.set_device(spec.rank)
+        check_visible_devices(job.uuids)
+        device = torch.device("cuda", spec.rank)
+    else:
+        device = torch.device("cpu")
+    family = profile.family_spec
+    # The same seeding as rank 0's session: equal data, equal initial weights.
+    seed_everything(profile.train.seed)
+    bundle = family.build_data(profile.data, log=lambda line: None)
+    seed_everything(profile.train.seed)
+    model = family.build_model(profile.model, bundle)
+    state = load_state(job.resume_from) if job.resume_from else None
+    store.set(f"ready/{spec.rank}", "1")
+    dist.init_process_group(
+        spec.backend,
+        store=store,
+        rank=spec.rank,
+        world_size=spec.world,
+        timeout=COLLECTIVE_TIMEOUT,
+    )
+    group = RankGroup(
+        rank=spec.rank, world=spec.world, backend=spec.backend, device=device, store=store
+    )
+    try:
+        trainer = Trainer(
+            model=model,
+            train_set=bundle.train,
+            val_set=None,
+            cfg=profile.train,
+            loss_weights=profile.loss_weights,
+            checkpointer=None,
+            bus=EventBus(),
+            device=device,
+            max_steps=job.max_steps,
+            max_epochs=job.max_epochs,
+            group=group,
+        )
+        if state is not None:
+            trainer.load_state_dict(state)
+        trainer.train()
+    finally:
+        group.close()
+
+
+if __name__ == "__main__":
+    _worker_main(_WorkerSpec.from_json(sys.stdin.read()))
