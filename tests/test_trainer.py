@@ -124,6 +124,12 @@ def test_pause_resume_save_set_lr_stop_from_another_thread(tmp_path):
     assert trainer.set_lr(1e-4).result(timeout=10) == 1e-4
     assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-4)
 
+    step, weights = trainer.snapshot_weights().result(timeout=10)  # a copy, between steps
+    live = trainer.model.state_dict()
+    assert step == paused_at and weights.keys() == live.keys()
+    assert all(torch.equal(weights[k], live[k].cpu()) for k in live)
+    assert all(weights[k].data_ptr() != live[k].data_ptr() for k in live)
+
     trainer.resume().result(timeout=10)
     _wait(lambda: trainer.state.step >= paused_at + 3)
     trainer.stop("test over").result(timeout=10)
