@@ -181,9 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=("status", "pause", "resume", "stop", "save", "set-lr"))
     p.add_argument("value", nargs="?", metavar="LR", help="the learning rate, for set-lr")
     runs_dir(p)
-    from engine import gpus_cli
+    from engine import generate_cli, gpus_cli
 
     gpus_cli.add_parser(sub)
+    generate_cli.add_parser(sub)
     return parser
 
 
@@ -544,6 +545,7 @@ _HANDLERS: dict[str, Callable[[argparse.Namespace, DashboardHook | None], int]] 
     "metrics": _metrics,
     "control": _control,
     "gpus": lambda args, dashboard: _gpus(args),
+    "generate": lambda args, dashboard: _generate(args),
 }
 
 
@@ -551,3 +553,9 @@ def _gpus(args: argparse.Namespace) -> int:
     from engine import gpus_cli
 
     return gpus_cli.run(args)
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from engine import generate_cli
+
+    return generate_cli.run(args)

@@ -1,0 +1,112 @@
+"""``podium generate RUN``: a sample from a run's checkpoint, as MIDI (and WAV on request).
+
+    podium generate RUN [--checkpoint latest] [--emotion Q1..Q4] [--key C:maj]
+        [--bars N | --tokens N] [--temperature T] [--top-p P] [--seed N] [-o OUT.mid] [--wav]
+
+Works on a live run too (it reads a checkpoint file; training is not disturbed). Same seed, same
+MIDI bytes. Conditioning flags belong to model families: the CP family takes ``--emotion`` and
+``--key``; the others are refused with the list of what it takes.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from engine.errors import PodiumError
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _unit(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
+    return value
+
+
+def _temperature(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 <= value <= 10.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 (greedy) and 10, got {value}")
+    return value
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("generate", help="sample a piece from a run's checkpoint (MIDI)")
+    p.add_argument("run", metavar="RUN")
+    p.add_argument("--checkpoint", default="latest", metavar="NAME")
+    p.add_argument("--emotion", default="", metavar="Q", help="Q1..Q4 (default: drawn by seed)")
+    p.add_argument("--key", default="", metavar="KEY", help="e.g. C:maj, F#:min (default: drawn)")
+    for flag in ("--sentiment", "--genre", "--text"):
+        p.add_argument(flag, default=None, help=argparse.SUPPRESS)
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--bars", type=_positive, metavar="N", help="stop after N bars (default 8)")
+    length.add_argument("--tokens", type=_positive, metavar="N", help="stop after N tokens")
+    p.add_argument("--temperature", type=_temperature, metavar="T")
+    p.add_argument("--top-p", type=_unit, metavar="P")
+    p.add_argument("--seed", type=int, default=0, metavar="N")
+    p.add_argument("-o", "--out", metavar="OUT.mid", help="default: RUN/samples/<name>.mid")
+    p.add_argument("--wav", action="store_true", help="also render a WAV next to the MIDI")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    p.add_argument("--runs-dir", metavar="DIR")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from engine.generate import (
+        GenerateRequest,
+        check_conditioning,
+        generate_from_run,
+        render_wav,
+        tokens_per_second,
+    )
+    from engine.music_stats import analyse
+    from engine.runs import resolve_run, runs_root
+
+    for flag in ("sentiment", "genre", "text"):
+        if getattr(args, flag) is not None:
+            raise PodiumError(
+                f"--{flag}: this run's family (cp) is conditioned on --emotion (Q1..Q4) and "
+                "--key only"
+            )
+    check_conditioning(args.emotion, args.key)  # before loading anything
+    if args.out is not None and not args.out.endswith((".mid", ".midi")):
+        raise PodiumError(f"-o {args.out}: the output must be a .mid file")
+    run_dir = resolve_run(args.run, runs_root(args.runs_dir))
+    request = GenerateRequest(
+        emotion=args.emotion,
+        key=args.key,
+        bars=None if args.tokens is not None else (args.bars or 8),
+        tokens=args.tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        seed=args.seed,
+    )
+    out = Path(args.out) if args.out else None
+    sample, path = generate_from_run(
+        run_dir.path, args.checkpoint, request, out=out, device=args.device
+    )
+    print(
+        f"podium: {path} ({sample.emotion}, {sample.key}, {len(sample.tokens)} tokens, ended by "
+        f"{sample.ended}, {tokens_per_second(sample):.0f} tokens/s)"
+    )
+    print(f"  {analyse(path).line()}")
+    if args.wav:
+        print(f"  {render_wav(path, path.with_suffix('.wav'))}")
+    return 0
