@@ -6,7 +6,7 @@ the whole prefix for every token (O(T^2)). Sampling follows the two-stage output
 the token type first, then every other field given the sampled type, each with its own
 temperature and nucleus (top-p) from the profile's ``[generate]`` table.
 
-Randomness comes only from a ``torch.Generator`` seeded by the request, so the same seed gives
+Randomness comes only from a numpy ``Generator`` seeded by the request, so the same seed gives
 the same MIDI bytes and a preview taken from a live run never moves the run's RNG.
 
     result = generate_from_run(run, "latest", GenerateRequest(emotion="Q1", bars=8, seed=3))
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -30,6 +31,9 @@ from engine.errors import PodiumError
 
 FIELDS = V.FIELDS
 TYPE = FIELDS.index("type")
+OTHER = tuple(f for f in FIELDS if f != "type")
+"""The heads sampled after the type, given it."""
+OTHER_COLS = [FIELDS.index(f) for f in OTHER]
 
 
 class GenerateError(PodiumError):
@@ -85,30 +89,43 @@ def check_conditioning(emotion: str, key: str) -> tuple[str, str]:
     return emotion, key
 
 
-def _filter_top_p(probs: torch.Tensor, top_p: float) -> torch.Tensor:
-    """Zero the tail outside the smallest set of tokens whose mass reaches ``top_p``."""
-    if top_p >= 1.0:
-        return probs
-    sorted_p, order = torch.sort(probs, descending=True)
-    cum = torch.cumsum(sorted_p, dim=-1)
-    drop = cum - sorted_p > top_p  # keep the token that crosses the threshold
-    sorted_p = sorted_p.masked_fill(drop, 0.0)
-    out = torch.zeros_like(probs).scatter(-1, order, sorted_p)
-    return out / out.sum(dim=-1, keepdim=True)
+def sample_rows(
+    logits: np.ndarray, temperature: np.ndarray, top_p: np.ndarray, u: np.ndarray
+) -> np.ndarray:
+    """One index per row of ``logits`` (B, V), by inverse CDF on the uniforms ``u`` (B,).
+
+    Per row: temperature (<= 0 means greedy), then the nucleus: the most probable tokens whose
+    mass reaches ``top_p``, the token that crosses it included. In numpy on purpose: for
+    vocabularies of a few hundred entries, a dozen torch ops per head cost more than the model's
+    recurrent step itself. The caller checks that the logits are finite.
+    """
+    z = np.asarray(logits, dtype=np.float64)  # (B, V)
+    greedy = temperature <= 0
+    t = np.where(greedy, 1.0, temperature)[:, None]  # (B, 1)
+    z = (z - z.max(axis=1, keepdims=True)) / t
+    probs = np.exp(z)
+    probs /= probs.sum(axis=1, keepdims=True)
+    order = np.argsort(-probs, axis=1, kind="stable")  # (B, V) most probable first
+    sorted_p = np.take_along_axis(probs, order, axis=1)
+    before = np.cumsum(sorted_p, axis=1) - sorted_p  # mass of the more probable tokens
+    sorted_p = np.where(before < top_p[:, None], sorted_p, 0.0)
+    cum = np.cumsum(sorted_p, axis=1)  # (B, V)
+    pick = (cum <= (u * cum[:, -1])[:, None]).sum(axis=1)  # first index whose cum passes u
+    pick = np.minimum(pick, z.shape[1] - 1)
+    out = order[np.arange(len(z)), pick]
+    return np.where(greedy, z.argmax(axis=1), out)
 
 
 def sample_logits(
-    logits: torch.Tensor, temperature: float, top_p: float, gen: torch.Generator, head: str
-) -> torch.Tensor:
-    """One index per row of ``logits`` (B, V); raises GenerateError on NaN/inf logits."""
-    logits = logits.float()
-    if not torch.isfinite(logits).all():
+    logits: torch.Tensor, temperature: float, top_p: float, gen: np.random.Generator, head: str
+) -> int:
+    """One index from logits (V,) or (1, V); raises GenerateError on NaN/inf logits."""
+    z = logits.detach().reshape(1, -1).double().cpu().numpy()
+    if not np.isfinite(z).all():
         raise GenerateError(f"the {head} head produced non-finite logits (NaN or inf)")
-    if temperature <= 0:
-        return logits.argmax(dim=-1)
-    probs = torch.softmax(logits / temperature, dim=-1)
-    probs = _filter_top_p(probs, top_p)
-    return torch.multinomial(probs.cpu(), 1, generator=gen).squeeze(-1).to(logits.device)
+    return int(
+        sample_rows(z, np.array([temperature]), np.array([top_p]), np.array([gen.random()]))[0]
+    )
 
 
 def _head_settings(cfg: Any, req: GenerateRequest) -> dict[str, tuple[float, float]]:
@@ -124,77 +141,147 @@ def _head_settings(cfg: Any, req: GenerateRequest) -> dict[str, tuple[float, flo
     return out
 
 
-@torch.no_grad()
-def sample_cp(model: Any, gen_cfg: Any, request: GenerateRequest, device: Any = "cpu") -> Sample:
+def sample_cp(model: Any, gen_cfg: Any, request: GenerateRequest, device: Any = None) -> Sample:
     """Generate one piece with ``model`` (a CPTransformer) in eval mode; its mode is restored.
 
     A NaN/inf in the logits is retried once with the next seed, then reported.
     """
+    return sample_cp_batch(model, gen_cfg, [request], device)[0]
+
+
+def sample_cp_batch(
+    model: Any, gen_cfg: Any, requests: Sequence[GenerateRequest], device: Any = None
+) -> list[Sample]:
+    """Generate one piece per request, all in one batch (one recurrent step for all per token).
+
+    Each row draws only from its own request's seed, so a request gives the same piece alone or
+    in any batch up to float rounding of the batched matmuls. The model is put in eval mode and
+    its mode restored; the global torch and numpy RNGs are never used. A NaN/inf in any active
+    row's logits retries the whole batch once with every seed + 1, then raises GenerateError.
+    ``device`` defaults to the model's.
+    """
+    if not requests:
+        return []
+    if device is None:
+        device = next(model.parameters()).device
     try:
-        return _sample_once(model, gen_cfg, request, device)
+        return _sample_batch(model, gen_cfg, requests, device)
     except GenerateError as first:
         if "non-finite" not in str(first):
             raise
+        again = [replace(r, seed=r.seed + 1) for r in requests]
         try:
-            return _sample_once(model, gen_cfg, replace(request, seed=request.seed + 1), device)
+            return _sample_batch(model, gen_cfg, again, device)
         except GenerateError as second:
-            raise GenerateError(
-                f"{second} (also after a retry with seed {request.seed + 1})"
-            ) from None
+            seeds = ", ".join(str(r.seed) for r in again)
+            raise GenerateError(f"{second} (also after a retry with seed {seeds})") from None
 
 
-def _sample_once(model: Any, gen_cfg: Any, req: GenerateRequest, device: Any) -> Sample:
+@torch.inference_mode()
+def _sample_batch(
+    model: Any, gen_cfg: Any, requests: Sequence[GenerateRequest], device: Any
+) -> list[Sample]:
     t0 = time.perf_counter()
-    emotion, key = check_conditioning(req.emotion, req.key)
-    gen = torch.Generator(device="cpu").manual_seed(int(req.seed))
-    if not emotion:
-        emotion = V.EMOTIONS[int(torch.randint(len(V.EMOTIONS), (1,), generator=gen))]
-    if not key:
-        key = V.KEYS[int(torch.randint(len(V.KEYS), (1,), generator=gen))]
-    cap = req.tokens if req.tokens is not None else gen_cfg.max_tokens
+    B = len(requests)
+    gens = [np.random.Generator(np.random.PCG64(int(r.seed))) for r in requests]
+    conds = []
+    for r, gen in zip(requests, gens, strict=True):
+        emotion, key = check_conditioning(r.emotion, r.key)
+        emotion = emotion or V.EMOTIONS[int(gen.integers(len(V.EMOTIONS)))]
+        key = key or V.KEYS[int(gen.integers(len(V.KEYS)))]
+        conds.append((emotion, key))
+    caps = [r.tokens if r.tokens is not None else gen_cfg.max_tokens for r in requests]
     max_len = int(model.cfg.max_len)
-    settings = _head_settings(gen_cfg, req)
+    settings = [_head_settings(gen_cfg, r) for r in requests]
+    # (B,) for the type head; (B * 8,) row-major (row, head) for the other heads.
+    type_t = np.array([s["type"][0] for s in settings])
+    type_p = np.array([s["type"][1] for s in settings])
+    rest_t = np.array([s[f][0] for s in settings for f in OTHER])
+    rest_p = np.array([s[f][1] for s in settings for f in OTHER])
+    bar_beat = FIELDS.index("bar_beat")
+
+    rows = [[emotion_token(e, k)] for e, k in conds]
+    ended: list[str | None] = [None] * B
+    bars = [0] * B
+    x = torch.as_tensor(np.stack([r[0] for r in rows]), device=device)  # (B, 9)
     was_training = model.training
     model.eval()
     try:
-        rows = [emotion_token(emotion, key)]
-        x = torch.as_tensor(rows[0], device=device).unsqueeze(0)  # (1, 9)
-        state = model.init_state(1, device)
-        ended, bars = "length", 0
-        for pos in range(cap):
-            if pos >= max_len:
-                ended = "max_len"
+        state = model.init_state(B, device)
+        for pos in range(max(caps)):
+            active = [b for b in range(B) if ended[b] is None]
+            for b in active:
+                if pos >= caps[b]:
+                    ended[b] = "length"
+                elif pos >= max_len:
+                    ended[b] = "max_len"
+            active = [b for b in active if ended[b] is None]
+            if not active:
                 break
-            h, state = model.step(x, state, pos)  # (1, C)
-            kind = sample_logits(model.type_logits(h), *settings["type"], gen, "type")  # (1,)
-            rest = model.field_logits(h, kind)
-            row = torch.zeros(len(FIELDS), dtype=torch.long, device=device)
-            row[TYPE] = kind[0]
-            for i, f in enumerate(FIELDS):
-                if i != TYPE:
-                    row[i] = sample_logits(rest[f], *settings[f], gen, f)[0]
-            t = int(kind[0])
-            if t == V.TYPE_EOS:
-                rows.append(row.cpu().numpy())
-                ended = "eos"
-                break
-            if t == V.TYPE_METRICAL and int(row[FIELDS.index("bar_beat")]) == V.BAR:
-                bars += 1
-                if req.bars is not None and bars > req.bars:
-                    ended = "bars"
-                    break
-            rows.append(row.cpu().numpy())
-            x = row.unsqueeze(0)
+            h, state = model.step(x, state, pos)  # (B, C)
+            out = np.zeros((B, len(FIELDS)), dtype=np.int64)
+            z = _logits(model.type_logits(h), active, "type")  # (B, n_type)
+            u = np.zeros(B)
+            u[active] = [gens[b].random() for b in active]
+            out[:, TYPE] = sample_rows(z, type_t, type_p, u)
+            rest = model.field_logits(h, torch.as_tensor(out[:, TYPE], device=device))
+            z = _padded(rest, active)  # (B * 8, widest vocabulary)
+            u = np.zeros((B, len(OTHER)))
+            u[active] = [gens[b].random(len(OTHER)) for b in active]
+            out[:, OTHER_COLS] = sample_rows(z, rest_t, rest_p, u.reshape(-1)).reshape(B, -1)
+            for b in active:
+                kind = out[b, TYPE]
+                if kind == V.TYPE_EOS:
+                    rows[b].append(out[b])
+                    ended[b] = "eos"
+                    continue
+                if kind == V.TYPE_METRICAL and out[b, bar_beat] == V.BAR:
+                    bars[b] += 1
+                    limit = requests[b].bars
+                    if limit is not None and bars[b] > limit:
+                        ended[b] = "bars"
+                        continue
+                rows[b].append(out[b])
+            x = torch.as_tensor(out, device=device)  # finished rows feed junk, never read
     finally:
         model.train(was_training)
-    return Sample(
-        tokens=np.stack(rows).astype(np.int64),
-        emotion=emotion,
-        key=key,
-        ended=ended,
-        seconds=time.perf_counter() - t0,
-        seed=req.seed,
-    )
+    seconds = time.perf_counter() - t0
+    return [
+        Sample(
+            tokens=np.stack(rows[b]).astype(np.int64),
+            emotion=conds[b][0],
+            key=conds[b][1],
+            ended=ended[b] or ("length" if len(rows[b]) - 1 >= caps[b] else "max_len"),
+            seconds=seconds,
+            seed=requests[b].seed,
+        )
+        for b in range(B)
+    ]
+
+
+def _logits(logits: torch.Tensor, active: list[int], head: str) -> np.ndarray:
+    """(B, V) float64 numpy; NaN/inf in an active row is a GenerateError naming the head."""
+    z = logits.detach().double().cpu().numpy()
+    bad = ~np.isfinite(z[active]).all(axis=1)
+    if bad.any():
+        raise GenerateError(f"the {head} head produced non-finite logits (NaN or inf)")
+    return np.where(np.isfinite(z), z, 0.0)  # finished rows may hold anything
+
+
+def _padded(rest: dict[str, torch.Tensor], active: list[int]) -> np.ndarray:
+    """The eight non-type heads as one (B * 8, V_max) array, -inf past each vocabulary's end,
+    so a step samples them all in one call (one call per head cost more than the model)."""
+    flat = torch.cat([rest[f] for f in OTHER], dim=-1).detach().double().cpu().numpy()
+    B, widest = flat.shape[0], max(rest[f].shape[-1] for f in OTHER)
+    z = np.full((B, len(OTHER), widest), -np.inf)
+    lo = 0
+    for j, f in enumerate(OTHER):
+        hi = lo + rest[f].shape[-1]
+        if not np.isfinite(flat[active, lo:hi]).all():
+            raise GenerateError(f"the {f} head produced non-finite logits (NaN or inf)")
+        z[:, j, : hi - lo] = np.where(np.isfinite(flat[:, lo:hi]), flat[:, lo:hi], 0.0)
+        lo = hi
+    return z.reshape(B * len(OTHER), widest)
 
 
 # -- from a run ------------------------------------------------------------------------------
@@ -203,7 +290,6 @@ def _sample_once(model: Any, gen_cfg: Any, req: GenerateRequest, device: Any) ->
 def load_model(run_path: Path, checkpoint: str, device: Any = "cpu") -> tuple[Any, Any]:
     """The model of a run's checkpoint (eval mode) and the run's generate config."""
     from engine.checkpoints import load_state
-    from engine.config import load_profile
 
     path = run_path / "checkpoints" / f"{checkpoint}.pt"
     if not path.exists() or not path.with_suffix(".json").exists():
@@ -212,13 +298,22 @@ def load_model(run_path: Path, checkpoint: str, device: Any = "cpu") -> tuple[An
             f"run {run_path.name} has no checkpoint {checkpoint!r}"
             + (f" (have: {', '.join(have)})" if have else " (none saved yet)")
         )
+    state = load_state(path)
+    return model_from_weights(run_path, state["model"], state.get("vocab_sizes"), device)
+
+
+def model_from_weights(
+    run_path: Path, weights: dict, vocab_sizes: dict | None = None, device: Any = "cpu"
+) -> tuple[Any, Any]:
+    """A fresh model of the run's profile holding ``weights`` (e.g. a live snapshot), eval mode."""
+    from engine.config import load_profile
+
     profile = load_profile(run_path / "profile.toml")
     if profile.family != "cp":
         raise GenerateError(f"run {run_path.name}: generation is built for the cp family only")
-    state = load_state(path)
-    bundle = SimpleNamespace(vocab_sizes=dict(state.get("vocab_sizes") or V.vocab_sizes()))
+    bundle = SimpleNamespace(vocab_sizes=dict(vocab_sizes or V.vocab_sizes()))
     model = profile.family_spec.build_model(profile.model, bundle)
-    model.load_state_dict(state["model"])
+    model.load_state_dict(weights)
     return model.to(device).eval(), profile.generate
 
 

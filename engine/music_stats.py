@@ -3,7 +3,8 @@
 Used under every generated preview and by the conditioning check (does a sample asked for a
 happy, energetic piece come out major and fast?). Key and mode come from the Krumhansl-Kessler
 profiles over the duration-weighted pitch-class histogram (``engine.data.midi_io.estimate_key``);
-tempo from the file's tempo map (time-weighted mean), or 120 bpm when it has none.
+tempo from the file's tempo map (time-weighted mean); a file without any tempo event (pretty_midi
+then assumes 120) gets pretty_midi's onset-based estimate instead, flagged ``bpm_estimated``.
 """
 
 from __future__ import annotations
@@ -31,13 +32,15 @@ class MusicStats:
     mode: str
     """"maj" or "min" (valence)."""
     bpm: float
+    bpm_estimated: bool = False
+    """True when the file states no tempo and ``bpm`` was estimated from the onsets."""
 
     def line(self) -> str:
         rng = f"{self.pitch_low}-{self.pitch_high}" if self.notes else "-"
         return (
             f"{self.notes} notes · {self.seconds:.1f} s · pitch {rng} · polyphony "
             f"{self.polyphony:.2f} · {self.notes_per_s:.2f} notes/s · key {self.key} · "
-            f"{self.bpm:.0f} bpm"
+            f"{'~' if self.bpm_estimated else ''}{self.bpm:.0f} bpm"
         )
 
 
@@ -53,9 +56,21 @@ def mean_bpm(midi: pretty_midi.PrettyMIDI) -> float:
     return float((bpms * spans).sum() / spans.sum())
 
 
+def _states_tempo(path: Path | str) -> bool:
+    """Whether the file has a set_tempo event (pretty_midi hides its absence behind 120 bpm)."""
+    import mido
+
+    try:
+        file = mido.MidiFile(str(path))
+    except Exception:  # load_midi already read it; when in doubt trust its tempo map
+        return True
+    return any(msg.type == "set_tempo" for track in file.tracks for msg in track)
+
+
 def analyse(source: pretty_midi.PrettyMIDI | Path | str) -> MusicStats:
     """Statistics of a MIDI file or object (raises DataError for an unreadable file)."""
     midi = source if isinstance(source, pretty_midi.PrettyMIDI) else load_midi(source)
+    estimate = not isinstance(source, pretty_midi.PrettyMIDI) and not _states_tempo(source)
     notes = [n for inst in midi.instruments if not inst.is_drum for n in inst.notes]
     seconds = float(midi.get_end_time())
     if not notes:
@@ -72,6 +87,12 @@ def analyse(source: pretty_midi.PrettyMIDI | Path | str) -> MusicStats:
         count += d
         last = t
     key = estimate_key(piano_notes(midi))
+    bpm = mean_bpm(midi)
+    if estimate and len(notes) > 1:
+        try:
+            bpm = float(midi.estimate_tempo())
+        except ValueError:  # too few onsets to estimate: keep the default
+            estimate = False
     span = float(ends.max() - starts.min())
     return MusicStats(
         notes=len(notes),
@@ -82,5 +103,6 @@ def analyse(source: pretty_midi.PrettyMIDI | Path | str) -> MusicStats:
         notes_per_s=len(notes) / span if span > 0 else float(len(notes)),
         key=key,
         mode=key.split(":")[1],
-        bpm=mean_bpm(midi),
+        bpm=bpm,
+        bpm_estimated=estimate and len(notes) > 1,
     )

@@ -7,13 +7,24 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pretty_midi
 import pytest
 import torch
 
+from engine.cli import main as cli_main
+from engine.conditioning_check import conditioning_check, score
 from engine.config import GenerateConfig
 from engine.data import cp_vocab as V
-from engine.generate import GenerateError, GenerateRequest, generate_from_run, sample_cp
+from engine.data.demo_corpus import generate_demo_corpus
+from engine.generate import (
+    GenerateError,
+    GenerateRequest,
+    generate_from_run,
+    sample_cp,
+    sample_cp_batch,
+    sample_rows,
+)
 from engine.models.cp_transformer import CPTransformer, CPTransformerConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,7 +123,7 @@ def test_generate_from_a_checkpoint_writes_the_same_midi_bytes_for_a_seed(traine
     assert default.parent == trained / "samples" and default.suffix == ".mid"
 
 
-def test_the_generate_command_and_its_errors(trained):
+def test_the_generate_command_and_its_errors(trained, capsys):
     runs = str(trained.parent)
     ok = podium("generate", "g", "--runs-dir", runs, "--emotion", "Q2", "--key", "a:min",
                 "--tokens", "30", "--seed", "2", "--wav")  # fmt: skip
@@ -120,16 +131,21 @@ def test_the_generate_command_and_its_errors(trained):
     assert "Q2, A:min" in ok.stdout and "notes" in ok.stdout
     mid = trained / "samples" / "latest-Q2-Amin-seed2.mid"
     assert mid.exists() and mid.with_suffix(".wav").exists()
-    for args, words in (
+    capsys.readouterr()
+    for args, words in (  # in-process: the same main() the console script calls, no torch import
         (["--emotion", "Q5"], "Q1, Q2, Q3, Q4"),
         (["--key", "X:maj"], "not a key"),
         (["--genre", "jazz"], "--emotion"),
         (["--checkpoint", "nope"], "have: "),
         (["--bars", "0"], "must be >= 1"),
     ):
-        bad = podium("generate", "g", "--runs-dir", runs, *args)
-        assert bad.returncode == 2, (args, bad.stderr)
-        assert bad.stderr.count("\n") == 1 and words in bad.stderr, bad.stderr
+        try:
+            code = cli_main(["generate", "g", "--runs-dir", runs, *args])
+        except SystemExit as exc:  # argparse's own errors
+            code = exc.code
+        err = capsys.readouterr().err
+        assert code == 2, (args, err)
+        assert err.count("\n") == 1 and words in err, err
 
 
 def test_render_wav_writes_audio_as_long_as_the_music(tmp_path):
@@ -147,3 +163,67 @@ def test_render_wav_writes_audio_as_long_as_the_music(tmp_path):
         assert w.getframerate() == 8000 and w.getsampwidth() == 2
         assert w.getnframes() >= 2.0 * 8000  # 4 half-second notes
         assert max(w.readframes(w.getnframes())) > 0
+
+
+def test_the_recurrent_step_gives_the_full_forward_logits_of_a_sampled_piece():
+    model, cfg = tiny_model(seed=3), GenerateConfig()
+    with torch.no_grad():
+        model.heads[V.FIELDS.index("type")].bias[V.TYPE_EOS] = -1e4
+    s = sample_cp(model, cfg, GenerateRequest(emotion="Q2", tokens=80, bars=None, seed=4))
+    tokens = torch.as_tensor(s.tokens)  # (81, 9): the prompt and what was sampled from it
+    x, types = tokens[:-1].unsqueeze(0), tokens[1:, V.FIELDS.index("type")].unsqueeze(0)
+    with torch.no_grad():
+        full = model.logits(model.hidden(x), types)  # {f: (1, 80, V_f)}
+        state, stepped = model.init_state(1), {f: [] for f in V.FIELDS}
+        for pos in range(x.shape[1]):
+            h, state = model.step(x[:, pos], state, pos)
+            for f, z in model.logits(h, types[:, pos]).items():
+                stepped[f].append(z)
+    for f in V.FIELDS:
+        torch.testing.assert_close(torch.stack(stepped[f], 1), full[f], atol=1e-4, rtol=0)
+
+
+def test_a_batch_gives_each_request_its_own_seeded_piece():
+    model, cfg = tiny_model(), GenerateConfig(top_ps={"pitch": 0.5}, temperatures={"type": 0.7})
+    with torch.no_grad():
+        model.heads[V.FIELDS.index("type")].bias[V.TYPE_EOS] = -3.0  # rows end at various steps
+    reqs = [GenerateRequest(emotion=q, tokens=30 + 5 * i, bars=None, seed=i)
+            for i, q in enumerate(("Q1", "Q2", "Q3", "Q4", "Q1"))]  # fmt: skip
+    batch = sample_cp_batch(model, cfg, reqs)
+    alone = [sample_cp(model, cfg, r) for r in reqs]
+    assert [s.emotion for s in batch] == ["Q1", "Q2", "Q3", "Q4", "Q1"]
+    for b, a, r in zip(batch, alone, reqs, strict=True):
+        assert len(b.tokens) <= r.tokens + 1 and b.ended == a.ended
+        assert (b.tokens == a.tokens).all()
+    assert len({len(s.tokens) for s in batch}) > 1 or len({s.ended for s in batch}) > 1
+
+
+def test_greedy_sampling_takes_the_argmax_and_top_p_keeps_the_nucleus():
+    logits = np.log(np.array([[0.5, 0.3, 0.15, 0.05]] * 400))
+    u = np.linspace(0, 1, 400, endpoint=False)
+    greedy = sample_rows(logits, np.zeros(400), np.ones(400), u)
+    assert (greedy == 0).all()
+    nucleus = sample_rows(logits, np.ones(400), np.full(400, 0.7), u)  # keeps 0.5 and 0.3
+    assert set(nucleus) == {0, 1} and abs((nucleus == 0).mean() - 0.5 / 0.8) < 0.01
+    full = sample_rows(logits, np.ones(400), np.ones(400), u)
+    assert abs((full == 3).mean() - 0.05) < 0.01
+
+
+def test_the_conditioning_check_scores_the_corpus_and_leaves_the_model_as_it_was(tmp_path):
+    labels = generate_demo_corpus(tmp_path / "c", n_pieces=8, seed=1)
+    pieces = [(lb.emotion, pretty_midi.PrettyMIDI(str(tmp_path / "c" / lb.file))) for lb in labels]
+    assert score(pieces) == {"cond/valence": 1.0, "cond/arousal": 1.0, "cond/both": 1.0}
+    swap = {"Q1": "Q2", "Q2": "Q1", "Q3": "Q4", "Q4": "Q3"}  # valence flipped, arousal kept
+    assert score((swap[q], m) for q, m in pieces) == {
+        "cond/valence": 0.0, "cond/arousal": 1.0, "cond/both": 0.0}  # fmt: skip
+    assert score([("Q1", pretty_midi.PrettyMIDI())])["cond/valence"] == 0.0  # no notes, no match
+
+    model = tiny_model().train()
+    torch.manual_seed(5)
+    expected = torch.rand(2)
+    torch.manual_seed(5)
+    a = conditioning_check(model, GenerateConfig(), samples_per_quadrant=2, max_tokens=40)
+    b = conditioning_check(model, GenerateConfig(), samples_per_quadrant=2, max_tokens=40)
+    assert a == b and set(a) == {"cond/valence", "cond/arousal", "cond/both"}
+    assert all(0.0 <= v <= 1.0 for v in a.values()) and a["cond/both"] <= a["cond/valence"]
+    assert model.training and torch.equal(torch.rand(2), expected)

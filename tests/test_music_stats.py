@@ -45,3 +45,22 @@ def test_chords_count_as_polyphony_and_an_empty_file_is_zero_notes(tmp_path):
     empty = pretty_midi.PrettyMIDI()
     stats = analyse(empty)
     assert stats.notes == 0 and stats.pitch_low is None and stats.notes_per_s == 0.0
+
+
+def test_a_file_without_tempo_events_gets_an_estimated_tempo(tmp_path):
+    import mido
+
+    # Eighth notes (240 ticks of 480) and no set_tempo event: pretty_midi silently assumes 120
+    # bpm; the analyser must say it estimated the tempo from the onsets instead.
+    file = mido.MidiFile(ticks_per_beat=480)
+    track = mido.MidiTrack()
+    for i in range(32):
+        track.append(mido.Message("note_on", note=60 + (i % 5), velocity=80, time=0))
+        track.append(mido.Message("note_off", note=60 + (i % 5), velocity=0, time=240))
+    file.tracks.append(track)
+    file.save(str(tmp_path / "notempo.mid"))
+    stats = analyse(tmp_path / "notempo.mid")
+    assert stats.notes == 32 and stats.bpm_estimated and "~" in stats.line()
+    assert 60.0 <= stats.bpm <= 480.0 and stats.bpm != 120.0
+    piece([60, 62, 64], bpm=120).write(str(tmp_path / "tempo.mid"))
+    assert not analyse(tmp_path / "tempo.mid").bpm_estimated

@@ -52,9 +52,6 @@ if TYPE_CHECKING:
     from engine.trainer import Trainer
 
 GPU_LINE = "no NVIDIA GPU"
-PREVIEW_NOT_AVAILABLE = (
-    "Generate preview: not available yet (the preview issue adds sampling from a checkpoint)."
-)
 RESUME_FROM_NOT_AVAILABLE = (
     "Resume from this checkpoint into a new run: not available yet (the resilience issue adds "
     "it). Today `podium resume RUN` continues a stopped run from its newest checkpoint."
@@ -76,6 +73,14 @@ class CheckpointsLoaded(Message):
 
 
 @dataclass
+class PreviewReady(Message):
+    """A preview's MIDI file was written (by the worker)."""
+
+    path: Any
+    text: str
+
+
+@dataclass
 class CommandDone(Message):
     """A command sent to the trainer finished (``error`` set when it failed)."""
 
@@ -94,7 +99,11 @@ class RunScreen(Screen):
         Binding("l", "change_lr", "LR", tooltip="Change the learning rate"),
         Binding("c", "focus_checkpoints", "Ckpts", tooltip="Go to the checkpoints table"),
         Binding(
-            "g", "generate_preview", "Preview", show=False, tooltip="Generate a preview (MIDI)"
+            "g",
+            "generate_preview",
+            "Preview",
+            show=False,
+            tooltip="Generate a preview (MIDI) from a checkpoint or the live weights",
         ),
         Binding("y", "toggle_log", "Log", tooltip="Toggle a log scale on the loss axis"),
         Binding("t", "cycle_x", "X", tooltip="X axis: step or wall time"),
@@ -397,8 +406,64 @@ class RunScreen(Screen):
         if not self.table.row_count:
             self.notify("no checkpoints yet (s saves one now)")
 
-    def action_generate_preview(self) -> None:
-        self.notify(PREVIEW_NOT_AVAILABLE, severity="warning", timeout=6)
+    def action_generate_preview(self, checkpoint: str | None = None) -> None:
+        """The preview form, then a sample generated in a worker (training goes on)."""
+        from tui.screens.preview import LIVE, GenerateModal
+
+        run_dir = self.run_dir or (self.live.run_dir if self.live is not None else None)
+        if run_dir is None:
+            self.notify("the run is still starting (preparing data and model)", severity="warning")
+            return
+        here = isinstance(self.live, LiveRun) and self.live.training and self.live.session
+        default = checkpoint or (LIVE if here else "latest")
+
+        def answered(form) -> None:
+            if form is not None:
+                self.notify(f"generating from {form.checkpoint}… (training goes on)")
+                self._generate(run_dir, form)
+
+        self.app.push_screen(GenerateModal(checkpoint=default, live=bool(here), hints={}), answered)
+
+    @work(thread=True, group="preview", exit_on_error=False)
+    def _generate(self, run_dir: RunDir, form) -> None:
+        from engine.generate import GenerateRequest, generate_from_run, model_from_weights
+        from tui.screens.preview import LIVE
+
+        request = GenerateRequest(
+            emotion=form.emotion,
+            key=form.key,
+            bars=form.bars,
+            temperature=form.temperature,
+            top_p=form.top_p,
+            seed=form.seed,
+        )
+        try:
+            model = gen_cfg = None
+            name = form.checkpoint
+            if name == LIVE:
+                live = self.live
+                if not isinstance(live, LiveRun) or live.session is None or not live.training:
+                    raise ValueError("live weights exist only while the run trains here")
+                step, weights = live.session.trainer.snapshot_weights().result(timeout=120)
+                model, gen_cfg = model_from_weights(run_dir.path, weights)
+                name = f"live-step{step}"
+            sample, path = generate_from_run(
+                run_dir.path, name, request, model=model, gen_cfg=gen_cfg
+            )
+        except Exception as exc:
+            self.post_message(
+                CommandDone("preview", str(exc).splitlines()[0] if str(exc) else repr(exc))
+            )
+            return
+        self.post_message(
+            PreviewReady(path, f"{sample.emotion} {sample.key}, ended by {sample.ended}")
+        )
+
+    def on_preview_ready(self, message: PreviewReady) -> None:
+        from tui.screens.preview import PreviewScreen
+
+        self.notify(f"preview written: {message.path.name} ({message.text})")
+        self.app.push_screen(PreviewScreen(samples_dir=message.path.parent, show=message.path))
 
     def action_toggle_log(self) -> None:
         self.set_options(replace(self.options, log_y=not self.options.log_y))
@@ -437,7 +502,7 @@ class RunScreen(Screen):
             self._branch_from(name)
             return
         if message.action == "preview":
-            self.action_generate_preview()
+            self.action_generate_preview(name)
             return
         if self.live is None and self._follow:
             self.notify(
