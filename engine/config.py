@@ -53,8 +53,17 @@ class GenerateConfig:
     """Per-head temperature overrides, e.g. ``{ pitch = 1.1, duration = 0.9 }``."""
     top_ps: dict[str, float] = field(default_factory=dict)
     """Per-head top-p overrides."""
+    check_every_epochs: int = 0
+    """Every N epochs, generate ``check_samples`` short pieces per conditioning class and record
+    how many match what was asked (``cond/*`` series); 0 turns the check off."""
+    check_samples: int = 4
+    """Samples per conditioning class in each check."""
 
     def __post_init__(self) -> None:
+        if self.check_every_epochs < 0:
+            raise ValueError(f"check_every_epochs: must be >= 0 (got {self.check_every_epochs})")
+        if not 1 <= self.check_samples <= 64:
+            raise ValueError(f"check_samples: must be in 1..64 (got {self.check_samples})")
         if self.max_tokens < 1:
             raise ValueError(f"max_tokens: must be >= 1 (got {self.max_tokens})")
         if not 0.0 < self.temperature <= 10.0:

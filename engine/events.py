@@ -89,7 +89,25 @@ class Message:
     data: dict[str, Any] = field(default_factory=dict)
 
 
-Event = StepMetrics | EvalMetrics | CheckpointSaved | CheckpointDeleted | StateChanged | Message
+@dataclass(frozen=True)
+class Scalars:
+    """Named values measured at a step outside the loss (e.g. the conditioning check)."""
+
+    step: int
+    epoch: float
+    wall: float
+    values: dict[str, float]
+
+
+Event = (
+    StepMetrics
+    | EvalMetrics
+    | CheckpointSaved
+    | CheckpointDeleted
+    | StateChanged
+    | Message
+    | Scalars
+)
 Subscriber = Callable[[Event], None]
 
 

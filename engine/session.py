@@ -225,6 +225,25 @@ def _build_inner(
             trainer._message("warning", f"metrics store: {exc}")
 
     trainer.before_checkpoint = flush_store
+    gen_cfg = profile.generate
+    if gen_cfg.check_every_epochs and profile.family == "cp":
+
+        def check_conditioning() -> dict[str, float] | None:
+            epoch = trainer.state.epoch
+            if epoch % gen_cfg.check_every_epochs:
+                return None
+            from engine.conditioning_check import conditioning_check
+            from engine.generate import GenerateError
+
+            try:
+                return conditioning_check(
+                    trainer.model, gen_cfg, samples_per_quadrant=gen_cfg.check_samples, seed=epoch
+                )
+            except GenerateError as exc:  # a diverging model: say so, keep training
+                trainer._message("warning", f"conditioning check skipped: {exc}")
+                return None
+
+        trainer.on_epoch_end = check_conditioning
 
     def status() -> dict:
         st = trainer.state

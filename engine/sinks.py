@@ -19,6 +19,7 @@ from engine.events import (
     EvalMetrics,
     Event,
     Message,
+    Scalars,
     StateChanged,
     StepMetrics,
     event_to_dict,
@@ -76,6 +77,8 @@ class StoreSink:
             w.submit_event("state", event_to_dict(event), step=event.step, wall=event.wall)
         elif isinstance(event, Message):
             w.submit_event(event.level, event_to_dict(event), step=event.step, wall=event.wall)
+        elif isinstance(event, Scalars):
+            w.submit_scalars(event.step, event.epoch, event.wall, dict(event.values))
 
 
 def format_duration(seconds: float) -> str:
@@ -134,6 +137,9 @@ class LineSink:
             self._write(f"state {event.state} at step {event.step}{reason}")
         elif isinstance(event, Message):
             self._write(f"{event.level}: {event.text}")
+        elif isinstance(event, Scalars):
+            values = " ".join(f"{k} {v:.3f}" for k, v in event.values.items())
+            self._write(f"step {event.step}: {values}")
 
     def flush_step(self) -> None:
         """Print the newest step line if it has not been printed (so the last numbers show)."""

@@ -47,6 +47,7 @@ from engine.events import (
     EvalMetrics,
     EventBus,
     Message,
+    Scalars,
     StateChanged,
     StepMetrics,
 )
@@ -268,6 +269,9 @@ class Trainer:
         self.extra_state = dict(extra_state or {})
         self.save_every_steps = save_every_steps
         self.before_checkpoint = before_checkpoint
+        self.on_epoch_end: Callable[[], dict[str, float] | None] | None = None
+        """Called on the training thread after each epoch's validation (rank 0 only); the
+        values it returns are published as ``Scalars`` (the conditioning check uses this)."""
         """Called before each checkpoint is written; the session makes the store durable here
         so that after a crash the history on disk always reaches the newest checkpoint."""
 
@@ -648,6 +652,14 @@ class Trainer:
         elif self.save_every_steps and step % self.save_every_steps == 0:
             self._flush_metrics()
             self._checkpoint_or_pause(("latest",), val_loss=None)
+        if epoch_done and self.on_epoch_end is not None and getattr(self, "lead", True):
+            values = self.on_epoch_end()
+            if values:
+                self.bus.publish(
+                    Scalars(
+                        step=step, epoch=float(self.state.epoch), wall=time.time(), values=values
+                    )
+                )
 
     # ---------------------------------------------------------------------------------------
     # Pieces

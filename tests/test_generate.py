@@ -227,3 +227,24 @@ def test_the_conditioning_check_scores_the_corpus_and_leaves_the_model_as_it_was
     assert a == b and set(a) == {"cond/valence", "cond/arousal", "cond/both"}
     assert all(0.0 <= v <= 1.0 for v in a.values()) and a["cond/both"] <= a["cond/valence"]
     assert model.training and torch.equal(torch.rand(2), expected)
+
+
+def test_a_run_with_the_conditioning_check_records_the_cond_series(tmp_path):
+    import json
+
+    runs = tmp_path / "runs"
+    sets = [a for item in TINY for a in ("--set", item)]
+    out = podium("train", str(ROOT / "profiles" / "demo.toml"), "--headless", "--max-epochs", "1",
+                 "--name", "c", "--runs-dir", str(runs), *sets,
+                 "--set", "generate.check_every_epochs=1", "--set", "generate.check_samples=1",
+                 "--set", "generate.max_tokens=64")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "cond/both" in out.stdout
+    got = podium("metrics", "c", "--json", "--runs-dir", str(runs))
+    series = json.loads(got.stdout)
+    for name in ("cond/valence", "cond/arousal", "cond/both"):
+        ((step, value),) = series[name]  # one check, at the end of epoch 1
+        assert step > 0 and 0.0 <= value <= 1.0
+    bad = podium("train", str(ROOT / "profiles" / "demo.toml"), "--headless",
+                 "--set", "generate.check_samples=0", "--runs-dir", str(runs))  # fmt: skip
+    assert bad.returncode == 2 and "check_samples" in bad.stderr

@@ -153,3 +153,16 @@ def test_a_stored_run_reads_back_downsampled(tmp_path):
     row = run_row(run)
     assert (row.state, row.step, row.profile, row.host) == ("finished", 1000, "demo", "testhost")
     assert row.best_val == min(v for _, v in h.points["val/loss"][0])
+
+
+def test_scalars_events_become_series_and_the_latest_conditioning_numbers():
+    from engine.events import Scalars
+    from tui.model import RunModel
+
+    m = RunModel()
+    m.apply(
+        [Scalars(step=46, epoch=1.0, wall=1.0, values={"cond/both": 0.5, "cond/valence": 0.75})]
+    )
+    m.apply([Scalars(step=92, epoch=2.0, wall=2.0, values={"cond/both": 0.8125})])
+    assert m.series["cond/both"].steps == [46, 92] and m.series["cond/both"].values[-1] == 0.8125
+    assert m.numbers.cond == {"cond/both": 0.8125, "cond/valence": 0.75}

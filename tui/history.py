@@ -18,7 +18,15 @@ from engine.runs import RunDir
 from engine.store import RunStore
 from tui.model import event_from_payload
 
-STAT_SERIES = ("lr", "grad_norm", "throughput/tokens_per_s", "throughput/samples_per_s")
+STAT_SERIES = (
+    "lr",
+    "grad_norm",
+    "throughput/tokens_per_s",
+    "throughput/samples_per_s",
+    "cond/valence",
+    "cond/arousal",
+    "cond/both",
+)
 LOG_KINDS = ("eval", "checkpoint", "checkpoint_deleted", "state", "info", "warning", "error")
 
 

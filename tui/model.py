@@ -24,6 +24,7 @@ from engine.events import (
     EvalMetrics,
     Event,
     Message,
+    Scalars,
     StateChanged,
     StepMetrics,
 )
@@ -164,6 +165,8 @@ class Numbers:
     best_val: float | None = None
     patience_left: int | None = None
     wall: float | None = None
+    cond: dict[str, float] = field(default_factory=dict)
+    """The latest conditioning check (``cond/*`` series), when the profile runs one."""
 
 
 def event_from_payload(payload: Mapping[str, Any]) -> Event | None:
@@ -272,6 +275,12 @@ class RunModel:
                 self.state, self.reason = event.state, event.reason
             elif isinstance(event, (CheckpointSaved, CheckpointDeleted)):
                 self.checkpoints_version += 1
+            elif isinstance(event, Scalars):
+                for name, value in event.values.items():
+                    self._point(name, event.step, event.wall, value)
+                    if name.startswith("cond/"):
+                        self.numbers.cond[name] = value
+                continue
             elif isinstance(event, Message) and "lr" in event.data:
                 self.numbers.lr = float(event.data["lr"])
             self.add_log(describe(event))
@@ -330,6 +339,7 @@ class RunModel:
                 self.start_wall = fresh.walls[0]
         if last:
             n = self.numbers
+            n.cond.update({k: v for k, v in last.items() if k.startswith("cond/")})
             n.lr = last.get("lr", n.lr)
             n.grad_norm = last.get("grad_norm", n.grad_norm)
             n.tokens_per_s = last.get("throughput/tokens_per_s", n.tokens_per_s)

@@ -127,6 +127,15 @@ class StatsPanel(Widget):
             row("patience", f"{n.patience_left} left · best val {fmt.loss(n.best_val)}")
         else:
             row("best val", fmt.loss(n.best_val))
+        if n.cond:
+            both = n.cond.get("cond/both")
+            parts = [f"{both * 100:.0f}% match" if both is not None else ""]
+            parts += [
+                f"{name} {n.cond[key] * 100:.0f}%"
+                for name, key in (("valence", "cond/valence"), ("arousal", "cond/arousal"))
+                if key in n.cond
+            ]
+            row("condition", " · ".join(p for p in parts if p))
         return rows
 
 
