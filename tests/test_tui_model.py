@@ -166,3 +166,30 @@ def test_scalars_events_become_series_and_the_latest_conditioning_numbers():
     m.apply([Scalars(step=92, epoch=2.0, wall=2.0, values={"cond/both": 0.8125})])
     assert m.series["cond/both"].steps == [46, 92] and m.series["cond/both"].values[-1] == 0.8125
     assert m.numbers.cond == {"cond/both": 0.8125, "cond/valence": 0.75}
+
+
+def test_the_heads_plot_cycles_on_to_the_conditioning_check():
+    from engine.events import Scalars
+    from tui.model import RunModel
+    from tui.widgets.loss_panel import PlotOptions, build_heads, has_conditioning
+
+    m = RunModel()
+    m.heads = ["type", "pitch"]
+    opts = PlotOptions()
+    assert not has_conditioning(m)
+    cycle = []
+    for _ in range(3):
+        opts = opts.next_heads(2)
+        cycle.append(opts.head_index)
+    assert cycle == [0, 1, -1]  # all heads, each head, all again
+    m.apply([Scalars(step=46, epoch=1.0, wall=1.0, values={"cond/both": 0.5})])
+    views = []
+    opts = PlotOptions()
+    for _ in range(4):
+        opts = opts.next_heads(2, 1 if has_conditioning(m) else 0)
+        views.append(opts.head_index)
+    assert views == [0, 1, 2, -1]
+    series, legend, title = build_heads(m, PlotOptions(head_index=2))
+    assert "conditioning" in title and series[0].label == "cond/both"
+    assert legend[0].name == "both" and legend[0].last == 0.5
+    assert list(series[0].ys) == [0.5]

@@ -44,8 +44,9 @@ class History:
 
 
 def plotted_series(names: Iterable[str]) -> list[str]:
-    """The loss series among ``names`` (total and per head, train and val)."""
-    return [n for n in names if n.startswith(("train/loss", "val/loss"))]
+    """The plotted series among ``names``: losses (total and per head, train and val) and the
+    conditioning check's fractions."""
+    return [n for n in names if n.startswith(("train/loss", "val/loss", "cond/"))]
 
 
 def read_history(

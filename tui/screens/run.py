@@ -45,7 +45,13 @@ from tui.remote import AttachedRun, SocketControls
 from tui.screens.modals import ConfirmModal, LrModal
 from tui.widgets.checkpoints import CheckpointTable
 from tui.widgets.event_log import EventLog
-from tui.widgets.loss_panel import LossPanel, PlotOptions, build_heads, build_total
+from tui.widgets.loss_panel import (
+    LossPanel,
+    PlotOptions,
+    build_heads,
+    build_total,
+    has_conditioning,
+)
 from tui.widgets.panels import ResourcesPanel, RunHeader, StatsPanel
 
 if TYPE_CHECKING:
@@ -475,7 +481,8 @@ class RunScreen(Screen):
         if not self.model.heads:
             self.notify("no per-head losses yet")
             return
-        self.set_options(self.options.next_heads(len(self.model.heads)))
+        extra = 1 if has_conditioning(self.model) else 0  # then the conditioning check
+        self.set_options(self.options.next_heads(len(self.model.heads), extra))
 
     def action_smooth(self, delta: int) -> None:
         self.set_options(self.options.smoother(delta))

@@ -55,9 +55,10 @@ class PlotOptions:
         i = min(max(self.smoothing_index + delta, 0), len(SMOOTHING_LEVELS) - 1)
         return replace(self, smoothing_index=i)
 
-    def next_heads(self, n_heads: int) -> PlotOptions:
+    def next_heads(self, n_heads: int, extra: int = 0) -> PlotOptions:
+        """All heads, each head in turn, then ``extra`` further views (the conditioning check)."""
         i = self.head_index + 1
-        return replace(self, head_index=-1 if i >= n_heads else i)
+        return replace(self, head_index=-1 if i >= n_heads + extra else i)
 
     def summary(self) -> str:
         ema = "raw" if self.smoothing == 0 else f"EMA {self.smoothing:g}"
@@ -167,6 +168,13 @@ def build_total(model: RunModel, opts: PlotOptions) -> tuple[list[PlotSeries], l
     return series, legend
 
 
+COND_SERIES = ("cond/both", "cond/valence", "cond/arousal")
+
+
+def has_conditioning(model: RunModel) -> bool:
+    return any(name in model.series for name in COND_SERIES)
+
+
 def build_heads(
     model: RunModel, opts: PlotOptions
 ) -> tuple[list[PlotSeries], list[LegendEntry], str]:
@@ -174,6 +182,13 @@ def build_heads(
     legend: list[LegendEntry] = []
     series = []
     heads = model.heads
+    if opts.head_index == len(heads) and has_conditioning(model):
+        for i, name in enumerate(COND_SERIES):
+            color = HEAD_COLORS[i % len(HEAD_COLORS)]
+            xs, ys = model.xy(name, opts.x)
+            series.append(PlotSeries(name, xs, ys, color, markers=True))
+            legend.append(_entry(model.series.get(name), "●", color, name.removeprefix("cond/")))
+        return series, legend, "conditioning check · fraction of samples matching (h: next)"
     if opts.head_index < 0 or opts.head_index >= len(heads):
         for i, head in enumerate(heads):
             color = HEAD_COLORS[i % len(HEAD_COLORS)]
