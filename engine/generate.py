@@ -50,6 +50,8 @@ class GenerateRequest:
     """A key like "C:maj" or "a:min"; "" picks one with the seed."""
     bars: int | None = 8
     """Stop after this many bars (None: only EOS or ``tokens`` end it)."""
+    seconds: float | None = None
+    """Stop at the first bar that would start after this much music (at the sampled tempi)."""
     tokens: int | None = None
     """Hard cap on generated tokens (default: the profile's ``generate.max_tokens``)."""
     temperature: float | None = None
@@ -68,7 +70,8 @@ class Sample:
     emotion: str
     key: str
     ended: str
-    """"eos", "bars", "length" (the token cap) or "max_len" (the model's longest sequence)."""
+    """"eos", "bars", "seconds", "length" (the token cap) or "max_len" (the model's longest
+    sequence)."""
     seconds: float
     seed: int
     """The seed actually used (the request's, or the next one after a retry)."""
@@ -203,6 +206,9 @@ def _sample_batch(
     rows = [[emotion_token(e, k)] for e, k in conds]
     ended: list[str | None] = [None] * B
     bars = [0] * B
+    music_s = [0.0] * B  # length of the finished bars, at their tempi
+    bpm = [120.0] * B  # the latest sampled tempo (120 until one is sampled)
+    tempo = FIELDS.index("tempo")
     x = torch.as_tensor(np.stack([r[0] for r in rows]), device=device)  # (B, 9)
     was_training = model.training
     model.eval()
@@ -235,11 +241,19 @@ def _sample_batch(
                     rows[b].append(out[b])
                     ended[b] = "eos"
                     continue
+                if kind == V.TYPE_METRICAL and 1 <= out[b, tempo] <= len(V.TEMPO_BINS):
+                    bpm[b] = float(V.TEMPO_BINS[out[b, tempo] - 1])
                 if kind == V.TYPE_METRICAL and out[b, bar_beat] == V.BAR:
+                    if bars[b]:
+                        music_s[b] += 4 * 60.0 / bpm[b]  # the bar that just ended
                     bars[b] += 1
                     limit = requests[b].bars
                     if limit is not None and bars[b] > limit:
                         ended[b] = "bars"
+                        continue
+                    cap_s = requests[b].seconds
+                    if cap_s is not None and music_s[b] >= cap_s:
+                        ended[b] = "seconds"
                         continue
                 rows[b].append(out[b])
             x = torch.as_tensor(out, device=device)  # finished rows feed junk, never read

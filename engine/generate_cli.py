@@ -1,7 +1,7 @@
 """``podium generate RUN``: a sample from a run's checkpoint, as MIDI (and WAV on request).
 
     podium generate RUN [--checkpoint latest] [--emotion Q1..Q4] [--key C:maj]
-        [--bars N | --tokens N] [--temperature T] [--top-p P] [--seed N] [-o OUT.mid] [--wav]
+        [--bars N | --tokens N | --seconds S] [--temperature T] [--top-p P] [--seed N] [-o OUT.mid] [--wav]
 
 Works on a live run too (it reads a checkpoint file; training is not disturbed). Same seed, same
 MIDI bytes. Conditioning flags belong to model families: the CP family takes ``--emotion`` and
@@ -47,6 +47,16 @@ def _temperature(text: str) -> float:
     return value
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not 0.0 < value <= 3600.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 3600], got {value}")
+    return value
+
+
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser("generate", help="sample a piece from a run's checkpoint (MIDI)")
     p.add_argument("run", metavar="RUN")
@@ -58,6 +68,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     length = p.add_mutually_exclusive_group()
     length.add_argument("--bars", type=_positive, metavar="N", help="stop after N bars (default 8)")
     length.add_argument("--tokens", type=_positive, metavar="N", help="stop after N tokens")
+    length.add_argument(
+        "--seconds", type=_seconds, metavar="S", help="stop after about S seconds of music"
+    )
     p.add_argument("--temperature", type=_temperature, metavar="T")
     p.add_argument("--top-p", type=_unit, metavar="P")
     p.add_argument("--seed", type=int, default=0, metavar="N")
@@ -92,8 +105,9 @@ def run(args: argparse.Namespace) -> int:
     request = GenerateRequest(
         emotion=args.emotion,
         key=args.key,
-        bars=None if args.tokens is not None else (args.bars or 8),
+        bars=None if args.tokens is not None or args.seconds is not None else (args.bars or 8),
         tokens=args.tokens,
+        seconds=args.seconds,
         temperature=args.temperature,
         top_p=args.top_p,
         seed=args.seed,

@@ -248,3 +248,13 @@ def test_a_run_with_the_conditioning_check_records_the_cond_series(tmp_path):
     bad = podium("train", str(ROOT / "profiles" / "demo.toml"), "--headless",
                  "--set", "generate.check_samples=0", "--runs-dir", str(runs))  # fmt: skip
     assert bad.returncode == 2 and "check_samples" in bad.stderr
+
+
+def test_a_seconds_cap_ends_at_the_first_bar_past_it():
+    model = tiny_model()
+    with torch.no_grad():  # every token a new bar at 120 bpm (2 s a bar), never EOS
+        model.heads[V.FIELDS.index("type")].bias[V.TYPE_METRICAL] = 1e4
+        model.heads[V.FIELDS.index("bar_beat")].bias[V.BAR] = 1e4
+        model.heads[V.FIELDS.index("tempo")].bias[1 + V.TEMPO_BINS.index(120)] = 1e4
+    s = sample_cp(model, GenerateConfig(), GenerateRequest(bars=None, seconds=7.0, tokens=100))
+    assert s.ended == "seconds" and len(s.tokens) == 1 + 4  # bars at 0, 2, 4, 6 s; 8 s is past
