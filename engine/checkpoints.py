@@ -4,8 +4,12 @@ Each checkpoint is two files in ``<run>/checkpoints/``: ``NAME.pt`` (torch.save 
 ``NAME.json`` (small metadata: step, epoch, validation loss, kind, profile hash). Both are written
 to a temporary name in the same directory, fsynced and renamed, and the ``.json`` is written only
 after the ``.pt`` is in place, so a checkpoint *counts only if its metadata exists*: a process killed
-at any point leaves either the previous checkpoint or the new one, never a partial file under a
-final name.
+at any point leaves no partial file under a final name.
+
+A name that is saved again (``latest``, ``best``) can be caught between its two renames: the new
+``.pt`` beside the old ``.json``. The ``.pt`` therefore carries its own metadata (``"saved"``),
+and whoever loads it (``checked_info``) trusts that over the ``.json`` and repairs the ``.json``;
+a resume that believed the stale ``.json`` would cut the metrics one step short of the weights.
 
 A single save is serialised once; the other names it goes by (``latest``, ``best``) are hard links
 to the same bytes where the filesystem allows, copies elsewhere.
@@ -258,6 +262,36 @@ def list_checkpoints(directory: Path) -> list[CheckpointInfo]:
     return infos
 
 
+def checked_info(directory: Path, info: CheckpointInfo, state: Mapping[str, Any]) -> CheckpointInfo:
+    """``info`` as the loaded ``state`` says it is, repairing a ``.json`` older than its ``.pt``.
+
+    The ``.pt`` is renamed into place before its ``.json``, so after a kill between the two the
+    weights are the newer save: its step, epoch and validation loss are the true ones.
+    """
+    saved = state.get("saved")
+    if not isinstance(saved, Mapping):  # a checkpoint from before "saved": the trainer's step
+        step = (state.get("train_state") or {}).get("step")
+        if not isinstance(step, int) or step == info.step:
+            return info
+        saved = {"step": step, "epoch": info.epoch, "val_loss": None, "wall": info.wall}
+    if saved.get("step") == info.step:
+        return info
+    path = directory / f"{info.name}.pt"
+    fixed = CheckpointInfo(
+        **{
+            **asdict(info),
+            "step": int(saved["step"]),
+            "epoch": float(saved.get("epoch", info.epoch)),
+            "val_loss": saved.get("val_loss"),
+            "wall": float(saved.get("wall", info.wall)),
+            "size": path.stat().st_size if path.exists() else info.size,
+        }
+    )
+    with contextlib.suppress(OSError):  # a read-only run dir: the caller still gets the truth
+        write_json_atomic(directory / f"{info.name}.json", asdict(fixed))
+    return fixed
+
+
 def newest_checkpoint(directory: Path) -> tuple[CheckpointInfo, dict[str, Any]]:
     """The newest complete checkpoint that loads, with its state.
 
@@ -267,9 +301,11 @@ def newest_checkpoint(directory: Path) -> tuple[CheckpointInfo, dict[str, Any]]:
     errors = []
     for info in reversed(list_checkpoints(directory)):
         try:
-            return info, load_state(directory / f"{info.name}.pt")
+            state = load_state(directory / f"{info.name}.pt")
         except CheckpointError as exc:
             errors.append(str(exc))
+            continue
+        return checked_info(directory, info, state), state
     if errors:
         raise CheckpointError(f"{directory}: no loadable checkpoint ({errors[0]})")
     raise CheckpointError(f"{directory}: the run has no complete checkpoint to resume from")
@@ -312,8 +348,9 @@ class Checkpointer:
         wall = time.time()
         first_name, _first_kind = names[0]
         first = self.directory / f"{first_name}.pt"
+        saved = {"step": step, "epoch": epoch, "val_loss": val_loss, "wall": wall}
         with atomic_path(first) as tmp:
-            _save_reporting_os_errors({"format": FORMAT_VERSION, **state}, tmp)
+            _save_reporting_os_errors({"format": FORMAT_VERSION, **state, "saved": saved}, tmp)
         size = first.stat().st_size
         written = []
         for name, kind in names:

@@ -26,6 +26,7 @@ import torch
 from engine.checkpoints import (
     Checkpointer,
     CheckpointInfo,
+    checked_info,
     load_state,
     newest_checkpoint,
     read_info,
@@ -360,6 +361,7 @@ def resume_session(
             if info is None:
                 raise CheckpointError(f"run {run.id}: no checkpoint named {checkpoint!r}")
             state = load_state(run.checkpoint_dir / f"{checkpoint}.pt")
+            info = checked_info(run.checkpoint_dir, info, state)
         if state.get("profile_hash") != profile.hash():
             raise CheckpointError(
                 f"{run.profile_path}: the profile changed since checkpoint {info.name} was saved; "
@@ -427,6 +429,7 @@ def branch_session(
             f"run {parent.id}: no checkpoint named {checkpoint!r} (podium checkpoints {parent.id})"
         )
     state = load_state(parent.checkpoint_dir / f"{checkpoint}.pt")
+    info = checked_info(parent.checkpoint_dir, info, state)
     if state.get("profile_hash") != profile.hash():
         raise CheckpointError(
             f"{parent.profile_path}: the profile changed since checkpoint {info.name} was saved"

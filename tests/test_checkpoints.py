@@ -15,9 +15,11 @@ from engine.checkpoints import (
     Checkpointer,
     atomic_path,
     capture_rng,
+    checked_info,
     list_checkpoints,
     load_state,
     newest_checkpoint,
+    read_info,
     restore_rng,
     strip_wrapper_prefixes,
 )
@@ -67,6 +69,23 @@ def test_a_weights_file_without_metadata_does_not_count(tmp_path):
     (tmp_path / ".tmp-latest.pt-123-456").write_bytes(b"half")
     infos = list_checkpoints(tmp_path)
     assert [(i.name, i.step) for i in infos] == [("latest", 5)]
+
+
+def test_a_resaved_name_killed_between_its_renames_is_the_newer_save(tmp_path):
+    """``latest.pt`` replaced, ``latest.json`` not yet: the weights are step 6, so a resume must
+    say step 6 (and cut the metrics after 6, not after 5), and the .json is repaired."""
+    ck = Checkpointer(tmp_path, CheckpointConfig(), "abc")
+    ck.save(state(1.0), step=5, epoch=0.5, val_loss=None, kinds=("latest",))
+    old_meta = (tmp_path / "latest.json").read_bytes()
+    ck.save(state(2.0), step=6, epoch=0.6, val_loss=4.25, kinds=("latest",))
+    (tmp_path / "latest.json").write_bytes(old_meta)  # the kill landed between the renames
+    assert [i.step for i in list_checkpoints(tmp_path)] == [5]  # what the stale .json says
+    info, loaded = newest_checkpoint(tmp_path)
+    assert torch.equal(loaded["model"]["w"], torch.full((3,), 2.0))
+    assert (info.step, info.epoch, info.val_loss) == (6, 0.6, 4.25)
+    assert read_info(tmp_path / "latest.json").step == 6  # repaired on disk
+    # A consistent pair is left as it is.
+    assert checked_info(tmp_path, info, loaded) is info
 
 
 def test_damaged_newest_falls_back_to_the_previous(tmp_path):
