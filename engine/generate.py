@@ -28,6 +28,7 @@ import torch
 from engine.data import cp_vocab as V
 from engine.data.cp_tokens import decode_tokens, emotion_token
 from engine.errors import PodiumError
+from engine.models.cp_stepper import CPStepper
 
 FIELDS = V.FIELDS
 TYPE = FIELDS.index("type")
@@ -105,15 +106,16 @@ def sample_rows(
     z = np.asarray(logits, dtype=np.float64)  # (B, V)
     greedy = temperature <= 0
     t = np.where(greedy, 1.0, temperature)[:, None]  # (B, 1)
-    z = (z - z.max(axis=1, keepdims=True)) / t
-    probs = np.exp(z)
-    probs /= probs.sum(axis=1, keepdims=True)
+    probs = np.exp((z - z.max(axis=1, keepdims=True)) / t)  # unnormalised: the top one is 1
     order = np.argsort(-probs, axis=1, kind="stable")  # (B, V) most probable first
-    sorted_p = np.take_along_axis(probs, order, axis=1)
-    before = np.cumsum(sorted_p, axis=1) - sorted_p  # mass of the more probable tokens
-    sorted_p = np.where(before < top_p[:, None], sorted_p, 0.0)
+    sorted_p = probs[np.arange(len(z))[:, None], order]
+    cum = np.cumsum(sorted_p, axis=1)
+    # Keep a token while the mass before it is under top_p of the total (the top one always).
+    drop = cum - sorted_p >= top_p[:, None] * cum[:, -1:]
+    drop[:, 0] = False
+    sorted_p[drop] = 0.0
     cum = np.cumsum(sorted_p, axis=1)  # (B, V)
-    pick = (cum <= (u * cum[:, -1])[:, None]).sum(axis=1)  # first index whose cum passes u
+    pick = (cum <= u[:, None] * cum[:, -1:]).sum(axis=1)  # first index whose cum passes u
     pick = np.minimum(pick, z.shape[1] - 1)
     out = order[np.arange(len(z)), pick]
     return np.where(greedy, z.argmax(axis=1), out)
@@ -213,7 +215,10 @@ def _sample_batch(
     was_training = model.training
     model.eval()
     try:
-        state = model.init_state(B, device)
+        stepper = CPStepper(model)  # a snapshot of the weights, laid out for one-token steps
+        layout = _Layout(stepper.n_type, stepper.rest_sizes)
+        rest_table = stepper.rest_table.double().cpu().numpy()  # (n_type, R): per sampled type
+        state = stepper.init_state(B, device)
         for pos in range(max(caps)):
             active = [b for b in range(B) if ended[b] is None]
             for b in active:
@@ -224,17 +229,18 @@ def _sample_batch(
             active = [b for b in active if ended[b] is None]
             if not active:
                 break
-            h, state = model.step(x, state, pos)  # (B, C)
+            h, state = stepper.step(x, state, pos)  # (B, C)
+            # One transfer per token: the type logits and the other heads' share of h.
+            z = stepper.heads(h).double().cpu().numpy()  # (B, n_type + R)
+            n = layout.n_type
+            u = np.zeros((B, 1 + len(OTHER)))
+            u[active] = [gens[b].random(1 + len(OTHER)) for b in active]
             out = np.zeros((B, len(FIELDS)), dtype=np.int64)
-            z = _logits(model.type_logits(h), active, "type")  # (B, n_type)
-            u = np.zeros(B)
-            u[active] = [gens[b].random() for b in active]
-            out[:, TYPE] = sample_rows(z, type_t, type_p, u)
-            rest = model.field_logits(h, torch.as_tensor(out[:, TYPE], device=device))
-            z = _padded(rest, active)  # (B * 8, widest vocabulary)
-            u = np.zeros((B, len(OTHER)))
-            u[active] = [gens[b].random(len(OTHER)) for b in active]
-            out[:, OTHER_COLS] = sample_rows(z, rest_t, rest_p, u.reshape(-1)).reshape(B, -1)
+            type_z = layout.checked(z[:, :n], active, rest=False)
+            out[:, TYPE] = sample_rows(type_z, type_t, type_p, u[:, 0])
+            rest = layout.checked(z[:, n:] + rest_table[out[:, TYPE]], active, rest=True)
+            picks = sample_rows(layout.padded(rest), rest_t, rest_p, u[:, 1:].reshape(-1))
+            out[:, OTHER_COLS] = picks.reshape(B, -1)
             for b in active:
                 kind = out[b, TYPE]
                 if kind == V.TYPE_EOS:
@@ -273,29 +279,36 @@ def _sample_batch(
     ]
 
 
-def _logits(logits: torch.Tensor, active: list[int], head: str) -> np.ndarray:
-    """(B, V) float64 numpy; NaN/inf in an active row is a GenerateError naming the head."""
-    z = logits.detach().double().cpu().numpy()
-    bad = ~np.isfinite(z[active]).all(axis=1)
-    if bad.any():
-        raise GenerateError(f"the {head} head produced non-finite logits (NaN or inf)")
-    return np.where(np.isfinite(z), z, 0.0)  # finished rows may hold anything
+class _Layout:
+    """The heads' logits as ``CPStepper.heads`` gives them (type, then the eight others side by
+    side), and the padded (8, widest vocabulary) block per row that lets a step sample all eight
+    in one call, -inf past each vocabulary's end (one call per head cost more than the model's
+    step)."""
 
+    def __init__(self, n_type: int, sizes: Sequence[int]) -> None:
+        self.n_type = n_type
+        self.sizes = list(sizes)
+        self.widest = max(self.sizes)
+        self.valid = np.arange(self.widest)[None, :] < np.array(self.sizes)[:, None]  # (8, Vmax)
+        self.ends = np.cumsum(self.sizes)  # where each non-type head ends in the rest block
 
-def _padded(rest: dict[str, torch.Tensor], active: list[int]) -> np.ndarray:
-    """The eight non-type heads as one (B * 8, V_max) array, -inf past each vocabulary's end,
-    so a step samples them all in one call (one call per head cost more than the model)."""
-    flat = torch.cat([rest[f] for f in OTHER], dim=-1).detach().double().cpu().numpy()
-    B, widest = flat.shape[0], max(rest[f].shape[-1] for f in OTHER)
-    z = np.full((B, len(OTHER), widest), -np.inf)
-    lo = 0
-    for j, f in enumerate(OTHER):
-        hi = lo + rest[f].shape[-1]
-        if not np.isfinite(flat[active, lo:hi]).all():
-            raise GenerateError(f"the {f} head produced non-finite logits (NaN or inf)")
-        z[:, j, : hi - lo] = np.where(np.isfinite(flat[:, lo:hi]), flat[:, lo:hi], 0.0)
-        lo = hi
-    return z.reshape(B * len(OTHER), widest)
+    def checked(self, z: np.ndarray, active: list[int], *, rest: bool) -> np.ndarray:
+        """``z`` (B, n_type) or, with ``rest``, (B, R); NaN/inf in an active row is a
+        GenerateError naming the head; in a finished row it becomes 0."""
+        finite = np.isfinite(z)
+        if finite.all():
+            return z
+        if not finite[active].all():
+            col = int(np.argwhere(~finite[active])[0, 1])
+            head = OTHER[int(np.searchsorted(self.ends, col, "right"))] if rest else "type"
+            raise GenerateError(f"the {head} head produced non-finite logits (NaN or inf)")
+        return np.where(finite, z, 0.0)
+
+    def padded(self, rest: np.ndarray) -> np.ndarray:
+        """(B, R) side by side -> (B * 8, widest)."""
+        out = np.full((len(rest), len(self.sizes), self.widest), -np.inf)
+        out[:, self.valid] = rest
+        return out.reshape(len(rest) * len(self.sizes), self.widest)
 
 
 # -- from a run ------------------------------------------------------------------------------

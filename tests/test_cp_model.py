@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 import torch
 
+from engine.models.cp_stepper import CPStepper
 from engine.models.cp_transformer import FIELDS, TYPE, CPTransformer, CPTransformerConfig
 
 EMOPIA_VOCAB = {
@@ -94,13 +95,13 @@ def test_adam_steps_on_one_batch_drop_every_head():
         assert last[f] < first[f] - 0.05, (f, first[f], last[f])
 
 
-def test_recurrent_steps_equal_parallel_hidden_states():
+@pytest.mark.parametrize("condition", ["first", "every"])
+def test_recurrent_steps_equal_parallel_hidden_states(condition):
     torch.manual_seed(0)
-    model = tiny().double().eval()
+    model = tiny(condition=condition).double().eval()
     x = batch(B=2, T=23)["x"]
     parallel = model.hidden(x)  # (B, T, C)
-    state = model.init_state(2)
-    state = [(S.double(), z.double()) for S, z in state]
+    state = model.init_state(2, dtype=torch.float64)
     steps = []
     for t in range(x.shape[1]):
         h, state = model.step(x[:, t], state, t)
@@ -178,3 +179,32 @@ def test_config_is_frozen_with_emopia_defaults():
     )
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.d_model = 3  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("condition", ["first", "every"])
+def test_the_generation_stepper_computes_what_step_computes(condition):
+    """CPStepper folds embeddings, projections and heads ahead of time; the numbers must not move."""
+    torch.manual_seed(1)
+    model = tiny(condition=condition, activation="relu" if condition == "first" else "gelu")
+    model = model.double().eval()
+    x = batch(B=3, T=30)["x"]
+    stepper = CPStepper(model)
+    ref = model.init_state(3, dtype=torch.float64)
+    fast = stepper.init_state(3)
+    with torch.no_grad():
+        for t in range(x.shape[1]):
+            h_ref, ref = model.step(x[:, t], ref, t)
+            h, fast = stepper.step(x[:, t], fast, t)
+            torch.testing.assert_close(h, h_ref, atol=1e-10, rtol=0)
+        types = x[:, -1, TYPE]
+        out = stepper.heads(h)
+        type_logits, partial = out[:, : stepper.n_type], out[:, stepper.n_type :]
+        torch.testing.assert_close(type_logits, model.type_logits(h_ref), atol=1e-10, rtol=0)
+        rest = model.field_logits(h_ref, types)
+        want = torch.cat([rest[f] for f in FIELDS if f != "type"], dim=-1)
+        torch.testing.assert_close(stepper.rest_logits(partial, types), want, atol=1e-10, rtol=0)
+    assert stepper.rest_sizes == [EMOPIA_VOCAB[f] for f in FIELDS if f != "type"]
+    # A snapshot: training the model afterwards does not change the stepper's weights.
+    with torch.no_grad():
+        model.heads[TYPE].bias += 1.0
+    assert not torch.equal(stepper.b_out[: stepper.n_type], model.heads[TYPE].bias)

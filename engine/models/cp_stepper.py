@@ -1,0 +1,176 @@
+"""The CP transformer's one-token step with its weights laid out for generation.
+
+``CPTransformer.step`` is the readable recurrent form: it walks the modules as training does.
+At one token per call on small models the cost is Python and dispatch, not arithmetic: the demo
+model spent ~200 tensor operations per token, most of them on tensors of a few hundred numbers.
+``CPStepper`` takes a snapshot of the weights and folds what can be folded ahead of time:
+
+- the nine embeddings, their scales and the input projection become one table of projected
+  rows, so embedding a token is one gather and one sum (likewise the conditioning projection);
+- query, key and value become one matrix per layer;
+- each value gets a column of ones, so the state's last column is the normaliser's sum and one
+  product per layer gives the attention's numerator and denominator;
+- the two-stage output becomes one matrix product for the type head and the non-type heads'
+  share of the hidden state, plus one row per sampled type (logits come back side by side,
+  ``rest_sizes`` wide each, in ``REST`` order).
+
+It computes what ``CPTransformer.step`` computes in eval mode (a test holds them equal), and it
+is a snapshot: build a new one after the weights change (``sample_cp_batch`` builds one per
+call, which costs a few weight copies). Dropout never applies: this is for inference only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from engine.models.cp_transformer import COND_FIELDS, FIELDS, TYPE, CPState, CPTransformer
+from engine.models.linear_attention import EPS
+
+REST = tuple(f for f in FIELDS if f != "type")
+"""The heads sampled after the type, in FIELDS order: the column blocks of ``rest_logits``."""
+
+
+@dataclass(frozen=True)
+class _Layer:
+    wqkv: Tensor  # (3C, C)
+    bqkv: Tensor  # (3C,)
+    wo: Tensor
+    bo: Tensor
+    ln1: tuple[Tensor, Tensor, float]
+    w1: Tensor
+    b1: Tensor
+    w2: Tensor
+    b2: Tensor
+    ln2: tuple[Tensor, Tensor, float]
+
+
+def _projected_table(
+    model: CPTransformer, fields: tuple[int, ...], weight: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Each field's scaled embedding rows times its columns of ``weight``, stacked, and the row
+    offset of each field: (sum of vocabularies, C), (len(fields),)."""
+    rows, offsets, col, lo = [], [], 0, 0
+    for i in fields:
+        emb = model.embeddings[i].weight * model.emb_scale[i]  # (V_i, e_i)
+        rows.append(emb @ weight[:, col : col + emb.shape[1]].T)  # (V_i, C)
+        offsets.append(lo)
+        col += emb.shape[1]
+        lo += emb.shape[0]
+    return torch.cat(rows), torch.tensor(offsets, device=weight.device)
+
+
+class CPStepper:
+    """One-token steps and output heads of a ``CPTransformer``, from a snapshot of its weights."""
+
+    @torch.no_grad()
+    def __init__(self, model: CPTransformer) -> None:
+        self.max_len = int(model.cfg.max_len)
+        self.n_heads = model.cfg.n_heads
+        self.act = F.gelu if model.cfg.activation == "gelu" else F.relu
+        self.table, self.offsets = _projected_table(
+            model, tuple(range(len(FIELDS))), model.in_proj.weight
+        )
+        self.cond_table = self.cond_offsets = self.cond_bias = None
+        if model.cond_proj is not None:
+            self.cond_table, self.cond_offsets = _projected_table(
+                model, COND_FIELDS, model.cond_proj.weight
+            )
+            self.cond_bias = model.cond_proj.bias.clone()
+        # The input projection's bias and the position table, added together ahead of time.
+        self.pos_bias = model.positions.table.to(self.table.dtype) + model.in_proj.bias
+        self.layers = []
+        for block in model.blocks:
+            a, ffn = block.attn, block.ffn
+            # Per head, the value gets one more column that is always 1 (zero weights, bias
+            # 1): the running sum of phi(k) v^T then carries the normaliser's sum of phi(k) in
+            # its last column, and one product gives numerator and denominator together.
+            C, H = model.cfg.d_model, model.cfg.n_heads
+            D = C // H
+            wv = F.pad(a.value.weight.view(H, D, C), (0, 0, 0, 1)).reshape(H * (D + 1), C)
+            bv = F.pad(a.value.bias.view(H, D), (0, 1), value=1.0).reshape(H * (D + 1))
+            self.layers.append(
+                _Layer(
+                    wqkv=torch.cat([a.query.weight, a.key.weight, wv]),
+                    bqkv=torch.cat([a.query.bias, a.key.bias, bv]),
+                    wo=a.out.weight.clone(),
+                    bo=a.out.bias.clone(),
+                    ln1=(
+                        block.ln_attn.weight.clone(),
+                        block.ln_attn.bias.clone(),
+                        block.ln_attn.eps,
+                    ),
+                    w1=ffn.fc_in.weight.clone(),
+                    b1=ffn.fc_in.bias.clone(),
+                    w2=ffn.fc_out.weight.clone(),
+                    b2=ffn.fc_out.bias.clone(),
+                    ln2=(block.ln_ffn.weight.clone(), block.ln_ffn.bias.clone(), block.ln_ffn.eps),
+                )
+            )
+        self.ln_f = (model.ln_f.weight.clone(), model.ln_f.bias.clone(), model.ln_f.eps)
+        # Output, folded: type_proj(cat(h, emb(type))) = h @ W_h^T + (emb(type) @ W_t^T + b),
+        # so the non-type heads' logits are h @ (W_rest W_h)^T + a row per type, and the type
+        # head and that first term are one matrix product (``heads``).
+        C = model.cfg.d_model
+        w = model.type_proj.weight  # (C, C + e_type)
+        emb = model.embeddings[TYPE].weight * model.emb_scale[TYPE]  # (n_type, e_type)
+        type_rows = emb @ w[:, C:].T + model.type_proj.bias  # (n_type, C)
+        rest = [model.heads[i] for i, f in enumerate(FIELDS) if f != "type"]
+        w_rest = torch.cat([h.weight for h in rest])  # (sum V_rest, C)
+        b_rest = torch.cat([h.bias for h in rest])
+        self.rest_sizes = [h.weight.shape[0] for h in rest]
+        self.n_type = model.heads[TYPE].weight.shape[0]
+        self.w_out = torch.cat([model.heads[TYPE].weight, w_rest @ w[:, :C]])  # (n_type + R, C)
+        self.b_out = torch.cat([model.heads[TYPE].bias, torch.zeros_like(b_rest)])
+        self.rest_table = type_rows @ w_rest.T + b_rest  # (n_type, R)
+
+    def init_state(self, batch_size: int, device: torch.device | str | None = None) -> CPState:
+        """Empty state: per layer one (B, H, D, D + 1) sum of phi(k) [v, 1]^T, in the weights'
+        dtype (``CPTransformer.step``'s (S, z) side by side)."""
+        D = self.table.shape[1] // self.n_heads
+        shape = (batch_size, self.n_heads, D, D + 1)
+        return CPState(
+            [torch.zeros(shape, device=device, dtype=self.table.dtype) for _ in self.layers]
+        )
+
+    def step(self, x_t: Tensor, state: CPState, pos: int) -> tuple[Tensor, CPState]:
+        """``CPTransformer.step`` in eval mode: x_t (B, 9) at ``pos`` -> (h_t (B, C), state)."""
+        if pos >= self.max_len:
+            raise ValueError(f"max_len: position {pos} is past max_len {self.max_len}")
+        B = x_t.shape[0]
+        h = self.table[x_t + self.offsets].sum(dim=1) + self.pos_bias[pos]  # (B, C)
+        cond = state.cond
+        if pos == 0 and self.cond_table is not None:
+            cols = x_t[:, list(COND_FIELDS)] + self.cond_offsets  # (B, 2)
+            cond = self.cond_table[cols].sum(dim=1) + self.cond_bias  # (B, C)
+        if cond is not None:
+            h = h + cond
+        C = h.shape[1]
+        H = self.n_heads
+        D = C // H
+        layers = []
+        for L, S in zip(self.layers, state.layers, strict=True):
+            qkv = F.linear(h, L.wqkv, L.bqkv)  # (B, 2C + H(D+1))
+            phi = F.elu(qkv[:, : 2 * C].view(B, 2, H, D)) + 1.0  # (B, 2, H, D): phi(q), phi(k)
+            v = qkv[:, 2 * C :].view(B, H, 1, D + 1)  # values and a column of ones
+            S = torch.addcmul(S, phi[:, 1].unsqueeze(-1), v)  # (B, H, D, D + 1)
+            nd = phi[:, 0].unsqueeze(-2) @ S  # (B, H, 1, D + 1): numerator, denominator
+            y = (nd[..., :D] / (nd[..., D:] + EPS)).view(B, C)
+            h = F.layer_norm(h + F.linear(y, L.wo, L.bo), (C,), *L.ln1)
+            f = F.linear(self.act(F.linear(h, L.w1, L.b1)), L.w2, L.b2)
+            h = F.layer_norm(h + f, (C,), *L.ln2)
+            layers.append(S)
+        return F.layer_norm(h, (C,), *self.ln_f), CPState(layers, cond)
+
+    def heads(self, h: Tensor) -> Tensor:
+        """h (B, C) -> (B, n_type + R): the type logits, then the non-type heads' share of h,
+        in one product; ``rest_logits`` adds the sampled type's part to the second block."""
+        return F.linear(h, self.w_out, self.b_out)
+
+    def rest_logits(self, partial: Tensor, types: Tensor) -> Tensor:
+        """partial (B, R) from ``heads`` (its last R columns), types (B,) -> (B, R): the eight non-type heads' logits
+        side by side, ``rest_sizes`` wide each, in ``REST`` order."""
+        return partial + self.rest_table[types]
