@@ -703,6 +703,9 @@ class Trainer:
 
     def _next_batch(self) -> dict[str, torch.Tensor]:
         if self._epoch_iter is None:
+            set_epoch = getattr(self.train_set, "set_epoch", None)
+            if set_epoch is not None:  # per-epoch augmentation, a function of (seed, epoch)
+                set_epoch(self.state.epoch, self.cfg.seed)
             batches = self._epoch_batches(self.state.epoch, self.state.batch_in_epoch)
             loader = DataLoader(
                 self.train_set,

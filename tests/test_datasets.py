@@ -12,8 +12,14 @@ import pytest
 import torch
 
 from engine.data import cp_vocab as V
-from engine.data.cp_tokens import F, emotion_token
-from engine.data.datasets import CPSequenceDataset, DataConfig, build_datasets, split_val_ids
+from engine.data.cp_tokens import F, decode_tokens, emotion_token, encode_midi
+from engine.data.datasets import (
+    CPSequenceDataset,
+    DataConfig,
+    build_datasets,
+    split_val_ids,
+    transpose_tokens,
+)
 from engine.errors import DataError
 
 
@@ -121,6 +127,64 @@ def test_items_are_shifted_and_masked(demo):
     assert n == len(bundle.train.pieces[0]) - 1
     assert short["y"][n - 1, F["type"]] == V.TYPE_EOS
     assert not short["x"][n:].any() and not short["y"][n:].any()
+
+
+def test_transposing_tokens_moves_notes_chords_and_key_together(tmp_path):
+    path = tmp_path / "a.mid"
+    _write_midi(path, C_MAJOR)
+    tokens = encode_midi(path, emotion="Q1", key="C:maj")
+    up = transpose_tokens(tokens, 3)
+    assert up is not tokens and transpose_tokens(tokens, 0) is tokens
+    assert V.VOCAB.name("key", int(up[0, F["key"]])) == "D#:maj"
+    before = sorted(n.pitch for i in decode_tokens(tokens).instruments for n in i.notes)
+    after = sorted(n.pitch for i in decode_tokens(up).instruments for n in i.notes)
+    assert after == [p + 3 for p in before]
+    chords = [V.VOCAB.name("chord", int(c)) for c in tokens[:, F["chord"]] if c >= 2]
+    moved = [V.VOCAB.name("chord", int(c)) for c in up[:, F["chord"]] if c >= 2]
+    assert chords and [c.split(":")[1] for c in moved] == [c.split(":")[1] for c in chords]
+    assert all(
+        V.PITCH_CLASSES.index(m.split(":")[0]) == (V.PITCH_CLASSES.index(c.split(":")[0]) + 3) % 12
+        for c, m in zip(chords, moved, strict=True)
+        if c != "Other"
+    )
+    np.testing.assert_array_equal(transpose_tokens(up, -3), tokens)  # and back
+    # The other fields do not move; CONTI stays CONTI.
+    same = [F[f] for f in ("tempo", "bar_beat", "type", "duration", "velocity", "emotion")]
+    np.testing.assert_array_equal(up[:, same], tokens[:, same])
+    assert ((up[:, F["pitch"]] == 0) == (tokens[:, F["pitch"]] == 0)).all()
+
+
+def test_transposition_is_drawn_per_epoch_reproducibly_and_in_range(demo):
+    _, bundle, _ = demo
+    ds = CPSequenceDataset(bundle.train.pieces, 64, transpose=5)
+    ds.set_epoch(0, seed=7)
+    first = [ds.shift_for(i) for i in range(len(ds))]
+    again = CPSequenceDataset(bundle.train.pieces, 64, transpose=5)
+    again.set_epoch(0, seed=7)  # a resumed run: same draws
+    assert [again.shift_for(i) for i in range(len(ds))] == first
+    assert torch.equal(again[3]["x"], ds[3]["x"])
+    ds.set_epoch(1, seed=7)
+    second = [ds.shift_for(i) for i in range(len(ds))]
+    assert first != second and len(set(first + second)) > 4
+    assert all(-5 <= s <= 5 for s in first + second)
+    i = next(i for i, s in enumerate(second) if s)
+    item = ds[i]
+    plain = torch.from_numpy(ds.window(i))
+    n = len(plain) - 1
+    notes = plain[:n, F["pitch"]] > 0
+    assert torch.equal(item["x"][:n, F["pitch"]][notes], plain[:n, F["pitch"]][notes] + second[i])
+    # A piece at the top of the range only goes down.
+    top = np.zeros((3, 9), dtype=np.int64)
+    top[1:, F["type"]] = V.TYPE_NOTE
+    top[1:, F["pitch"]] = V.pitch_index(V.PITCH_MAX - 1)
+    edge = CPSequenceDataset([top], 8, transpose=5)
+    edge.set_epoch(0)
+    for epoch in range(10):
+        edge.set_epoch(epoch)
+        assert edge.shift_for(0) <= 1
+    # Off: nothing moves, and validation sets are built without it.
+    assert CPSequenceDataset(bundle.train.pieces, 64).shift_for(0) == 0
+    assert bundle.val.transpose == 0
 
 
 def test_windows_keep_the_emotion_token():
@@ -241,6 +305,8 @@ def test_midi_dir_labels(tmp_path):
         ({"val_fraction": 1.0}, "val_fraction"),
         ({"corpus_seed": -1}, "corpus_seed"),
         ({"source": "wav"}, "source"),
+        ({"transpose": 12}, "transpose"),
+        ({"transpose": -1}, "transpose"),
     ],
 )
 def test_config_validation_names_the_field(kwargs, field):

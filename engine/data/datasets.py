@@ -77,6 +77,13 @@ class DataConfig:
     """Tokens per training example (model inputs); each example holds ``seq_len + 1`` tokens."""
     val_fraction: float = 0.1
     """Share of pieces held out for validation, chosen by a stable hash of the piece id."""
+    transpose: int = 0
+    """Augmentation: shift each training example by a random number of semitones in
+    [-transpose, +transpose], notes, chord roots and key together, drawn anew every epoch from
+    (train seed, epoch, example) so a resumed run sees the same examples; shifts that would push
+    a note past the pitch range are not drawn. 0 = off; validation is never shifted. It shows the
+    model every key with every progression, so it learns what the key token means from a
+    corpus with a dozen pieces per key."""
     cache_dir: str = ""
     """Where demo corpora and prepared data live; "" means ``$PODIUM_CACHE``, else
     ``$XDG_CACHE_HOME/podium``, else ``~/.cache/podium``."""
@@ -99,6 +106,8 @@ class DataConfig:
             raise ValueError(f"bars: must be between 2 and 64, got {self.bars}")
         if self.seq_len < 4:
             raise ValueError(f"seq_len: must be >= 4 tokens, got {self.seq_len}")
+        if not 0 <= self.transpose <= 11:
+            raise ValueError(f"transpose: must be between 0 and 11 semitones, got {self.transpose}")
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(
                 f"val_fraction: must be between 0 and 1 (exclusive), got {self.val_fraction}; "
@@ -132,9 +141,16 @@ class CPSequenceDataset(Dataset):
     """
 
     def __init__(
-        self, pieces: Sequence[np.ndarray], seq_len: int, piece_ids: Sequence[str] = ()
+        self,
+        pieces: Sequence[np.ndarray],
+        seq_len: int,
+        piece_ids: Sequence[str] = (),
+        *,
+        transpose: int = 0,
     ) -> None:
         self.seq_len = seq_len
+        self.transpose = transpose
+        self._epoch_seed: tuple[int, int] = (0, 0)
         self.pieces = [np.asarray(p, dtype=np.int64) for p in pieces]
         self.piece_ids = list(piece_ids) or [str(i) for i in range(len(self.pieces))]
         self.windows: list[tuple[int, int]] = []  # (piece index, window index)
@@ -153,8 +169,28 @@ class CPSequenceDataset(Dataset):
             return p[: s + 1]
         return np.concatenate([p[:1], p[k * s + 1 : (k + 1) * s + 1]])
 
+    def set_epoch(self, epoch: int, seed: int = 0) -> None:
+        """Which draw of the transposition the following items use (the trainer calls it)."""
+        self._epoch_seed = (int(seed), int(epoch))
+
+    def shift_for(self, idx: int) -> int:
+        """The semitones example ``idx`` is shifted by in the current epoch (0 when off)."""
+        if not self.transpose:
+            return 0
+        w = self.window(idx)
+        pitches = w[:, _PITCH][w[:, _PITCH] > 0] - 1 + cp_vocab.PITCH_MIN
+        lo, hi = -self.transpose, self.transpose
+        if len(pitches):
+            lo = max(lo, cp_vocab.PITCH_MIN - int(pitches.min()))
+            hi = min(hi, cp_vocab.PITCH_MAX - int(pitches.max()))
+        if lo >= hi:
+            return 0
+        seed, epoch = self._epoch_seed
+        return int(np.random.default_rng([seed, epoch, idx]).integers(lo, hi + 1))
+
     def __getitem__(self, idx: int) -> dict[str, torch.Tensor]:
-        w = torch.from_numpy(self.window(idx))  # (n <= seq_len + 1, 9)
+        w = transpose_tokens(self.window(idx), self.shift_for(idx))
+        w = torch.from_numpy(w)  # (n <= seq_len + 1, 9)
         n = w.shape[0] - 1  # real targets
         x = torch.zeros(self.seq_len, w.shape[1], dtype=torch.int64)
         y = torch.zeros(self.seq_len, w.shape[1], dtype=torch.int64)
@@ -167,6 +203,32 @@ class CPSequenceDataset(Dataset):
     def n_tokens(self) -> int:
         """Real (unpadded) target tokens over all examples."""
         return sum(len(p) - 1 for p in self.pieces if len(p) > 1)
+
+
+_PITCH, _CHORD, _KEY = (cp_vocab.FIELDS.index(f) for f in ("pitch", "chord", "key"))
+_N_QUALITIES = len(cp_vocab.CHORD_QUALITIES)
+
+
+def transpose_tokens(tokens: np.ndarray, shift: int) -> np.ndarray:
+    """CP tokens (T, 9) moved by ``shift`` semitones: pitches, chord roots and the key's tonic.
+
+    The caller keeps the pitches in range (``CPSequenceDataset.shift_for``); CONTI, N.C. and
+    Other stay what they are. Returns a new array (``tokens`` itself when ``shift`` is 0).
+    """
+    if not shift:
+        return tokens
+    out = tokens.copy()
+    p = out[:, _PITCH]
+    p[p > 0] += shift
+    c = out[:, _CHORD]
+    named = (c >= 2) & (c < 2 + 12 * _N_QUALITIES)
+    root, quality = np.divmod(c[named] - 2, _N_QUALITIES)
+    c[named] = 2 + ((root + shift) % 12) * _N_QUALITIES + quality
+    k = out[:, _KEY]
+    keyed = k > 0
+    minor, tonic = np.divmod(k[keyed] - 1, 12)
+    k[keyed] = 1 + 12 * minor + (tonic + shift) % 12
+    return out
 
 
 @dataclass
@@ -256,7 +318,12 @@ def _bundle(
     val_set = set(split_val_ids(ids, cfg.val_fraction))
     train_i = [i for i, pid in enumerate(ids) if pid not in val_set]
     val_i = [i for i, pid in enumerate(ids) if pid in val_set]
-    train = CPSequenceDataset([pieces[i] for i in train_i], cfg.seq_len, [ids[i] for i in train_i])
+    train = CPSequenceDataset(
+        [pieces[i] for i in train_i],
+        cfg.seq_len,
+        [ids[i] for i in train_i],
+        transpose=cfg.transpose,
+    )
     val = CPSequenceDataset([pieces[i] for i in val_i], cfg.seq_len, [ids[i] for i in val_i])
     info = {
         "source": cfg.source,
