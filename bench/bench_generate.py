@@ -60,7 +60,7 @@ def naive(model: CPTransformer, cfg, tokens: int, seed: int) -> int:
     for _ in range(tokens):
         h = model.hidden(x)[:, -1]  # the whole prefix again
         kind = sample_logits(model.type_logits(h), t, p, gen, "type")
-        rest = model.field_logits(h, torch.tensor([kind]))
+        rest = model.field_logits(h, torch.tensor([kind]), x[:, 0, V.FIELDS.index("key")])
         row = torch.zeros(len(V.FIELDS), dtype=torch.long)
         row[TYPE] = kind
         for i, f in enumerate(V.FIELDS):

@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 import torch
 
+from engine.data import cp_vocab as V
 from engine.models.cp_stepper import CPStepper
 from engine.models.cp_transformer import FIELDS, TYPE, CPTransformer, CPTransformerConfig
 
@@ -95,11 +96,15 @@ def test_adam_steps_on_one_batch_drop_every_head():
         assert last[f] < first[f] - 0.05, (f, first[f], last[f])
 
 
-@pytest.mark.parametrize("condition", ["first", "every"])
-def test_recurrent_steps_equal_parallel_hidden_states(condition):
+@pytest.mark.parametrize(
+    ("condition", "bar_positions", "key_relative"), [("first", 0, False), ("every", 3, True)]
+)
+def test_recurrent_steps_equal_parallel_hidden_states(condition, bar_positions, key_relative):
     torch.manual_seed(0)
-    model = tiny(condition=condition).double().eval()
+    model = tiny(condition=condition, bar_positions=bar_positions, key_relative=key_relative)
+    model = model.double().eval()
     x = batch(B=2, T=23)["x"]
+    assert (x[..., FIELDS.index("bar_beat")] == 1).sum(dim=1).max() > bar_positions  # capped
     parallel = model.hidden(x)  # (B, T, C)
     state = model.init_state(2, dtype=torch.float64)
     steps = []
@@ -108,12 +113,35 @@ def test_recurrent_steps_equal_parallel_hidden_states(condition):
         steps.append(h)
     torch.testing.assert_close(torch.stack(steps, dim=1), parallel, atol=1e-5, rtol=0)
     # The generation heads read those hidden states: same logits as the training path.
-    types = x[:, :, TYPE]
-    full = model.logits(parallel, types)
+    types, keys = x[:, :, TYPE], x[:, 0, FIELDS.index("key")]
+    full = model.logits(parallel, types, keys)
     torch.testing.assert_close(model.type_logits(steps[-1]), full["type"][:, -1], atol=1e-5, rtol=0)
-    fields = model.field_logits(steps[-1], types[:, -1])
+    fields = model.field_logits(steps[-1], types[:, -1], keys)
     assert set(fields) == set(FIELDS) - {"type"}
     torch.testing.assert_close(fields["pitch"], full["pitch"][:, -1], atol=1e-5, rtol=0)
+
+
+def test_key_relative_logits_follow_the_key():
+    """The same key-relative logits land a fifth higher for a key a fifth higher."""
+    torch.manual_seed(2)
+    model = tiny(key_relative=True).eval()
+    with torch.no_grad():
+        model.rel_head.bias.zero_()
+        model.rel_head.bias[12 + 0 * 11 + 0] = 5.0  # the major chord on the tonic
+        model.rel_head.bias[0] = 5.0  # the tonic's pitch class
+        h = torch.zeros(2, 32)
+        types = torch.full((2,), 3)
+        keys = torch.tensor([V.key_index("C:maj"), V.key_index("G:maj")])
+        out = model.field_logits(h, types, keys)
+        base = model.field_logits(h, types, torch.zeros(2, dtype=torch.long))  # no key: no offsets
+    chord = out["chord"] - base["chord"]
+    assert {V.VOCAB.name("chord", int(i)) for i in (chord[0] > 1).nonzero()} == {"C:M"}
+    assert {V.VOCAB.name("chord", int(i)) for i in (chord[1] > 1).nonzero()} == {"G:M"}
+    pitch = out["pitch"] - base["pitch"]
+    names = {V.VOCAB.name("pitch", int(i)) for i in (pitch[1] > 1).nonzero()}
+    assert "Pitch_67" in names and "Pitch_60" not in names and len(names) == 7  # every G
+    with pytest.raises(ValueError, match="keys"):
+        model.field_logits(h, types)
 
 
 def test_step_in_float32_state_matches_parallel():
@@ -181,11 +209,16 @@ def test_config_is_frozen_with_emopia_defaults():
         cfg.d_model = 3  # type: ignore[misc]
 
 
-@pytest.mark.parametrize("condition", ["first", "every"])
-def test_the_generation_stepper_computes_what_step_computes(condition):
+@pytest.mark.parametrize(
+    ("condition", "bar_positions", "key_relative"), [("first", 0, False), ("every", 4, True)]
+)
+def test_the_generation_stepper_computes_what_step_computes(condition, bar_positions, key_relative):
     """CPStepper folds embeddings, projections and heads ahead of time; the numbers must not move."""
     torch.manual_seed(1)
-    model = tiny(condition=condition, activation="relu" if condition == "first" else "gelu")
+    act = "relu" if condition == "first" else "gelu"
+    model = tiny(
+        condition=condition, activation=act, bar_positions=bar_positions, key_relative=key_relative
+    )
     model = model.double().eval()
     x = batch(B=3, T=30)["x"]
     stepper = CPStepper(model)
@@ -196,13 +229,14 @@ def test_the_generation_stepper_computes_what_step_computes(condition):
             h_ref, ref = model.step(x[:, t], ref, t)
             h, fast = stepper.step(x[:, t], fast, t)
             torch.testing.assert_close(h, h_ref, atol=1e-10, rtol=0)
-        types = x[:, -1, TYPE]
+        types, keys = x[:, -1, TYPE], x[:, 0, FIELDS.index("key")]
         out = stepper.heads(h)
-        type_logits, partial = out[:, : stepper.n_type], out[:, stepper.n_type :]
+        type_logits = out[:, : stepper.n_type]
         torch.testing.assert_close(type_logits, model.type_logits(h_ref), atol=1e-10, rtol=0)
-        rest = model.field_logits(h_ref, types)
+        rest = model.field_logits(h_ref, types, keys)
         want = torch.cat([rest[f] for f in FIELDS if f != "type"], dim=-1)
-        torch.testing.assert_close(stepper.rest_logits(partial, types), want, atol=1e-10, rtol=0)
+        got = stepper.rest_logits(out, types, keys)
+        torch.testing.assert_close(got, want, atol=1e-10, rtol=0)
     assert stepper.rest_sizes == [EMOPIA_VOCAB[f] for f in FIELDS if f != "type"]
     # A snapshot: training the model afterwards does not change the stepper's weights.
     with torch.no_grad():

@@ -40,11 +40,18 @@ TINY = [
 ]
 
 
-def tiny_model(seed: int = 0, max_len: int = 256) -> CPTransformer:
+def tiny_model(seed: int = 0, max_len: int = 256, **over) -> CPTransformer:
     torch.manual_seed(seed)
     sizes = {f: 16 for f in V.FIELDS}
     cfg = CPTransformerConfig(
-        d_model=32, n_layers=1, n_heads=2, d_ff=64, dropout=0.0, max_len=max_len, emb_sizes=sizes
+        d_model=32,
+        n_layers=1,
+        n_heads=2,
+        d_ff=64,
+        dropout=0.0,
+        max_len=max_len,
+        emb_sizes=sizes,
+        **over,
     )
     return CPTransformer(cfg, V.vocab_sizes()).eval()
 
@@ -165,19 +172,24 @@ def test_render_wav_writes_audio_as_long_as_the_music(tmp_path):
         assert max(w.readframes(w.getnframes())) > 0
 
 
-def test_the_recurrent_step_gives_the_full_forward_logits_of_a_sampled_piece():
-    model, cfg = tiny_model(seed=3), GenerateConfig()
+@pytest.mark.parametrize(
+    "features", [{}, {"condition": "every", "bar_positions": 4, "key_relative": True}]
+)
+def test_the_recurrent_step_gives_the_full_forward_logits_of_a_sampled_piece(features):
+    """What the sampler drew from (the fused stepper) is what the training forward computes."""
+    model, cfg = tiny_model(seed=3, **features), GenerateConfig()
     with torch.no_grad():
         model.heads[V.FIELDS.index("type")].bias[V.TYPE_EOS] = -1e4
     s = sample_cp(model, cfg, GenerateRequest(emotion="Q2", tokens=80, bars=None, seed=4))
     tokens = torch.as_tensor(s.tokens)  # (81, 9): the prompt and what was sampled from it
     x, types = tokens[:-1].unsqueeze(0), tokens[1:, V.FIELDS.index("type")].unsqueeze(0)
     with torch.no_grad():
-        full = model.logits(model.hidden(x), types)  # {f: (1, 80, V_f)}
+        keys = x[:, 0, V.FIELDS.index("key")]
+        full = model.logits(model.hidden(x), types, keys)  # {f: (1, 80, V_f)}
         state, stepped = model.init_state(1), {f: [] for f in V.FIELDS}
         for pos in range(x.shape[1]):
             h, state = model.step(x[:, pos], state, pos)
-            for f, z in model.logits(h, types[:, pos]).items():
+            for f, z in model.logits(h, types[:, pos], keys).items():
                 stepped[f].append(z)
     for f in V.FIELDS:
         torch.testing.assert_close(torch.stack(stepped[f], 1), full[f], atol=1e-4, rtol=0)

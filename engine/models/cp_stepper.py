@@ -12,7 +12,7 @@ model spent ~200 tensor operations per token, most of them on tensors of a few h
   product per layer gives the attention's numerator and denominator;
 - the two-stage output becomes one matrix product for the type head and the non-type heads'
   share of the hidden state, plus one row per sampled type (logits come back side by side,
-  ``rest_sizes`` wide each, in ``REST`` order).
+  ``rest_sizes`` wide each, in ``REST`` order); key-relative logits likewise.
 
 It computes what ``CPTransformer.step`` computes in eval mode (a test holds them equal), and it
 is a snapshot: build a new one after the weights change (``sample_cp_batch`` builds one per
@@ -27,7 +27,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from engine.models.cp_transformer import COND_FIELDS, FIELDS, TYPE, CPState, CPTransformer
+from engine.data.cp_vocab import BAR
+from engine.models.cp_transformer import (
+    BAR_BEAT,
+    COND_FIELDS,
+    FIELDS,
+    TYPE,
+    CPState,
+    CPTransformer,
+)
 from engine.models.linear_attention import EPS
 
 REST = tuple(f for f in FIELDS if f != "type")
@@ -82,6 +90,7 @@ class CPStepper:
             self.cond_bias = model.cond_proj.bias.clone()
         # The input projection's bias and the position table, added together ahead of time.
         self.pos_bias = model.positions.table.to(self.table.dtype) + model.in_proj.bias
+        self.bar_table = None if model.bar_emb is None else model.bar_emb.weight.clone()
         self.layers = []
         for block in model.blocks:
             a, ffn = block.attn, block.ffn
@@ -123,9 +132,19 @@ class CPStepper:
         b_rest = torch.cat([h.bias for h in rest])
         self.rest_sizes = [h.weight.shape[0] for h in rest]
         self.n_type = model.heads[TYPE].weight.shape[0]
-        self.w_out = torch.cat([model.heads[TYPE].weight, w_rest @ w[:, :C]])  # (n_type + R, C)
-        self.b_out = torch.cat([model.heads[TYPE].bias, torch.zeros_like(b_rest)])
         self.rest_table = type_rows @ w_rest.T + b_rest  # (n_type, R)
+        blocks = [model.heads[TYPE].weight, w_rest @ w[:, :C]]
+        # Key-relative logits (``key_relative``) fold the same way, after the others; the maps
+        # say where each pitch and chord token finds its interval above each key's tonic.
+        self.n_rel = 0
+        self.rel_table = self.pitch_map = self.chord_map = None
+        if model.rel_head is not None:
+            self.n_rel = model.rel_head.weight.shape[0]
+            blocks.append(model.rel_head.weight @ w[:, :C])
+            self.rel_table = type_rows @ model.rel_head.weight.T + model.rel_head.bias
+            self.pitch_map, self.chord_map = model.pitch_map, model.chord_map
+        self.w_out = torch.cat(blocks)  # (n_type + R + n_rel, C)
+        self.b_out = torch.cat([model.heads[TYPE].bias, torch.zeros(len(self.w_out) - self.n_type)])
 
     def init_state(self, batch_size: int, device: torch.device | str | None = None) -> CPState:
         """Empty state: per layer one (B, H, D, D + 1) sum of phi(k) [v, 1]^T, in the weights'
@@ -148,6 +167,11 @@ class CPStepper:
             cond = self.cond_table[cols].sum(dim=1) + self.cond_bias  # (B, C)
         if cond is not None:
             h = h + cond
+        bars = state.bars
+        if self.bar_table is not None:
+            is_bar = (x_t[:, BAR_BEAT] == BAR).long()
+            bars = is_bar if bars is None else bars + is_bar  # (B,)
+            h = h + self.bar_table[bars.clamp(max=len(self.bar_table) - 1)]
         C = h.shape[1]
         H = self.n_heads
         D = C // H
@@ -163,14 +187,24 @@ class CPStepper:
             f = F.linear(self.act(F.linear(h, L.w1, L.b1)), L.w2, L.b2)
             h = F.layer_norm(h + f, (C,), *L.ln2)
             layers.append(S)
-        return F.layer_norm(h, (C,), *self.ln_f), CPState(layers, cond)
+        return F.layer_norm(h, (C,), *self.ln_f), CPState(layers, cond, bars)
 
     def heads(self, h: Tensor) -> Tensor:
-        """h (B, C) -> (B, n_type + R): the type logits, then the non-type heads' share of h,
-        in one product; ``rest_logits`` adds the sampled type's part to the second block."""
+        """h (B, C) -> (B, n_type + R + n_rel): the type logits, then the non-type heads' share
+        of h, then the key-relative heads' share, in one product; ``rest_logits`` adds the
+        sampled type's part and rolls the key-relative logits into place."""
         return F.linear(h, self.w_out, self.b_out)
 
-    def rest_logits(self, partial: Tensor, types: Tensor) -> Tensor:
-        """partial (B, R) from ``heads`` (its last R columns), types (B,) -> (B, R): the eight non-type heads' logits
-        side by side, ``rest_sizes`` wide each, in ``REST`` order."""
-        return partial + self.rest_table[types]
+    def rest_logits(self, out: Tensor, types: Tensor, keys: Tensor | None = None) -> Tensor:
+        """``heads``'s output, types (B,), keys (B,) key tokens -> (B, R): the eight non-type
+        heads' logits side by side, ``rest_sizes`` wide each, in ``REST`` order."""
+        n, R = self.n_type, sum(self.rest_sizes)
+        rest = out[:, n : n + R] + self.rest_table[types]
+        if not self.n_rel:
+            return rest
+        rel = F.pad(out[:, n + R :] + self.rel_table[types], (0, 1))  # (B, n_rel + 1)
+        parts = list(rest.split(self.rest_sizes, dim=1))
+        for f, table in (("pitch", self.pitch_map), ("chord", self.chord_map)):
+            j = REST.index(f)
+            parts[j] = parts[j] + rel.gather(1, table[keys])
+        return torch.cat(parts, dim=1)
