@@ -27,14 +27,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from engine.data.cp_vocab import BAR
 from engine.models.cp_transformer import (
-    BAR_BEAT,
     COND_FIELDS,
     FIELDS,
     TYPE,
     CPState,
     CPTransformer,
+    bars_after,
 )
 from engine.models.linear_attention import EPS
 
@@ -169,8 +168,7 @@ class CPStepper:
             h = h + cond
         bars = state.bars
         if self.bar_table is not None:
-            is_bar = (x_t[:, BAR_BEAT] == BAR).long()
-            bars = is_bar if bars is None else bars + is_bar  # (B,)
+            bars = bars_after(x_t, bars)  # (B,)
             h = h + self.bar_table[bars.clamp(max=len(self.bar_table) - 1)]
         C = h.shape[1]
         H = self.n_heads

@@ -185,6 +185,12 @@ def key_relative_maps(n_pitch: int, n_chord: int) -> tuple[Tensor, Tensor]:
     return pitch, chord
 
 
+def bars_after(x_t: Tensor, bars: Tensor | None) -> Tensor:
+    """(B,) Bar tokens seen up to and including x_t (B, 9), from the count before it."""
+    is_bar = (x_t[:, BAR_BEAT] == BAR).long()
+    return is_bar if bars is None else bars + is_bar
+
+
 @dataclass(frozen=True)
 class CPState:
     """The recurrent state of ``CPTransformer.step``: what generation carries between tokens."""
@@ -385,8 +391,7 @@ class CPTransformer(nn.Module):
             e = e + cond
         bars = state.bars
         if self.bar_emb is not None:
-            is_bar = (x_t[:, BAR_BEAT] == BAR).long()
-            bars = is_bar if bars is None else bars + is_bar  # (B,)
+            bars = bars_after(x_t, bars)
             e = e + self.bar_emb(bars.clamp(max=self.cfg.bar_positions - 1))
         h = self.drop(self.positions(e.unsqueeze(1), offset=pos)).squeeze(1)  # (B, C)
         layers = []
