@@ -3,7 +3,8 @@
 Both generate ``--tokens`` CP tokens with the demo profile's model (random weights, EOS disabled
 so both run the full length, ``max_len`` raised to fit), same seed, one process, side by side:
 
-- recurrent: ``engine.generate.sample_cp`` (``model.step``: constant state per token);
+- recurrent: ``engine.generate.sample_cp`` (``CPStepper``: the recurrent form of linear attention,
+  constant state per token, weights folded for one-token steps);
 - naive: at every token, the whole prefix through ``model.hidden`` (what a model without a cache
   does), then the same two-stage sampling.
 
