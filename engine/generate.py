@@ -216,7 +216,7 @@ def _sample_batch(
     model.eval()
     try:
         stepper = CPStepper(model)  # a snapshot of the weights, laid out for one-token steps
-        layout = _Layout(stepper)
+        layout = _Layout(stepper.rest_sizes)
         keys = np.array([V.key_index(k) for _, k in conds])  # (B,) each row's key token
         state = stepper.init_state(B, device)
         for pos in range(max(caps)):
@@ -231,14 +231,13 @@ def _sample_batch(
                 break
             h, state = stepper.step(x, state, pos)  # (B, C)
             # One transfer per token: the type logits and the other heads' share of h.
-            z = stepper.heads(h).double().cpu().numpy()  # (B, n_type + R)
-            n = layout.n_type
+            z = stepper.heads(h).double().cpu().numpy()  # (B, n_type + R + n_rel)
             u = np.zeros((B, 1 + len(OTHER)))
             u[active] = [gens[b].random(1 + len(OTHER)) for b in active]
             out = np.zeros((B, len(FIELDS)), dtype=np.int64)
-            type_z = layout.checked(z[:, :n], active, rest=False)
+            type_z = layout.checked(z[:, : stepper.n_type], active, rest=False)
             out[:, TYPE] = sample_rows(type_z, type_t, type_p, u[:, 0])
-            rest = layout.checked(layout.rest(z, out[:, TYPE], keys), active, rest=True)
+            rest = layout.checked(stepper.rest_logits(z, out[:, TYPE], keys), active, rest=True)
             picks = sample_rows(layout.padded(rest), rest_t, rest_p, u[:, 1:].reshape(-1))
             out[:, OTHER_COLS] = picks.reshape(B, -1)
             for b in active:
@@ -280,42 +279,16 @@ def _sample_batch(
 
 
 class _Layout:
-    """The heads' logits as ``CPStepper.heads`` gives them (type, then the eight others side by
-    side), and the padded (8, widest vocabulary) block per row that lets a step sample all eight
-    in one call, -inf past each vocabulary's end (one call per head cost more than the model's
-    step)."""
+    """The eight non-type heads' logits as ``CPStepper.rest_logits`` gives them (side by side),
+    checked, and padded to one (8, widest vocabulary) block per row that lets a step sample all
+    eight in one call, -inf past each vocabulary's end (one call per head cost more than the
+    model's step)."""
 
-    def __init__(self, stepper: CPStepper) -> None:
-        def np64(t: torch.Tensor) -> np.ndarray:
-            return t.double().cpu().numpy()
-
-        self.n_type = stepper.n_type
-        self.sizes = sizes = list(stepper.rest_sizes)
-        self.rest_table = np64(stepper.rest_table)  # (n_type, R): per sampled type
-        self.rel_table = None if not stepper.n_rel else np64(stepper.rel_table)
-        lo = np.cumsum([0, *sizes])
-        self.rel_maps = (
-            []
-            if not stepper.n_rel
-            else [
-                (slice(lo[OTHER.index(f)], lo[OTHER.index(f) + 1]), m.cpu().numpy())
-                for f, m in (("pitch", stepper.pitch_map), ("chord", stepper.chord_map))
-            ]
-        )
+    def __init__(self, sizes: Sequence[int]) -> None:
+        self.sizes = list(sizes)
         self.widest = max(self.sizes)
         self.valid = np.arange(self.widest)[None, :] < np.array(self.sizes)[:, None]  # (8, Vmax)
         self.ends = np.cumsum(self.sizes)  # where each non-type head ends in the rest block
-
-    def rest(self, z: np.ndarray, types: np.ndarray, keys: np.ndarray) -> np.ndarray:
-        """``CPStepper.rest_logits`` in numpy, from ``heads``'s output: (B, R)."""
-        n, R = self.n_type, sum(self.sizes)
-        rest = z[:, n : n + R] + self.rest_table[types]
-        if self.rel_table is not None:
-            rel = z[:, n + R :] + self.rel_table[types]
-            rel = np.concatenate([rel, np.zeros((len(rel), 1))], axis=1)  # the unused column
-            for cols, table in self.rel_maps:
-                rest[:, cols] += np.take_along_axis(rel, table[keys], axis=1)
-        return rest
 
     def checked(self, z: np.ndarray, active: list[int], *, rest: bool) -> np.ndarray:
         """``z`` (B, n_type) or, with ``rest``, (B, R); NaN/inf in an active row is a

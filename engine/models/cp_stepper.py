@@ -11,8 +11,9 @@ model spent ~200 tensor operations per token, most of them on tensors of a few h
 - each value gets a column of ones, so the state's last column is the normaliser's sum and one
   product per layer gives the attention's numerator and denominator;
 - the two-stage output becomes one matrix product for the type head and the non-type heads'
-  share of the hidden state, plus one row per sampled type (logits come back side by side,
-  ``rest_sizes`` wide each, in ``REST`` order); key-relative logits likewise.
+  share of the hidden state, plus one row per sampled type, added on the host where the
+  sampler works (logits come back side by side, ``rest_sizes`` wide each, in ``REST`` order);
+  key-relative logits likewise.
 
 It computes what ``CPTransformer.step`` computes in eval mode (a test holds them equal), and it
 is a snapshot: build a new one after the weights change (``sample_cp_batch`` builds one per
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -90,14 +92,14 @@ class CPStepper:
         # The input projection's bias and the position table, added together ahead of time.
         self.pos_bias = model.positions.table.to(self.table.dtype) + model.in_proj.bias
         self.bar_table = None if model.bar_emb is None else model.bar_emb.weight.clone()
+        C, H = model.cfg.d_model, model.cfg.n_heads
+        D = C // H
         self.layers = []
         for block in model.blocks:
             a, ffn = block.attn, block.ffn
             # Per head, the value gets one more column that is always 1 (zero weights, bias
             # 1): the running sum of phi(k) v^T then carries the normaliser's sum of phi(k) in
             # its last column, and one product gives numerator and denominator together.
-            C, H = model.cfg.d_model, model.cfg.n_heads
-            D = C // H
             wv = F.pad(a.value.weight.view(H, D, C), (0, 0, 0, 1)).reshape(H * (D + 1), C)
             bv = F.pad(a.value.bias.view(H, D), (0, 1), value=1.0).reshape(H * (D + 1))
             self.layers.append(
@@ -122,7 +124,6 @@ class CPStepper:
         # Output, folded: type_proj(cat(h, emb(type))) = h @ W_h^T + (emb(type) @ W_t^T + b),
         # so the non-type heads' logits are h @ (W_rest W_h)^T + a row per type, and the type
         # head and that first term are one matrix product (``heads``).
-        C = model.cfg.d_model
         w = model.type_proj.weight  # (C, C + e_type)
         emb = model.embeddings[TYPE].weight * model.emb_scale[TYPE]  # (n_type, e_type)
         type_rows = emb @ w[:, C:].T + model.type_proj.bias  # (n_type, C)
@@ -131,19 +132,32 @@ class CPStepper:
         b_rest = torch.cat([h.bias for h in rest])
         self.rest_sizes = [h.weight.shape[0] for h in rest]
         self.n_type = model.heads[TYPE].weight.shape[0]
-        self.rest_table = type_rows @ w_rest.T + b_rest  # (n_type, R)
         blocks = [model.heads[TYPE].weight, w_rest @ w[:, :C]]
-        # Key-relative logits (``key_relative``) fold the same way, after the others; the maps
-        # say where each pitch and chord token finds its interval above each key's tonic.
+        tables = [type_rows @ w_rest.T + b_rest]  # (n_type, R): per sampled type
+        # Key-relative logits (``key_relative``) fold the same way, after the others;
+        # ``_rel_map`` says, per key token, where each column of the rest block finds its
+        # interval above the tonic (the padding column n_rel, which is 0, outside pitch and chord).
         self.n_rel = 0
-        self.rel_table = self.pitch_map = self.chord_map = None
+        self._rel_map = None
         if model.rel_head is not None:
             self.n_rel = model.rel_head.weight.shape[0]
             blocks.append(model.rel_head.weight @ w[:, :C])
-            self.rel_table = type_rows @ model.rel_head.weight.T + model.rel_head.bias
-            self.pitch_map, self.chord_map = model.pitch_map, model.chord_map
+            tables.append(type_rows @ model.rel_head.weight.T + model.rel_head.bias)
+            maps = {"pitch": model.pitch_map, "chord": model.chord_map}
+            self._rel_map = np.concatenate(
+                [
+                    maps[f].cpu().numpy()
+                    if f in maps
+                    else np.full((len(maps["pitch"]), size), self.n_rel)
+                    for f, size in zip(REST, self.rest_sizes, strict=True)
+                ],
+                axis=1,
+            )  # (25, R)
         self.w_out = torch.cat(blocks)  # (n_type + R + n_rel, C)
-        self.b_out = torch.cat([model.heads[TYPE].bias, torch.zeros(len(self.w_out) - self.n_type)])
+        type_bias = model.heads[TYPE].bias
+        self.b_out = torch.cat([type_bias, type_bias.new_zeros(len(self.w_out) - self.n_type)])
+        self._rest_table, *rel = [t.double().cpu().numpy() for t in tables]
+        self._rel_table = rel[0] if rel else None
 
     def init_state(self, batch_size: int, device: torch.device | str | None = None) -> CPState:
         """Empty state: per layer one (B, H, D, D + 1) sum of phi(k) [v, 1]^T, in the weights'
@@ -193,16 +207,18 @@ class CPStepper:
         sampled type's part and rolls the key-relative logits into place."""
         return F.linear(h, self.w_out, self.b_out)
 
-    def rest_logits(self, out: Tensor, types: Tensor, keys: Tensor | None = None) -> Tensor:
-        """``heads``'s output, types (B,), keys (B,) key tokens -> (B, R): the eight non-type
-        heads' logits side by side, ``rest_sizes`` wide each, in ``REST`` order."""
+    def rest_logits(self, out: np.ndarray, types: np.ndarray, keys: np.ndarray) -> np.ndarray:
+        """``heads``'s output as float64 numpy (B, n_type + R + n_rel), the sampled types (B,)
+        and each row's key token (B,) -> (B, R): the eight non-type heads' logits side by side,
+        ``rest_sizes`` wide each, in ``REST`` order.
+
+        In numpy because the sampler is: the type's logits come to the host to be sampled
+        anyway, and a second copy plus a dozen small torch ops per token cost ~7% of a step.
+        """
         n, R = self.n_type, sum(self.rest_sizes)
-        rest = out[:, n : n + R] + self.rest_table[types]
-        if not self.n_rel:
-            return rest
-        rel = F.pad(out[:, n + R :] + self.rel_table[types], (0, 1))  # (B, n_rel + 1)
-        parts = list(rest.split(self.rest_sizes, dim=1))
-        for f, table in (("pitch", self.pitch_map), ("chord", self.chord_map)):
-            j = REST.index(f)
-            parts[j] = parts[j] + rel.gather(1, table[keys])
-        return torch.cat(parts, dim=1)
+        rest = out[:, n : n + R] + self._rest_table[types]
+        if self._rel_table is not None:
+            rel = out[:, n + R :] + self._rel_table[types]
+            rel = np.concatenate([rel, np.zeros((len(rel), 1))], axis=1)  # the 0 column
+            rest += np.take_along_axis(rel, self._rel_map[keys], axis=1)
+        return rest

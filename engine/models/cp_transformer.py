@@ -175,13 +175,11 @@ def key_relative_maps(n_pitch: int, n_chord: int) -> tuple[Tensor, Tensor]:
     n_q = len(CHORD_QUALITIES)
     pitch = torch.full((25, n_pitch), N_REL, dtype=torch.int64)
     chord = torch.full((25, n_chord), N_REL, dtype=torch.int64)
-    for k in range(1, 25):
-        tonic = (k - 1) % 12
-        for i in range(1, n_pitch):
-            pitch[k, i] = (PITCH_MIN + i - 1 - tonic) % 12
-        for c in range(2, min(n_chord, 2 + 12 * n_q)):
-            root, quality = divmod(c - 2, n_q)
-            chord[k, c] = 12 + ((root - tonic) % 12) * n_q + quality
+    tonic = (torch.arange(1, 25) - 1)[:, None] % 12  # (24, 1)
+    pitch[1:, 1:] = (PITCH_MIN - 1 + torch.arange(1, n_pitch) - tonic) % 12
+    named = torch.arange(min(n_chord - 2, 12 * n_q))  # chord tokens 2.. with a root and quality
+    root, quality = named // n_q, named % n_q
+    chord[1:, 2 : 2 + len(named)] = 12 + ((root - tonic) % 12) * n_q + quality
     return pitch, chord
 
 
@@ -246,12 +244,12 @@ class CPTransformer(nn.Module):
         # Two-stage output: type first, then every other field given the type.
         self.type_proj = nn.Linear(C + cfg.emb_sizes["type"], C)
         self.heads = nn.ModuleList(nn.Linear(C, self.vocab_sizes[f]) for f in FIELDS)
-        self.rel_head = nn.Linear(C, N_REL) if cfg.key_relative else None
-        pitch_map, chord_map = key_relative_maps(
-            self.vocab_sizes["pitch"], self.vocab_sizes["chord"]
-        )
-        self.register_buffer("pitch_map", pitch_map, persistent=False)
-        self.register_buffer("chord_map", chord_map, persistent=False)
+        self.rel_head = None
+        if cfg.key_relative:
+            self.rel_head = nn.Linear(C, N_REL)
+            maps = key_relative_maps(self.vocab_sizes["pitch"], self.vocab_sizes["chord"])
+            self.register_buffer("pitch_map", maps[0], persistent=False)
+            self.register_buffer("chord_map", maps[1], persistent=False)
         self.apply(self._init_weights)
 
     @staticmethod
