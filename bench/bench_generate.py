@@ -8,14 +8,16 @@ so both run the full length, ``max_len`` raised to fit), same seed, one process,
 - naive: at every token, the whole prefix through ``model.hidden`` (what a model without a cache
   does), then the same two-stage sampling.
 
-Prints tokens/s of each and the ratio (target >= 10x at 1024 tokens).
+Rounds alternate the two, so load on a shared machine hits both alike; prints the median
+time and tokens/s of each and the ratio of the medians (target >= 10x at 1024 tokens).
 
-    .venv/bin/python bench/bench_generate.py [--tokens 1024] [--size demo|medium]
+    .venv/bin/python bench/bench_generate.py [--tokens 1024] [--size demo|medium] [--rounds 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -75,21 +77,32 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=1024)
     parser.add_argument("--size", choices=sorted(SIZES), default="demo")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians")
     args = parser.parse_args()
     model, cfg = build(args.tokens, args.size)
     n_params = sum(p.numel() for p in model.parameters())
-    req = GenerateRequest(emotion="Q1", key="C:maj", bars=None, tokens=args.tokens, seed=0)
     sample_cp(model, cfg, GenerateRequest(tokens=16, bars=None))  # warm up
-    t0 = time.perf_counter()
-    sample = sample_cp(model, cfg, req)
-    rec_s = time.perf_counter() - t0
-    assert len(sample.tokens) - 1 == args.tokens, sample.ended
-    t0 = time.perf_counter()
-    n = naive(model, cfg, args.tokens, 0)
-    naive_s = time.perf_counter() - t0
-    print(f"CP model, {args.size} size ({n_params / 1e6:.2f}M parameters), {args.tokens} tokens:")
-    print(f"  recurrent (constant state):  {rec_s:7.2f} s  {args.tokens / rec_s:8.0f} tokens/s")
-    print(f"  naive (recompute prefix):    {naive_s:7.2f} s  {n / naive_s:8.0f} tokens/s")
+    rec, slow = [], []
+    for r in range(args.rounds):  # interleaved, so drift of a shared machine hits both alike
+        req = GenerateRequest(emotion="Q1", key="C:maj", bars=None, tokens=args.tokens, seed=r)
+        t0 = time.perf_counter()
+        sample = sample_cp(model, cfg, req)
+        rec.append(time.perf_counter() - t0)
+        assert len(sample.tokens) - 1 == args.tokens, sample.ended
+        t0 = time.perf_counter()
+        assert naive(model, cfg, args.tokens, r) == args.tokens
+        slow.append(time.perf_counter() - t0)
+    rec_s, naive_s = statistics.median(rec), statistics.median(slow)
+    print(
+        f"CP model, {args.size} size ({n_params / 1e6:.2f}M parameters), {args.tokens} tokens, "
+        f"median of {args.rounds} interleaved rounds:"
+    )
+    for name, s, runs in (
+        ("recurrent (constant state):", rec_s, rec),
+        ("naive (recompute prefix):  ", naive_s, slow),
+    ):
+        spread = f"{min(runs):.2f}-{max(runs):.2f}"
+        print(f"  {name}  {s:7.2f} s ({spread})  {args.tokens / s:8.0f} tokens/s")
     print(f"  speed-up: {naive_s / rec_s:.1f}x (target >= 10x)")
 
 
