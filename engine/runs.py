@@ -24,6 +24,9 @@ from typing import Any, Literal
 from engine.checkpoints import write_json_atomic
 from engine.errors import RunError
 
+PROBE_GRACE_S = 1.0
+"""How long ``RunDir.acquire`` waits out a lock that may be a liveness probe's (held for
+microseconds) before it calls the run live."""
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 RunStatus = Literal["live", "detached", "interrupted", "finished", "stopped", "failed", "new"]
 
@@ -100,16 +103,27 @@ class RunDir:
     # -- liveness ---------------------------------------------------------------------------
 
     def acquire(self) -> None:
-        """Take the run's lock for this process; refuse when another process holds it."""
+        """Take the run's lock for this process; refuse when another process holds it.
+
+        ``is_live`` probes (a dashboard's poller, ``podium runs``) hold a shared lock on the
+        same file for a moment; a lock that is let go within ``PROBE_GRACE_S`` was a probe,
+        not a live run, and refusing then failed a fresh run's start on a busy machine.
+        """
         fd = os.open(self.path / "lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            holder = self._lock_holder()
-            raise RunError(
-                f"run {self.id} is live{holder}; stop it first or attach to it"
-            ) from None
+        deadline = time.monotonic() + PROBE_GRACE_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() < deadline:
+                    time.sleep(0.01)
+                    continue
+                os.close(fd)
+                holder = self._lock_holder()
+                raise RunError(
+                    f"run {self.id} is live{holder}; stop it first or attach to it"
+                ) from None
         os.ftruncate(fd, 0)
         os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode())
         self._lock_fd = fd

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -108,3 +109,26 @@ def test_resolve_run_by_id_or_path(tmp_path):
     later = create_run(tmp_path, profile_name="demo", name="r0")
     later.write_info(new_info(later, profile="demo", family="cp", source="demo.toml"))
     assert [r.id for r in list_runs(tmp_path)] == ["r2", "r0"]
+
+
+def test_a_liveness_probe_at_the_moment_of_acquire_is_not_a_live_run(tmp_path):
+    """``is_live`` takes the lock file's shared lock for a moment (a dashboard's poller does it
+    while the session starts): acquire must wait that out, not call the run live."""
+    import fcntl
+    import threading
+
+    run = create_run(tmp_path, profile_name="demo", name="r2")
+    fd = os.open(run.path / "lock", os.O_RDONLY | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_SH)  # a probe, caught in the act
+    threading.Timer(0.2, os.close, (fd,)).start()  # ... that lets go, as probes do
+    run.acquire()
+    assert run.status()[0] == "detached"
+    run.release()
+    # A probe never holds it long: a lock held past the grace is a live run, still refused.
+    fd = os.open(run.path / "lock", os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    try:
+        with pytest.raises(RunError, match="is live"):
+            RunDir(run.path).acquire()
+    finally:
+        os.close(fd)
