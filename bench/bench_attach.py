@@ -2,13 +2,13 @@
 
 The run: ``bench_dashboard.build_big_run`` writes a run whose 24 series hold ``--points`` steps
 each (cached under ``--tmp``). A server process makes it live the way a training process does:
-it takes the run's lock, serves the real control socket (``engine.control.ControlServer``) and
+it takes the run's lock, serves the real control socket (``podium.engine.control.ControlServer``) and
 publishes a step event every 0.1 s on its bus. Two measurements, side by side in one run:
 
 1. in-process: ``PodiumApp`` (Textual's headless driver, 120x40) from ``app.attach(run)`` to
    the run screen with the history folded in and both plots drawn: connect and subscribe,
    ``status``, the store reads, the model and the plots. Median of ``--repeats``.
-2. the command, as a user runs it: ``python -m tui.cli attach RUN`` in a tmux pane (a real
+2. the command, as a user runs it: ``python -m podium attach RUN`` in a tmux pane (a real
    terminal, 120x40), from the spawn to the first ``capture-pane`` that shows the header with
    the run's step and the loss plot's axis. Includes interpreter start and imports. Median of
    ``--repeats``; tmux polling adds up to ~20 ms.
@@ -42,9 +42,9 @@ def serve(run_path: Path) -> None:
     """The stand-in training process: lock, control socket, a step every 0.1 s (until killed)."""
     import math
 
-    from engine.control import ControlServer
-    from engine.events import EventBus, StepMetrics
-    from engine.runs import RunDir
+    from podium.engine.control import ControlServer
+    from podium.engine.events import EventBus, StepMetrics
+    from podium.engine.runs import RunDir
 
     run = RunDir(run_path)
     run.clear_end()
@@ -94,8 +94,8 @@ def serve(run_path: Path) -> None:
 
 
 def in_process(run, repeats: int) -> list[float]:
-    from tui.app import PodiumApp
-    from tui.screens.run import RunScreen
+    from podium.tui.app import PodiumApp
+    from podium.tui.screens.run import RunScreen
 
     times: list[float] = []
 
@@ -131,7 +131,7 @@ def command(run, repeats: int) -> list[float]:
     times: list[float] = []
     env = f"-u COLUMNS -u LINES TERM=xterm-256color PODIUM_RUNS={shlex.quote(str(run.path.parent))}"
     cmd = (
-        f"cd {shlex.quote(str(ROOT))} && env {env} {shlex.quote(sys.executable)} -m tui.cli "
+        f"cd {shlex.quote(str(ROOT))} && env {env} {shlex.quote(sys.executable)} -m podium "
         f"attach {run.id}"
     )
     for i in range(repeats):

@@ -26,9 +26,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine.conditioning_check import METRICS, conditioning_check  # noqa: E402
-from engine.generate import load_model  # noqa: E402
-from engine.store import RunStore  # noqa: E402
+from podium.engine.families.cp.conditioning import METRICS, conditioning_check  # noqa: E402
+from podium.engine.generate import load_model  # noqa: E402
+from podium.engine.store import RunStore  # noqa: E402
 
 BASELINE = ["model.condition=first", "model.bar_positions=0", "model.key_relative=false"]
 
@@ -36,7 +36,7 @@ BASELINE = ["model.condition=first", "model.bar_positions=0", "model.key_relativ
 def train(runs: Path, name: str, epochs: int, extra: list[str]) -> float:
     """Seconds ``podium train`` took."""
     sets = [f"train.epochs={epochs}", "train.early_stopping.patience=0", *extra]
-    cmd = [sys.executable, "-m", "tui.cli", "train", str(ROOT / "profiles" / "demo.toml")]
+    cmd = [sys.executable, "-m", "podium", "train", str(ROOT / "profiles" / "demo.toml")]
     cmd += ["--headless", "--runs-dir", str(runs), "--name", name]
     for s in sets:
         cmd += ["--set", s]
@@ -53,8 +53,9 @@ def report(run: Path, samples: int) -> dict:
         val = store.query("val/loss")[-1][1]
     finally:
         store.close()
-    model, cfg = load_model(run, "latest")
-    final = conditioning_check(model, cfg, samples_per_quadrant=samples, seed=10_000)
+    model, profile = load_model(run, "latest")
+    gen = profile.section("generate")
+    final = conditioning_check(model, gen, samples_per_quadrant=samples, seed=10_000)
     return {"series": series, "final": final, "loss": loss, "val": val}
 
 

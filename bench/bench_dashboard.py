@@ -40,9 +40,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.config import load_profile
-from engine.events import StepMetrics
-from engine.session import new_session
+from podium.engine.config import load_profile
+from podium.engine.events import StepMetrics
+from podium.engine.session import new_session
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "profiles" / "demo.toml"
@@ -89,8 +89,8 @@ def headless_rate(root: Path, steps: int, warmup: int, small: bool) -> float:
 
 def dashboard_rate(root: Path, steps: int, warmup: int, small: bool) -> tuple[float, float]:
     """(tokens/s, the UI thread's share of the process CPU while training)."""
-    from tui.app import PodiumApp
-    from tui.live import StartRequest
+    from podium.tui.app import PodiumApp
+    from podium.tui.live import StartRequest
 
     request = StartRequest(
         profile_path=DEMO, overrides=tuple(overrides(small)), root=root, max_steps=steps
@@ -133,9 +133,9 @@ async def idle_cpu(app, pilot, seconds: float) -> float:
 
 
 def measure_idle(root: Path, stored_run, seconds: float, small: bool) -> dict[str, float]:
-    from tui.app import PodiumApp
-    from tui.live import StartRequest
-    from tui.screens.run import RunScreen
+    from podium.tui.app import PodiumApp
+    from podium.tui.live import StartRequest
+    from podium.tui.screens.run import RunScreen
 
     out: dict[str, float] = {}
 
@@ -166,7 +166,7 @@ def measure_idle(root: Path, stored_run, seconds: float, small: bool) -> dict[st
 
 def build_big_run(tmp: Path, points: int):
     """A finished run whose 24 series hold ``points`` steps each (cached under ``tmp``)."""
-    from engine.runs import RunDir
+    from podium.engine.runs import RunDir
     from tests.tui_helpers import make_stored_run
 
     root = tmp / f"big-{points}"
@@ -178,7 +178,7 @@ def build_big_run(tmp: Path, points: int):
     # One series of every name, 1 point each, through the engine's writers (names, events,
     # checkpoints, run files); then series 1 gets ``points`` points and is copied by SQL.
     run = make_stored_run(root, "big", steps=1, val_every=1, checkpoints=True)
-    from engine.store import RunStore
+    from podium.engine.store import RunStore
 
     store = RunStore.open(run.db_path)
     try:
@@ -220,12 +220,12 @@ def measure_draw(run, small_run, repeats: int = 5) -> dict[str, float]:
     Push-to-painted is also measured for ``small_run`` (300 points per series): the difference
     is what the stored run's size costs; the rest is composing the screen.
     """
-    from tui.app import PodiumApp
-    from tui.history import read_history
-    from tui.model import RunModel
-    from tui.screens.run import RunScreen
-    from tui.widgets.loss_panel import PlotOptions, build_heads, build_total
-    from tui.widgets.plot import draw_plot
+    from podium.tui.app import PodiumApp
+    from podium.tui.history import read_history
+    from podium.tui.model import RunModel
+    from podium.tui.screens.run import RunScreen
+    from podium.tui.widgets.loss_panel import PlotOptions, build_heads, build_total
+    from podium.tui.widgets.plot import draw_plot
 
     width = 64  # the total plot's width in cells at 120x40
     reads, draws = [], []

@@ -3,7 +3,7 @@
 Both generate ``--tokens`` CP tokens with the demo profile's model (random weights, EOS disabled
 so both run the full length, ``max_len`` raised to fit), same seed, one process, side by side:
 
-- recurrent: ``engine.generate.sample_cp`` (``CPStepper``: the recurrent form of linear attention,
+- recurrent: ``podium.engine.families.cp.sampler.sample_one`` (``CPStepper``: the recurrent form of linear attention,
   constant state per token, weights folded for one-token steps);
 - naive: at every token, the whole prefix through ``model.hidden`` (what a model without a cache
   does), then the same two-stage sampling.
@@ -28,11 +28,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine.config import load_profile  # noqa: E402
-from engine.data import cp_vocab as V  # noqa: E402
-from engine.data.cp_tokens import emotion_token  # noqa: E402
-from engine.generate import GenerateRequest, sample_cp, sample_logits  # noqa: E402
-from engine.models.cp_transformer import CPTransformer  # noqa: E402
+from podium.engine.config import load_profile  # noqa: E402
+from podium.engine.families.cp import vocab as V  # noqa: E402
+from podium.engine.families.cp.model import CPTransformer  # noqa: E402
+from podium.engine.families.cp.sampler import sample_one  # noqa: E402
+from podium.engine.families.cp.tokens import emotion_token  # noqa: E402
+from podium.engine.families.registry import SampleRequest  # noqa: E402
+from podium.engine.generate import sample_logits  # noqa: E402
 
 TYPE = V.FIELDS.index("type")
 
@@ -52,7 +54,7 @@ def build(tokens: int, size: str = "demo") -> tuple[CPTransformer, object]:
     model = CPTransformer(profile.model, V.vocab_sizes()).eval()
     with torch.no_grad():
         model.heads[TYPE].bias[V.TYPE_EOS] = -1e4  # never end early
-    return model, profile.generate
+    return model, profile.section("generate")
 
 
 @torch.no_grad()
@@ -81,12 +83,14 @@ def main() -> None:
     args = parser.parse_args()
     model, cfg = build(args.tokens, args.size)
     n_params = sum(p.numel() for p in model.parameters())
-    sample_cp(model, cfg, GenerateRequest(tokens=16, bars=None))  # warm up
+    sample_one(model, cfg, SampleRequest(tokens=16, bars=None))  # warm up
     rec, slow = [], []
     for r in range(args.rounds):  # interleaved, so drift of a shared machine hits both alike
-        req = GenerateRequest(emotion="Q1", key="C:maj", bars=None, tokens=args.tokens, seed=r)
+        req = SampleRequest(
+            conditioning={"emotion": "Q1", "key": "C:maj"}, bars=None, tokens=args.tokens, seed=r
+        )
         t0 = time.perf_counter()
-        sample = sample_cp(model, cfg, req)
+        sample = sample_one(model, cfg, req)
         rec.append(time.perf_counter() - t0)
         assert len(sample.tokens) - 1 == args.tokens, sample.ended
         t0 = time.perf_counter()

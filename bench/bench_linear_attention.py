@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.models.linear_attention import (
+from podium.engine.models.linear_attention import (
     EPS,
     causal_linear_attention,
     feature_map,

@@ -37,7 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.store import RunStore, StoreWriter
+from podium.engine.store import RunStore, StoreWriter
 
 N_SERIES = 10
 BATCH_ROWS = 1000
@@ -113,7 +113,7 @@ def ingest_raw_only(path: Path, n: int, series: int) -> float:
     ids = {name: i + 1 for i, name in enumerate(names)}
     buffer: list = []
 
-    def flush() -> None:  # engine/store.py's flush before the rollups, line for line
+    def flush() -> None:  # RunStore.flush before the rollups, line for line
         con.execute("BEGIN IMMEDIATE")
         rows = []
         for step, epoch, wall, values in buffer:
@@ -141,10 +141,11 @@ def ingest_raw_only(path: Path, n: int, series: int) -> float:
 
 
 def make_version_1(src: Path, dst: Path) -> None:
-    """A copy of ``src`` as podium wrote it before the rollups."""
+    """A copy of ``src`` as podium wrote it before the rollups (and the matrices)."""
     shutil.copy(src, dst)
     con = sqlite3.connect(dst)
     con.execute("DROP TABLE rollup")
+    con.execute("DROP TABLE matrices")
     con.execute("PRAGMA user_version = 1")
     con.commit()
     con.close()

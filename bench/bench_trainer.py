@@ -19,11 +19,12 @@ from pathlib import Path
 
 import torch
 
-from engine.config import load_profile
-from engine.events import EventBus
-from engine.sinks import LineSink, StoreSink
-from engine.store import StoreWriter
-from engine.trainer import Trainer, seed_everything
+from podium.engine.config import load_profile
+from podium.engine.events import EventBus
+from podium.engine.metrics import split_output
+from podium.engine.sinks import LineSink, StoreSink
+from podium.engine.store import StoreWriter
+from podium.engine.trainer import Trainer, seed_everything
 
 
 def bare_loop(model, dataset, index_lists, weights, cfg, lr_at, start_step: int) -> float:
@@ -34,7 +35,7 @@ def bare_loop(model, dataset, index_lists, weights, cfg, lr_at, start_step: int)
         batch = torch.utils.data.default_collate([dataset[j] for j in idx])
         for g in opt.param_groups:
             g["lr"] = lr_at(start_step + i)
-        losses = model(batch)
+        losses, _ = split_output(model(batch))
         loss = sum(losses[h] * w for h, w in weights.items())
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad_norm)
@@ -55,13 +56,13 @@ def main() -> None:
 
     profile = load_profile(args.profile)
     family = profile.family_spec
-    bundle = family.build_data(profile.data, log=lambda s: None)
+    bundle = family.build_data(profile.data, lambda s: None)
     cfg = profile.train
 
     seed_everything(0)
-    engine_model = family.build_model(profile.model, bundle)
+    engine_model = family.build_model(profile.model, bundle.model_info)
     seed_everything(0)
-    bare_model = family.build_model(profile.model, bundle)
+    bare_model = family.build_model(profile.model, bundle.model_info)
     bare_model.load_state_dict(engine_model.state_dict())
     bare_model.train()
 

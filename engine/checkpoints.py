@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from engine.errors import CheckpointError
+from podium.engine.errors import CheckpointError
 
 FORMAT_VERSION = 1
 Kind = Literal["latest", "best", "epoch", "manual"]

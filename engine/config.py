@@ -14,6 +14,7 @@ can be found, the key, the value and the rule::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import hashlib
@@ -33,49 +34,10 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
-from engine.checkpoints import CheckpointConfig
-from engine.errors import ProfileError
-from engine.models import FAMILIES, Family, get_family
-from engine.trainer import TrainConfig
-
-
-@dataclass(frozen=True, kw_only=True)
-class GenerateConfig:
-    """Sampling defaults for previews; the generation issue reads these."""
-
-    max_tokens: int = 1024
-    """Hard cap on generated tokens, so a model that never emits EOS still ends."""
-    temperature: float = 1.0
-    """Default temperature for every head without an entry in ``temperatures``."""
-    top_p: float = 0.9
-    """Default nucleus mass for every head without an entry in ``top_ps``."""
-    temperatures: dict[str, float] = field(default_factory=dict)
-    """Per-head temperature overrides, e.g. ``{ pitch = 1.1, duration = 0.9 }``."""
-    top_ps: dict[str, float] = field(default_factory=dict)
-    """Per-head top-p overrides."""
-    check_every_epochs: int = 0
-    """Every N epochs, generate ``check_samples`` short pieces per conditioning class and record
-    how many match what was asked (``cond/*`` series); 0 turns the check off."""
-    check_samples: int = 4
-    """Samples per conditioning class in each check."""
-
-    def __post_init__(self) -> None:
-        if self.check_every_epochs < 0:
-            raise ValueError(f"check_every_epochs: must be >= 0 (got {self.check_every_epochs})")
-        if not 1 <= self.check_samples <= 64:
-            raise ValueError(f"check_samples: must be in 1..64 (got {self.check_samples})")
-        if self.max_tokens < 1:
-            raise ValueError(f"max_tokens: must be >= 1 (got {self.max_tokens})")
-        if not 0.0 < self.temperature <= 10.0:
-            raise ValueError(f"temperature: must be in (0, 10] (got {self.temperature})")
-        if not 0.0 < self.top_p <= 1.0:
-            raise ValueError(f"top_p: must be in (0, 1] (got {self.top_p})")
-        for head, t in self.temperatures.items():
-            if not 0.0 < t <= 10.0:
-                raise ValueError(f"temperatures: {head} must be in (0, 10] (got {t})")
-        for head, p in self.top_ps.items():
-            if not 0.0 < p <= 1.0:
-                raise ValueError(f"top_ps: {head} must be in (0, 1] (got {p})")
+from podium.engine.checkpoints import CheckpointConfig
+from podium.engine.errors import ProfileError
+from podium.engine.families.registry import CORE_SECTIONS, Family, builtin_names, get_family
+from podium.engine.train_config import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -86,17 +48,27 @@ class Profile:
     family: str
     description: str
     model: Any
+    """The family's ``model_config`` dataclass."""
     data: Any
+    """The family's ``data_config`` dataclass."""
     train: TrainConfig
     checkpoint: CheckpointConfig
-    generate: GenerateConfig
     loss_weights: dict[str, float]
+    sections: dict[str, Any] = field(default_factory=dict)
+    """The family's own tables (``Family.sections``), built: name -> dataclass."""
     source: str = ""
     """Where the profile was read from (for messages); not part of the resolved profile."""
 
     @property
     def family_spec(self) -> Family:
         return get_family(self.family)
+
+    def section(self, name: str) -> Any:
+        """One of the family's own tables (e.g. the CP family's ``generate``)."""
+        try:
+            return self.sections[name]
+        except KeyError:
+            raise KeyError(f"family {self.family} has no [{name}] table") from None
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved profile as plain data (what is saved with the run and hashed)."""
@@ -105,8 +77,10 @@ class Profile:
             "family": self.family,
             "description": self.description,
         }
-        for section in SECTIONS:
+        for section in ("model", "data", "train", "checkpoint"):
             out[section] = _plain(getattr(self, section))
+        for section, value in self.sections.items():
+            out[section] = _plain(value)
         out["loss_weights"] = dict(self.loss_weights)
         return out
 
@@ -120,8 +94,7 @@ class Profile:
         return dump_toml(self.to_dict())
 
 
-SECTIONS = ("model", "data", "train", "checkpoint", "generate")
-TOP_LEVEL = ("name", "family", "description", *SECTIONS, "loss_weights")
+TOP_LEVEL = ("name", "family", "description", *CORE_SECTIONS)
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -222,14 +195,26 @@ def _toml_error(source: str, message: str, text: str) -> str:
     return f"{source}: TOML syntax error: {message}"
 
 
+def _family(raw: Mapping[str, Any], loc: _Locator) -> Family:
+    if "family" not in raw:
+        raise loc.error(
+            ("family",), f"missing: say which model family, one of {', '.join(builtin_names())}"
+        )
+    name = raw["family"]
+    if not isinstance(name, str):
+        raise loc.error(("family",), f"expected a string, got {_show(name)}")
+    if name not in builtin_names() and "." not in name:
+        raise loc.error(("family",), _choice_message(name, tuple(builtin_names())))
+    try:
+        return get_family(name)
+    except ProfileError as exc:
+        raise loc.error(("family",), str(exc)) from None
+
+
 def _build_profile(raw: dict[str, Any], loc: _Locator) -> Profile:
-    _reject_unknown(raw, TOP_LEVEL, (), loc)
-    family_name = raw.get("family", "cp")
-    if not isinstance(family_name, str):
-        raise loc.error(("family",), f"expected a string, got {_show(family_name)}")
-    if family_name not in FAMILIES:
-        raise loc.error(("family",), _choice_message(family_name, tuple(FAMILIES)))
-    family = FAMILIES[family_name]
+    family = _family(raw, loc)
+    _reject_unknown(raw, (*TOP_LEVEL, *family.sections), (), loc)
+    family_name = raw["family"]
 
     name = raw.get("name", Path(loc.source).stem if loc.source.endswith(".toml") else "profile")
     if not isinstance(name, str):
@@ -249,7 +234,7 @@ def _build_profile(raw: dict[str, Any], loc: _Locator) -> Profile:
         "data": family.data_config,
         "train": TrainConfig,
         "checkpoint": CheckpointConfig,
-        "generate": GenerateConfig,
+        **family.sections,
     }
     built = {}
     for section, cls in classes.items():
@@ -273,13 +258,6 @@ def _build_profile(raw: dict[str, Any], loc: _Locator) -> Profile:
     if not any(w > 0 for w in weights.values()):
         raise loc.error(("loss_weights",), "at least one head needs a weight > 0")
 
-    generate: GenerateConfig = built["generate"]
-    for attr in ("temperatures", "top_ps"):
-        unknown = set(getattr(generate, attr)) - set(family.heads)
-        if unknown:
-            bad = sorted(unknown)[0]
-            raise loc.error(("generate", attr, bad), _unknown_message(bad, family.heads))
-
     # A dataset path is taken relative to the directory podium runs in, and stored absolute in
     # the resolved profile so a resume from another directory finds the same data.
     data_path = getattr(built["data"], "path", "")
@@ -287,18 +265,19 @@ def _build_profile(raw: dict[str, Any], loc: _Locator) -> Profile:
         absolute = str(Path(data_path).expanduser().resolve())
         built["data"] = dataclasses.replace(built["data"], path=absolute)
 
+    sections = {name: built.pop(name) for name in family.sections}
     try:
-        family.check(built["model"], built["data"])
+        family.check(built["model"], built["data"], sections)
     except ValueError as exc:
-        section, _, rest = str(exc).partition(".")
-        field_name, _, message = rest.partition(": ")
-        raise loc.error((section, field_name), message) from None
+        dotted, _, message = str(exc).partition(": ")
+        raise loc.error(tuple(dotted.split(".")), message) from None
 
     return Profile(
         name=name,
         family=family_name,
         description=description,
         loss_weights=weights,
+        sections=sections,
         source=loc.source,
         **built,
     )
@@ -423,16 +402,20 @@ def _apply_override(raw: dict[str, Any], item: str, loc: _Locator) -> None:
 
 def _hint_for(keys: tuple[str, ...], raw: Mapping[str, Any], item: str) -> Any:
     """The declared type at ``keys``; unknown keys are refused with a did-you-mean."""
-    family_name = raw.get("family", "cp")
-    family = FAMILIES.get(family_name) if isinstance(family_name, str) else None
+    family_name = raw.get("family")
+    family = None
+    if isinstance(family_name, str):
+        with contextlib.suppress(ProfileError):
+            family = get_family(family_name)
     top: dict[str, Any] = {"name": str, "family": str, "description": str}
     if family is not None:
         top |= {
             "model": family.model_config,
             "data": family.data_config,
             "loss_weights": dict[str, float],
+            **family.sections,
         }
-    top |= {"train": TrainConfig, "checkpoint": CheckpointConfig, "generate": GenerateConfig}
+    top |= {"train": TrainConfig, "checkpoint": CheckpointConfig}
     current: Any = None
     for depth, part in enumerate(keys):
         if depth == 0:

@@ -37,9 +37,9 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any
 
-from engine.checkpoints import write_json_atomic
-from engine.errors import RunError
-from engine.events import Event, EventBus, QueuedSubscriber, event_to_dict
+from podium.engine.checkpoints import write_json_atomic
+from podium.engine.errors import RunError
+from podium.engine.events import Event, EventBus, QueuedSubscriber, event_to_dict
 
 PROTOCOL_VERSION = 1
 MAX_MESSAGE = 64 * 1024

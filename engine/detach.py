@@ -15,8 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-from engine.errors import RunError
-from engine.runs import RunDir
+from podium.engine.errors import RunError
+from podium.engine.runs import RunDir
 
 CHILD_FLAG = "--detached-child"
 
@@ -33,7 +33,7 @@ def free_run_id(root: Path, profile_name: str) -> str:
 
 def spawn_detached(argv: list[str], run_id: str, root: Path) -> int:
     """Start ``podium <argv>`` as a detached child and report where it runs."""
-    child_argv = [sys.executable, "-m", "tui.cli", *argv, CHILD_FLAG]
+    child_argv = [sys.executable, "-m", "podium", *argv, CHILD_FLAG]
     proc = subprocess.Popen(
         child_argv,
         stdin=subprocess.DEVNULL,

@@ -14,7 +14,7 @@ How a user gets it:
 
 Process layout: the podium process that builds the session is rank 0. It owns everything a user
 sees: the store, checkpoints, the control socket, the log and the events; it also validates.
-Ranks 1..N-1 are fresh interpreters it starts as ``python -m engine.distributed`` with a JSON job
+Ranks 1..N-1 are fresh interpreters it starts as ``python -m podium.engine.rank_worker`` with a JSON job
 on stdin: never a fork (a forked child would inherit rank 0's threads, locks and CUDA state),
 and not multiprocessing's "spawn" either, which re-imports the parent's ``__main__`` (the
 dashboard, or an unguarded user script) in every worker. They rebuild the same data and model
@@ -62,13 +62,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
-import threading
 import time
-import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from typing import IO, Literal
@@ -77,7 +74,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from engine.errors import DataError, RunError
+from podium.engine.errors import DataError, RunError
 
 CPU_RANKS_ENV = "PODIUM_CPU_RANKS"
 """Environment variable: how many gloo ranks a run placed on the CPU trains with (default 1)."""
@@ -147,7 +144,7 @@ class WorkerJob:
 
 
 @dataclass(frozen=True, kw_only=True)
-class _WorkerSpec:
+class WorkerSpec:
     job: WorkerJob
     rank: int
     world: int
@@ -160,7 +157,7 @@ class _WorkerSpec:
         return json.dumps(asdict(self))
 
     @classmethod
-    def from_json(cls, text: str) -> _WorkerSpec:
+    def from_json(cls, text: str) -> WorkerSpec:
         raw = json.loads(text)
         job = raw.pop("job")
         job["uuids"] = tuple(job["uuids"])
@@ -362,13 +359,9 @@ def start_ranks(
     threads = _threads_per_rank(world, device)
     previous_threads = torch.get_num_threads()
     processes: list[subprocess.Popen] = []
-    # The workers import this very package, installed or not (a source checkout).
-    package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    pythonpath = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "PYTHONPATH": pythonpath}
     try:
         for rank in range(1, world):
-            spec = _WorkerSpec(
+            spec = WorkerSpec(
                 job=job,
                 rank=rank,
                 world=world,
@@ -378,11 +371,10 @@ def start_ranks(
                 threads=threads,
             )
             p = subprocess.Popen(
-                [sys.executable, "-m", "engine.distributed"],
+                [sys.executable, "-m", "podium.engine.rank_worker"],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
                 stderr=stderr,
-                env=env,
                 text=True,
                 # Its own session: terminal signals (Ctrl-C, hang-up) are rank 0's to interpret.
                 start_new_session=True,
@@ -434,115 +426,3 @@ def _wait_ready(store: dist.Store, processes: Sequence[subprocess.Popen], world:
             )
         if waiting:
             time.sleep(0.05)
-
-
-# ----------------------------------------------------------------------------------------------
-# The worker side
-
-
-def _watch_parent(parent_pid: int) -> None:
-    """A worker whose rank 0 died (even by kill -9) exits instead of training on alone."""
-
-    def watch() -> None:
-        while True:
-            if os.getppid() != parent_pid:
-                os._exit(3)
-            time.sleep(1.0)
-
-    threading.Thread(target=watch, name="podium-parent-watch", daemon=True).start()
-
-
-@contextlib.contextmanager
-def _report_failure(store: dist.Store, spec: _WorkerSpec) -> Iterator[None]:
-    """Hand rank 0 the one-line reason (it reports it), and leave the traceback in the log."""
-    try:
-        yield
-    except BaseException as exc:
-        if os.getppid() != spec.parent_pid:
-            os._exit(3)  # rank 0 is gone: a "connection reset" traceback would only be noise
-        reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
-        with contextlib.suppress(Exception):
-            store.set(f"error/{spec.rank}", reason)
-        traceback.print_exc()
-        raise
-
-
-def _worker_main(spec: _WorkerSpec) -> None:
-    """Entry point of ranks 1..N-1 (a fresh interpreter, ``python -m engine.distributed``)."""
-    # Ctrl-C and a closing terminal are rank 0's to interpret (a clean stop, or training on
-    # detached); it tells the workers at a step boundary.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    _watch_parent(spec.parent_pid)
-    torch.set_num_threads(spec.threads)
-    store = dist.TCPStore(
-        "127.0.0.1", spec.port, spec.world, is_master=False, timeout=COLLECTIVE_TIMEOUT
-    )
-    with _report_failure(store, spec):
-        _run_worker(spec, store)
-    # The work is done and the group left. Interpreter teardown would now destroy the c10d
-    # store's and gloo's C++ threads in whatever order it likes, and about one exit in seven
-    # died of "terminate called without an active exception" (SIGABRT) after a clean stop;
-    # nothing is left to clean up, so leave without running those destructors.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
-
-
-def _run_worker(spec: _WorkerSpec, store: dist.Store) -> None:
-    from engine.checkpoints import load_state
-    from engine.config import load_profile_text
-    from engine.events import EventBus
-    from engine.trainer import Trainer, seed_everything
-
-    job = spec.job
-    profile = load_profile_text(job.profile_toml, source=job.source)
-    if job.uuids:
-        from engine.gpu_select import check_visible_devices
-
-        torch.cuda.set_device(spec.rank)
-        check_visible_devices(job.uuids)
-        device = torch.device("cuda", spec.rank)
-    else:
-        device = torch.device("cpu")
-    family = profile.family_spec
-    # The same seeding as rank 0's session: equal data, equal initial weights.
-    seed_everything(profile.train.seed)
-    bundle = family.build_data(profile.data, log=lambda line: None)
-    seed_everything(profile.train.seed)
-    model = family.build_model(profile.model, bundle)
-    state = load_state(job.resume_from) if job.resume_from else None
-    store.set(f"ready/{spec.rank}", "1")
-    dist.init_process_group(
-        spec.backend,
-        store=store,
-        rank=spec.rank,
-        world_size=spec.world,
-        timeout=COLLECTIVE_TIMEOUT,
-    )
-    group = RankGroup(
-        rank=spec.rank, world=spec.world, backend=spec.backend, device=device, store=store
-    )
-    try:
-        trainer = Trainer(
-            model=model,
-            train_set=bundle.train,
-            val_set=None,
-            cfg=profile.train,
-            loss_weights=profile.loss_weights,
-            checkpointer=None,
-            bus=EventBus(),
-            device=device,
-            max_steps=job.max_steps,
-            max_epochs=job.max_epochs,
-            group=group,
-        )
-        if state is not None:
-            trainer.load_state_dict(state)
-        trainer.train()
-    finally:
-        group.close()
-
-
-if __name__ == "__main__":
-    _worker_main(_WorkerSpec.from_json(sys.stdin.read()))

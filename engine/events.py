@@ -13,9 +13,12 @@ import collections
 import dataclasses
 import logging
 import threading
-from collections.abc import Callable
+import typing
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from podium.engine.metrics import Matrix
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,10 @@ class EvalMetrics:
     losses: dict[str, float]
     best: float
     patience_left: int | None
+    metrics: dict[str, float] = field(default_factory=dict)
+    """The family's scalar validation metrics (accuracy, top-k...), by name."""
+    matrices: dict[str, Matrix] = field(default_factory=dict)
+    """The family's matrix metrics (a confusion matrix), by name."""
 
 
 @dataclass(frozen=True)
@@ -113,7 +120,33 @@ Subscriber = Callable[[Event], None]
 
 def event_to_dict(event: Event) -> dict[str, Any]:
     """A JSON-ready dict with a ``type`` tag (the socket and the store use this form)."""
-    return {"type": type(event).__name__, **dataclasses.asdict(event)}
+    out = {"type": type(event).__name__, **dataclasses.asdict(event)}
+    if isinstance(event, EvalMetrics):
+        out["matrices"] = {k: m.to_dict() for k, m in event.matrices.items()}
+    return out
+
+
+_EVENT_TYPES: dict[str, type] = {}
+
+
+def event_from_dict(payload: Mapping[str, Any]) -> Event | None:
+    """Rebuild an event from ``event_to_dict``'s form (the store's rows, the socket's lines);
+    None for an unknown type or a malformed payload."""
+    if not _EVENT_TYPES:
+        _EVENT_TYPES.update({c.__name__: c for c in typing.get_args(Event)})
+    cls = _EVENT_TYPES.get(str(payload.get("type")))
+    if cls is None:
+        return None
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {k: v for k, v in payload.items() if k in names}
+    try:
+        if cls is EvalMetrics:
+            kwargs["matrices"] = {
+                k: Matrix.from_dict(m) for k, m in (kwargs.get("matrices") or {}).items()
+            }
+        return cls(**kwargs)
+    except (TypeError, ValueError, AttributeError):
+        return None
 
 
 class EventBus:

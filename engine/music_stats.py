@@ -2,7 +2,7 @@
 
 Used under every generated preview and by the conditioning check (does a sample asked for a
 happy, energetic piece come out major and fast?). Key and mode come from the Krumhansl-Kessler
-profiles over the duration-weighted pitch-class histogram (``engine.data.midi_io.estimate_key``);
+profiles over the duration-weighted pitch-class histogram (``podium.engine.data.midi_io.estimate_key``);
 tempo from the file's tempo map (time-weighted mean); a file without any tempo event (pretty_midi
 then assumes 120) gets pretty_midi's onset-based estimate instead, flagged ``bpm_estimated``.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pretty_midi
 
-from engine.data.midi_io import estimate_key, load_midi, piano_notes
+from podium.engine.data.midi_io import estimate_key, load_midi, piano_notes
 
 
 @dataclass(frozen=True)

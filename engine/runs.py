@@ -21,8 +21,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from engine.checkpoints import write_json_atomic
-from engine.errors import RunError
+from podium.engine.checkpoints import write_json_atomic
+from podium.engine.errors import RunError
 
 PROBE_GRACE_S = 1.0
 """How long ``RunDir.acquire`` waits out a lock that may be a liveness probe's (held for

@@ -23,7 +23,8 @@ from typing import Any, TextIO
 
 import torch
 
-from engine.checkpoints import (
+from podium.engine.build import assemble, build_trainer
+from podium.engine.checkpoints import (
     Checkpointer,
     CheckpointInfo,
     checked_info,
@@ -31,21 +32,27 @@ from engine.checkpoints import (
     newest_checkpoint,
     read_info,
 )
-from engine.config import Profile, load_profile
-from engine.control import ControlServer, trainer_handlers
-from engine.distributed import RankGroup, WorkerJob, check_world, cpu_ranks_from_env, start_ranks
-from engine.errors import CheckpointError, RunError
-from engine.events import EventBus, Message
-from engine.gpu_select import (
+from podium.engine.config import Profile, load_profile
+from podium.engine.control import COMMAND_TIMEOUT, ControlServer, trainer_handlers
+from podium.engine.distributed import (
+    RankGroup,
+    WorkerJob,
+    check_world,
+    cpu_ranks_from_env,
+    start_ranks,
+)
+from podium.engine.errors import CheckpointError, RunError
+from podium.engine.events import EventBus, Message
+from podium.engine.gpus.select import (
     Placement,
     apply_visibility,
     check_visible_devices,
     claim_gpus,
 )
-from engine.runs import RunDir, create_run, new_info
-from engine.sinks import LineSink, StoreSink
-from engine.store import RunStore, StoreWriter
-from engine.trainer import Trainer, TrainResult, pick_device, seed_everything
+from podium.engine.runs import RunDir, create_run, new_info
+from podium.engine.sinks import LineSink, StoreSink
+from podium.engine.store import RunStore, StoreWriter
+from podium.engine.trainer import Trainer, TrainResult, pick_device
 
 
 @dataclass
@@ -172,12 +179,7 @@ def _build_inner(
     if world > 1:
         check_world(world, profile.train.batch_size)
     bus = EventBus()
-    family = profile.family_spec
-    seed_everything(profile.train.seed)
-    bundle = family.build_data(profile.data, log=say)
-    # Re-seed: preparing data on first use may draw random numbers that a cached run would not.
-    seed_everything(profile.train.seed)
-    model = family.build_model(profile.model, bundle)
+    assembly = assemble(profile, log=say)
     device = pick_device("cuda" if placement.uuids else "cpu")
     group: RankGroup | None = None
     if world > 1:
@@ -195,26 +197,16 @@ def _build_inner(
         closers.append(group.close)
     writer = StoreWriter(run.db_path)
     closers.append(writer.close)
-    trainer = Trainer(
-        model=model,
-        train_set=bundle.train,
-        val_set=bundle.val,
-        cfg=profile.train,
-        loss_weights=profile.loss_weights,
-        checkpointer=Checkpointer(run.checkpoint_dir, profile.checkpoint, profile.hash()),
-        bus=bus,
+    trainer = build_trainer(
+        assembly,
         device=device,
+        bus=bus,
+        checkpointer=Checkpointer(run.checkpoint_dir, profile.checkpoint, profile.hash()),
         max_steps=max_steps,
         max_epochs=max_epochs,
-        extra_state={
-            "profile": profile.to_dict(),
-            "profile_hash": profile.hash(),
-            "family": profile.family,
-            "vocab_sizes": dict(getattr(bundle, "vocab_sizes", {}) or {}),
-        },
-        save_every_steps=profile.checkpoint.every_steps,
         group=group,
     )
+    bundle = assembly.data
 
     if placement.uuids:
         check_visible_devices(placement.uuids)
@@ -226,25 +218,6 @@ def _build_inner(
             trainer._message("warning", f"metrics store: {exc}")
 
     trainer.before_checkpoint = flush_store
-    gen_cfg = profile.generate
-    if gen_cfg.check_every_epochs and profile.family == "cp":
-
-        def check_conditioning() -> dict[str, float] | None:
-            epoch = trainer.state.epoch
-            if epoch % gen_cfg.check_every_epochs:
-                return None
-            from engine.conditioning_check import conditioning_check
-            from engine.generate import GenerateError
-
-            try:
-                return conditioning_check(
-                    trainer.model, gen_cfg, samples_per_quadrant=gen_cfg.check_samples, seed=epoch
-                )
-            except GenerateError as exc:  # a diverging model: say so, keep training
-                trainer._message("warning", f"conditioning check skipped: {exc}")
-                return None
-
-        trainer.on_epoch_end = check_conditioning
 
     def status() -> dict:
         st = trainer.state
@@ -264,10 +237,42 @@ def _build_inner(
             "ranks": world,
             "steps_per_epoch": trainer.steps_per_epoch,
             "heads": list(trainer.head_names),
+            "metrics": list(assembly.family.metrics),
+            "matrices": list(assembly.family.matrices),
             "cuda": _cuda_memory(trainer.device),
         }
 
-    server = ControlServer(run.path, handlers=trainer_handlers(trainer, status), bus=bus).start()
+    def generate(args: dict) -> dict:
+        """The socket's ``generate``: a sample from a checkpoint, or from a copy of the live
+        weights taken between two steps (training goes on; its RNG is never touched)."""
+        from podium.engine.generate import generate_from_run, request_from_args
+
+        checkpoint, request = request_from_args(args)
+        weights = None
+        name = checkpoint
+        if checkpoint == "live":
+            step, weights = trainer.snapshot_weights().result(timeout=COMMAND_TIMEOUT)
+            name = f"live-step{step}"
+        sample, path = generate_from_run(
+            run.path,
+            name,
+            request,
+            weights=weights,
+            data_info=assembly.data.model_info,
+            like=assembly.model,  # built without drawing from the run's RNG
+        )
+        return {
+            "path": str(path),
+            "conditioning": sample.conditioning,
+            "ended": sample.ended,
+            "tokens": len(sample.tokens),
+            "seed": sample.seed,
+        }
+
+    handlers = trainer_handlers(trainer, status)
+    if assembly.family.sampler is not None:
+        handlers["generate"] = generate
+    server = ControlServer(run.path, handlers=handlers, bus=bus).start()
     closers.append(server.close)
     if console is not None:
         closers.append(run.hold_viewer().release)  # a console watching: not detached
@@ -275,9 +280,10 @@ def _build_inner(
     bus.subscribe(LineSink(logfile, interval=log_interval, total_steps=trainer.total_steps))
     if console is not None:
         bus.subscribe(LineSink(console, interval=log_interval, total_steps=trainer.total_steps))
-    n_params = sum(p.numel() for p in model.parameters())
+    cost = assembly.family.cost(profile.model, profile.data)
     say(
-        f"podium: run {run.id}: {profile.name} ({profile.family}), {n_params / 1e6:.2f}M parameters, "
+        f"podium: run {run.id}: {profile.name} ({profile.family}), {cost.params / 1e6:.2f}M "
+        f"parameters ({cost.flops_per_token / 1e6:.1f} MFLOP/token), "
         f"{len(bundle.train)} train / {len(bundle.val)} val examples, device {device}"
         f"{f' x {world} ranks' if world > 1 else ''}, "
         f"{trainer.total_steps} steps ({trainer.steps_per_epoch}/epoch)"
@@ -304,7 +310,7 @@ def new_session(
     """Create a run directory for ``profile`` and everything needed to train it.
 
     ``cpu_ranks``: how many gloo ranks train a run placed on the CPU (None: ``PODIUM_CPU_RANKS``,
-    else 1); a run on N GPUs always has N ranks (see engine.distributed)."""
+    else 1); a run on N GPUs always has N ranks (see podium.engine.distributed)."""
     run = create_run(root, profile_name=profile.name, name=name)
     run.write_info(
         new_info(

@@ -13,7 +13,8 @@ import threading
 import time
 from typing import TextIO
 
-from engine.events import (
+from podium.engine import series
+from podium.engine.events import (
     CheckpointDeleted,
     CheckpointSaved,
     EvalMetrics,
@@ -24,21 +25,22 @@ from engine.events import (
     StepMetrics,
     event_to_dict,
 )
-from engine.store import CheckpointRecord, StoreWriter
+from podium.engine.store import CheckpointRecord, StoreWriter
 
 
 def step_series(event: StepMetrics) -> dict[str, float]:
-    values = {"train/loss": event.loss, "lr": event.lr, "grad_norm": event.grad_norm}
-    values.update({f"train/loss/{head}": v for head, v in event.losses.items()})
-    values["throughput/tokens_per_s"] = event.tokens_per_s
-    values["throughput/samples_per_s"] = event.samples_per_s
-    return values
+    return series.step_values(
+        loss=event.loss,
+        losses=event.losses,
+        lr=event.lr,
+        grad_norm=event.grad_norm,
+        tokens_per_s=event.tokens_per_s,
+        samples_per_s=event.samples_per_s,
+    )
 
 
 def eval_series(event: EvalMetrics) -> dict[str, float]:
-    values = {"val/loss": event.loss}
-    values.update({f"val/loss/{head}": v for head, v in event.losses.items()})
-    return values
+    return series.eval_values(loss=event.loss, losses=event.losses, metrics=event.metrics)
 
 
 class StoreSink:
@@ -53,6 +55,8 @@ class StoreSink:
             w.submit_scalars(event.step, event.epoch, event.wall, step_series(event))
         elif isinstance(event, EvalMetrics):
             w.submit_scalars(event.step, event.epoch, event.wall, eval_series(event))
+            if event.matrices:
+                w.submit_matrices(event.step, event.wall, dict(event.matrices))
             w.submit_event("eval", event_to_dict(event), step=event.step, wall=event.wall)
         elif isinstance(event, CheckpointSaved):
             w.submit_checkpoint(
@@ -123,7 +127,7 @@ class LineSink:
             return
         self.flush_step()
         if isinstance(event, EvalMetrics):
-            heads = " ".join(f"{h} {v:.3f}" for h, v in event.losses.items())
+            heads = " ".join(f"{h} {v:.3f}" for h, v in {**event.losses, **event.metrics}.items())
             patience = (
                 "" if event.patience_left is None else f" | patience left {event.patience_left}"
             )

@@ -32,7 +32,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data._utils.collate import default_collate
 
-from engine.checkpoints import (
+from podium.engine.checkpoints import (
     Checkpointer,
     CheckpointInfo,
     capture_rng,
@@ -40,8 +40,8 @@ from engine.checkpoints import (
     restore_rng,
     strip_wrapper_prefixes,
 )
-from engine.errors import DataError
-from engine.events import (
+from podium.engine.errors import DataError
+from podium.engine.events import (
     CheckpointDeleted,
     CheckpointSaved,
     EvalMetrics,
@@ -51,107 +51,12 @@ from engine.events import (
     StateChanged,
     StepMetrics,
 )
-from engine.schedules import LRSchedule
+from podium.engine.metrics import MetricValues, ValidationMetrics, split_output
+from podium.engine.schedules import LRSchedule
+from podium.engine.train_config import TrainConfig
 
 if TYPE_CHECKING:
-    from engine.distributed import RankGroup
-
-
-@dataclass(frozen=True, kw_only=True)
-class EarlyStoppingConfig:
-    """``[train.early_stopping]``: stop when validation stops improving."""
-
-    patience: int = 0
-    """Validations without an improvement of at least ``min_delta`` before the run stops (0 = off)."""
-    min_delta: float = 0.0
-    """How much the validation loss must drop to count as an improvement."""
-
-    def __post_init__(self) -> None:
-        if self.patience < 0:
-            raise ValueError(f"patience: must be >= 0 (got {self.patience})")
-        if self.min_delta < 0:
-            raise ValueError(f"min_delta: must be >= 0 (got {self.min_delta})")
-
-
-@dataclass(frozen=True, kw_only=True)
-class TrainConfig:
-    """The profile's [train] table."""
-
-    seed: int = 0
-    """Seeds weights, dropout and the data order."""
-    epochs: int = 10
-    """Length of the schedule. ``--max-steps``/``--max-epochs`` end a run early without changing it."""
-    batch_size: int = 8
-    """Examples per micro-batch."""
-    grad_accum: int = 1
-    """Micro-batches per optimizer step (effective batch = batch_size * grad_accum)."""
-    optimizer: Literal["adamw"] = "adamw"
-    lr: float = 3e-4
-    """Peak learning rate."""
-    beta1: float = 0.9
-    beta2: float = 0.95
-    eps: float = 1e-8
-    weight_decay: float = 0.01
-    """Applied to weight matrices and embeddings only (parameters with 2+ dimensions)."""
-    schedule: Literal["cosine", "onecycle", "noam", "constant"] = "cosine"
-    """cosine: linear warmup then cosine to lr*min_lr_ratio; onecycle: linear up over warmup_steps
-    then linear down to lr*min_lr_ratio; noam: warmup then inverse square root; constant: warmup
-    then flat."""
-    warmup_steps: int = 100
-    min_lr_ratio: float = 0.1
-    clip_grad_norm: float = 1.0
-    """Clip the global gradient norm to this (0 = no clipping; the norm is still measured)."""
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    """auto: bf16 on CUDA GPUs that support it, else fp16 with loss scaling; fp32 on CPU."""
-    device: str = "auto"
-    """auto, cpu, cuda or cuda:N."""
-    val_every_steps: int = 0
-    """Validate every this many optimizer steps (0 = at the end of each epoch)."""
-    val_max_batches: int = 0
-    """Cap validation to this many batches (0 = the whole validation split)."""
-    log_every_steps: int = 0
-    """Read losses back from the device every this many steps (0 = every step on CPU, every 10 on
-    GPU). Every step's losses are recorded either way; this only sets how often the host syncs."""
-    num_workers: int = 0
-    """DataLoader worker processes (0 = load in the training thread)."""
-    max_nonfinite_steps: int = 5
-    """Consecutive steps with a non-finite loss or gradient (each skipped) before the run fails."""
-    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
-
-    def __post_init__(self) -> None:
-        positive = ("epochs", "batch_size", "grad_accum", "max_nonfinite_steps")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be >= 1 (got {getattr(self, name)})")
-        non_negative = (
-            "warmup_steps",
-            "val_every_steps",
-            "val_max_batches",
-            "log_every_steps",
-            "num_workers",
-        )
-        for name in non_negative:
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name}: must be >= 0 (got {getattr(self, name)})")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr: must be > 0 (got {self.lr})")
-        for name in ("beta1", "beta2"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"{name}: must be in [0, 1) (got {getattr(self, name)})")
-        if self.eps <= 0:
-            raise ValueError(f"eps: must be > 0 (got {self.eps})")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay: must be >= 0 (got {self.weight_decay})")
-        if not 0.0 <= self.min_lr_ratio <= 1.0:
-            raise ValueError(f"min_lr_ratio: must be in [0, 1] (got {self.min_lr_ratio})")
-        if self.clip_grad_norm < 0:
-            raise ValueError(f"clip_grad_norm: must be >= 0 (got {self.clip_grad_norm})")
-        if self.device != "auto" and self.device != "cpu" and not _is_cuda_name(self.device):
-            raise ValueError(f"device: must be auto, cpu, cuda or cuda:N (got {self.device!r})")
-
-
-def _is_cuda_name(name: str) -> bool:
-    return name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit())
+    from podium.engine.distributed import RankGroup
 
 
 @dataclass
@@ -247,12 +152,13 @@ class Trainer:
         save_every_steps: int = 0,
         before_checkpoint: Callable[[], None] | None = None,
         group: RankGroup | None = None,
+        metrics: Callable[[], ValidationMetrics] | None = None,
     ) -> None:
         self.cfg = cfg
         self.device = device or pick_device(cfg.device)
         self.model = model.to(self.device)
         self.group = group
-        """Set in a DDP run (see engine.distributed): this process is one rank of several."""
+        """Set in a DDP run (see podium.engine.distributed): this process is one rank of several."""
         self.lead = group is None or group.is_lead
         """Whether this process publishes, validates and checkpoints (rank 0, or the only one)."""
         self.net = group.wrap(self.model) if group is not None else self.model
@@ -269,6 +175,8 @@ class Trainer:
         self.extra_state = dict(extra_state or {})
         self.save_every_steps = save_every_steps
         self.before_checkpoint = before_checkpoint
+        self.metrics = metrics
+        """Makes a fresh accumulator of the family's validation metrics for each pass."""
         self.on_epoch_end: Callable[[], dict[str, float] | None] | None = None
         """Called on the training thread after each epoch's validation (rank 0 only); the
         values it returns are published as ``Scalars`` (the conditioning check uses this)."""
@@ -514,7 +422,7 @@ class Trainer:
             samples += _batch_size(batch)
             tokens += _batch_tokens(batch)
             with self._autocast():
-                losses = model(batch)
+                losses, _ = split_output(model(batch))
                 loss = self._weighted(losses)
             self.scaler.scale(loss / cfg.grad_accum).backward()
             # (heads..., total) detached, averaged over micro-batches
@@ -528,7 +436,7 @@ class Trainer:
     def _train_step_ddp(self) -> None:
         """``train_step`` on one rank of several: this rank's slice of each global micro-batch,
         its loss weighted so that DDP's gradient average is the global batch's gradient (see
-        engine.distributed), and losses summed over ranks so every rank reports the global ones.
+        podium.engine.distributed), and losses summed over ranks so every rank reports the global ones.
         """
         group, net, cfg = self.group, self.net, self.cfg
         assert group is not None
@@ -557,7 +465,7 @@ class Trainer:
         for k, batch in enumerate(batches):
             with group.no_sync(net, last=k == accum - 1):
                 with self._autocast():
-                    losses = net(batch)
+                    losses, _ = split_output(net(batch))
                     loss = self._weighted(losses)
                 self.scaler.scale(loss * scale[k] / accum).backward()
             row = torch.stack(
@@ -726,7 +634,8 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self) -> tuple[float, bool]:
-        """Mean validation loss per head (token-weighted); updates best and early-stopping state."""
+        """Mean validation loss per head (token-weighted) and the family's metrics; updates best
+        and early-stopping state."""
         assert self.val_set is not None
         model = self.model
         model.eval()
@@ -744,11 +653,14 @@ class Trainer:
             collate_fn=default_collate,
             generator=torch.Generator(),
         )
+        accumulator = self.metrics() if self.metrics is not None else None
         for batch in loader:
             batch = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
             with self._autocast():
-                losses = model(batch)
+                losses, outputs = split_output(model(batch))
                 total = self._weighted(losses)
+            if accumulator is not None:
+                accumulator.update({k: v.detach() for k, v in outputs.items()}, batch)
             w = _batch_tokens(batch).float()
             for head, value in [*losses.items(), ("__total__", total)]:
                 sums[head] = sums.get(head, 0) + value.float() * w
@@ -756,6 +668,7 @@ class Trainer:
         denom = weight_total.clamp_min(1.0)
         values = {h: float(v / denom) for h, v in sums.items()}
         val_loss = values.pop("__total__")
+        measured = accumulator.compute() if accumulator is not None else MetricValues()
         es = self.cfg.early_stopping
         improved = math.isfinite(val_loss) and val_loss < self.state.best_val - es.min_delta
         if improved:
@@ -773,6 +686,8 @@ class Trainer:
                 losses=values,
                 best=self.state.best_val,
                 patience_left=patience_left,
+                metrics=dict(measured.scalars),
+                matrices=dict(measured.matrices),
             )
         )
         model.train()

@@ -86,7 +86,7 @@ def lab_config(box: Path, lease_dir: Path, extra: str = "") -> Path:
 
 _HOLD = """
 import sys, time
-from engine.leases import acquire
+from podium.engine.gpus.leases import acquire
 lease = acquire(sys.argv[1], sys.argv[2], sys.argv[3] == "shared", lease_dir=sys.argv[4])
 print("held", flush=True)
 sys.stdin.read()  # hold until the parent closes stdin (or kills us)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.checkpoints import (
+from podium.engine.checkpoints import (
     CheckpointConfig,
     Checkpointer,
     atomic_path,
@@ -23,7 +23,7 @@ from engine.checkpoints import (
     restore_rng,
     strip_wrapper_prefixes,
 )
-from engine.errors import CheckpointError
+from podium.engine.errors import CheckpointError
 
 
 def state(value: float) -> dict:

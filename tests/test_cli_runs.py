@@ -35,7 +35,7 @@ def podium(
     *args: str, env: dict | None = None, timeout: float = 300, check: bool = True
 ) -> subprocess.CompletedProcess:
     proc = subprocess.run(
-        [sys.executable, "-m", "tui.cli", *args],
+        [sys.executable, "-m", "podium", *args],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -56,7 +56,11 @@ def env(tmp_path_factory) -> dict:
 
 
 def metrics(run: str, runs: Path, env: dict) -> dict[str, list]:
-    return json.loads(podium("metrics", run, "--json", "--runs-dir", str(runs), env=env).stdout)
+    """``podium metrics RUN --json``'s series (the matrices sit beside them, latest of each)."""
+    out = json.loads(podium("metrics", run, "--json", "--runs-dir", str(runs), env=env).stdout)
+    assert set(out) == {"series", "matrices"}
+    assert all(set(m) == {"step", "rows", "cols", "values"} for m in out["matrices"].values())
+    return out["series"]
 
 
 def test_resume_gives_bit_identical_losses_for_every_head(tmp_path, env):
@@ -100,7 +104,7 @@ def test_sigterm_stops_cleanly_a_live_run_cannot_be_resumed_and_resume_continues
         [
             sys.executable,
             "-m",
-            "tui.cli",
+            "podium.tui.cli",
             "train",
             DEMO,
             "--headless",
@@ -184,7 +188,7 @@ def test_sigterm_stops_cleanly_a_live_run_cannot_be_resumed_and_resume_continues
 def test_kill_9_leaves_an_interrupted_run_that_resumes(tmp_path, env):
     runs = tmp_path / "runs"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tui.cli", "train", DEMO, "--headless", "--runs-dir", str(runs), "--name", "k9", *SMALL,
+        [sys.executable, "-m", "podium", "train", DEMO, "--headless", "--runs-dir", str(runs), "--name", "k9", *SMALL,
          "--set", "checkpoint.every_steps=5"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import Profile, load_profile, load_profile_text
-from engine.errors import ProfileError
+from podium.engine.config import Profile, load_profile, load_profile_text
+from podium.engine.errors import ProfileError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -110,6 +110,15 @@ MALFORMED = [
         "did you mean 'cosine'",
     ),
     (_replace('family = "cp"', 'family = "gpt7"'), "family", "family", "must be one of"),
+    (_replace('family = "cp"', "family = 3"), "family", "family", "expected a string, got 3"),
+    (
+        _replace('family = "cp"', 'family = "tests.families.nope"'),
+        "family",
+        "family",
+        "cannot import tests.families.nope",
+    ),
+    (_replace('family = "cp"', 'family = "tests.families"'), "family", "family", "has no FAMILY"),
+    (BASE + "\n[probe]\nevery_epochs = 1\n", "probe", "[probe]", "unknown key"),
     (_replace("d_model = 32", "d_model = 31"), "model.d_model", "d_model", "divisible"),
     (_replace("key = 4\n", ""), "model.emb_sizes", "[model.emb_sizes]", "key"),
     (_replace('source = "demo"', 'source = "emopia"'), "data.path", "[data]", "path"),
@@ -212,6 +221,29 @@ def test_base_profile_loads_with_defaults_and_weights():
         profile.train.lr = 1.0  # type: ignore[misc]
 
 
+def test_the_family_is_required_and_names_its_tables_and_heads():
+    text = _replace('family = "cp"\n', "")
+    with pytest.raises(ProfileError) as info:
+        load_profile_text(text, source="nofamily.toml")
+    # one line (no line number: the key is nowhere), naming the built-in families
+    assert str(info.value) == "nofamily.toml: family: missing: say which model family, one of cp"
+
+
+def test_a_family_outside_podium_is_named_by_its_module_path():
+    profile = load_profile(ROOT / "tests" / "families" / "toy" / "toy.toml")
+    assert profile.family == "tests.families.toy" and profile.family_spec.name == "toy"
+    assert list(profile.loss_weights) == ["class", "aux"]
+    assert profile.section("probe").every_epochs == 1  # the toy family's own table
+    with pytest.raises(KeyError, match=r"has no \[generate\] table"):
+        profile.section("generate")
+    again = load_profile_text(profile.to_toml(), source="resolved.toml")
+    assert again.to_dict() == profile.to_dict() and again.hash() == profile.hash()
+    with pytest.raises(ProfileError, match=r"loss_weights\.pitch: unknown key"):
+        load_profile(ROOT / "tests" / "families" / "toy" / "toy.toml", ["loss_weights.pitch=1"])
+    with pytest.raises(ProfileError, match=r"probe\.every_epochs: must be >= 0"):
+        load_profile(ROOT / "tests" / "families" / "toy" / "toy.toml", ["probe.every_epochs=-1"])
+
+
 def test_resolved_profile_round_trips_through_toml():
     profile = load_profile_text(BASE, source="base.toml")
     again = load_profile_text(profile.to_toml(), source="resolved.toml")
@@ -246,7 +278,7 @@ def test_set_overrides_are_typed():
     assert profile.model.dropout == 0.0
     assert profile.loss_weights["pitch"] == 0.5
     assert profile.train.early_stopping.min_delta == 0.01
-    assert profile.generate.temperatures == {"pitch": 1.2}
+    assert profile.section("generate").temperatures == {"pitch": 1.2}
     assert profile.checkpoint.save_best is False
 
 
@@ -281,7 +313,7 @@ def test_cli_bad_profile_exits_2_with_one_line_and_no_traceback(tmp_path):
         [
             sys.executable,
             "-m",
-            "tui.cli",
+            "podium.tui.cli",
             "train",
             str(path),
             "--headless",

@@ -17,11 +17,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.checkpoints import CheckpointConfig, Checkpointer
-from engine.control import MAX_MESSAGE, ControlClient, ControlServer, trainer_handlers
-from engine.errors import RunError
-from engine.events import EventBus
-from engine.trainer import TrainConfig, Trainer, seed_everything
+from podium.engine.checkpoints import CheckpointConfig, Checkpointer
+from podium.engine.control import MAX_MESSAGE, ControlClient, ControlServer, trainer_handlers
+from podium.engine.errors import RunError
+from podium.engine.events import EventBus
+from podium.engine.train_config import TrainConfig
+from podium.engine.trainer import Trainer, seed_everything
 from tests.toy import ToyData, ToyModel
 
 

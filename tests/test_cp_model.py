@@ -7,9 +7,9 @@ import dataclasses
 import pytest
 import torch
 
-from engine.data import cp_vocab as V
-from engine.models.cp_stepper import CPStepper
-from engine.models.cp_transformer import FIELDS, TYPE, CPTransformer, CPTransformerConfig
+from podium.engine.families.cp import vocab as V
+from podium.engine.families.cp.model import FIELDS, TYPE, CPTransformer, CPTransformerConfig
+from podium.engine.families.cp.stepper import CPStepper
 
 EMOPIA_VOCAB = {
     "tempo": 56,

@@ -8,9 +8,9 @@ import numpy as np
 import pretty_midi
 import pytest
 
-from engine.data import cp_vocab as V
-from engine.data.cp_tokens import F, chord_of, decode_tokens, describe, encode_midi
-from engine.errors import DataError
+from podium.engine.errors import DataError
+from podium.engine.families.cp import vocab as V
+from podium.engine.families.cp.tokens import F, chord_of, decode_tokens, describe, encode_midi
 
 TEMPO = 132  # a tempo bin
 SIXTEENTH = 60.0 / TEMPO / 4

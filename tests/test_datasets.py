@@ -11,16 +11,16 @@ import pretty_midi
 import pytest
 import torch
 
-from engine.data import cp_vocab as V
-from engine.data.cp_tokens import F, decode_tokens, emotion_token, encode_midi
-from engine.data.datasets import (
+from podium.engine.errors import DataError
+from podium.engine.families.cp import vocab as V
+from podium.engine.families.cp.data import (
     CPSequenceDataset,
     DataConfig,
     build_datasets,
     split_val_ids,
     transpose_tokens,
 )
-from engine.errors import DataError
+from podium.engine.families.cp.tokens import F, decode_tokens, emotion_token, encode_midi
 
 
 class Log(list):
@@ -67,6 +67,7 @@ def test_demo_builds_once_then_reuses(demo):
     assert f"podium: generated the demo corpus (24 pieces) in {corpus}" in log
     assert sum("generated" in line for line in log) == 1
     assert bundle.n_pieces == 24 and bundle.vocab_sizes == V.vocab_sizes()
+    assert bundle.model_info == {"vocab_sizes": V.vocab_sizes()}  # what checkpoints save
     assert bundle.prepared_dir.parent == cache / "prepared"
     names = ("dictionary.json", "tokens.npz", "meta.json")
     assert {p.name for p in bundle.prepared_dir.iterdir()} == set(names)
@@ -315,7 +316,7 @@ def test_config_validation_names_the_field(kwargs, field):
 
 
 def test_cache_dir_resolution(monkeypatch, tmp_path):
-    from engine.data.datasets import cache_root
+    from podium.engine.families.cp.data import cache_root
 
     monkeypatch.setenv("PODIUM_CACHE", str(tmp_path / "p"))
     assert cache_root(DataConfig()) == tmp_path / "p"

@@ -11,9 +11,9 @@ import numpy as np
 import pretty_midi
 import pytest
 
-from engine.data.cp_tokens import decode_tokens, encode_midi
-from engine.data.cp_vocab import KEYS, TEMPO_BINS, VELOCITY_BINS
-from engine.data.demo_corpus import STYLES, PieceLabel, generate_demo_corpus
+from podium.engine.data.demo_corpus import STYLES, PieceLabel, generate_demo_corpus
+from podium.engine.families.cp.tokens import decode_tokens, encode_midi
+from podium.engine.families.cp.vocab import KEYS, TEMPO_BINS, VELOCITY_BINS
 
 N = 24
 

@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.checkpoints import CheckpointConfig, Checkpointer, list_checkpoints, load_state
-from engine.events import EventBus, Message, StateChanged
-from engine.trainer import TrainConfig, Trainer, seed_everything
+from podium.engine.checkpoints import CheckpointConfig, Checkpointer, list_checkpoints, load_state
+from podium.engine.events import EventBus, Message, StateChanged
+from podium.engine.train_config import TrainConfig
+from podium.engine.trainer import Trainer, seed_everything
 from tests.toy import ToyData, ToyModel
 
 
@@ -90,7 +91,9 @@ def test_injected_enospc_at_the_write_call(tmp_path, monkeypatch):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real_save(obj, f, *args, **kwargs)
 
-    monkeypatch.setattr(torch, "save", save)  # engine.checkpoints imports torch where it saves
+    monkeypatch.setattr(
+        torch, "save", save
+    )  # podium.engine.checkpoints imports torch where it saves
     ck_dir = tmp_path / "ck"
     trainer, events, thread = start(ck_dir)
     try:

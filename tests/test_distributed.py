@@ -1,7 +1,7 @@
 """DDP on the CPU: real gloo ranks (worker processes) training a shrunken demo profile.
 
 Rank 0 runs in the test process through the session API (as under the dashboard); the other
-rank is a ``python -m engine.distributed`` worker. The single-process run with the same global
+rank is a ``python -m podium.engine.distributed`` worker. The single-process run with the same global
 batch is the reference: the weights must match it, commands must reach every rank, and the
 checkpoints must move between rank counts.
 """
@@ -16,19 +16,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.checkpoints import list_checkpoints, load_state
-from engine.config import Profile, load_profile
-from engine.distributed import (
+from podium.engine.checkpoints import list_checkpoints, load_state
+from podium.engine.config import Profile, load_profile
+from podium.engine.distributed import (
     RankGroup,
     WorkerJob,
     cpu_ranks_from_env,
     shard_sizes,
     start_ranks,
 )
-from engine.errors import DataError, RunError
-from engine.runs import RunDir
-from engine.session import Session, new_session, resume_session
-from engine.store import RunStore
+from podium.engine.errors import DataError, RunError
+from podium.engine.runs import RunDir
+from podium.engine.session import Session, new_session, resume_session
+from podium.engine.store import RunStore
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
@@ -208,7 +208,7 @@ def test_cli_cpu_ranks_flag_trains_with_two_processes(tmp_path):
     import sys
 
     runs = tmp_path / "runs"
-    cmd = [sys.executable, "-m", "tui.cli", "train", str(ROOT / "profiles" / "demo.toml"),
+    cmd = [sys.executable, "-m", "podium", "train", str(ROOT / "profiles" / "demo.toml"),
            "--headless", "--cpu-ranks", "2", "--max-steps", "3", "--name", "two",
            "--runs-dir", str(runs)]  # fmt: skip
     for item in TINY:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import threading
 import time
 
-from engine.events import EventBus, Message, QueuedSubscriber
+from podium.engine.events import EventBus, Message, QueuedSubscriber
 
 
 def msg(i: int) -> Message:

@@ -12,20 +12,22 @@ import pretty_midi
 import pytest
 import torch
 
-from engine.cli import main as cli_main
-from engine.conditioning_check import conditioning_check, score
-from engine.config import GenerateConfig
-from engine.data import cp_vocab as V
-from engine.data.demo_corpus import generate_demo_corpus
-from engine.generate import (
+from podium.engine.cli.main import main as cli_main
+from podium.engine.data.demo_corpus import generate_demo_corpus
+from podium.engine.families.cp import FAMILY as CP
+from podium.engine.families.cp import vocab as V
+from podium.engine.families.cp.conditioning import conditioning_check, score
+from podium.engine.families.cp.config import GenerateConfig
+from podium.engine.families.cp.model import CPTransformer, CPTransformerConfig
+from podium.engine.families.cp.sampler import sample_batch, sample_one
+from podium.engine.families.registry import SampleRequest
+from podium.engine.generate import (
     GenerateError,
-    GenerateRequest,
+    check_request,
     generate_from_run,
-    sample_cp,
-    sample_cp_batch,
+    request_from_args,
     sample_rows,
 )
-from engine.models.cp_transformer import CPTransformer, CPTransformerConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
@@ -56,9 +58,14 @@ def tiny_model(seed: int = 0, max_len: int = 256, **over) -> CPTransformer:
     return CPTransformer(cfg, V.vocab_sizes()).eval()
 
 
+def cp_request(emotion: str = "", key: str = "", **kw) -> SampleRequest:
+    """A CP sample request (blank emotion or key: drawn by the seed)."""
+    return SampleRequest(conditioning={"emotion": emotion, "key": key}, **kw)
+
+
 def podium(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "tui.cli", *args], capture_output=True, text=True, cwd=ROOT,
+        [sys.executable, "-m", "podium", *args], capture_output=True, text=True, cwd=ROOT,
         timeout=180,
     )  # fmt: skip
 
@@ -75,13 +82,13 @@ def trained(tmp_path_factory) -> Path:
 
 def test_same_seed_same_tokens_other_seed_other_tokens():
     model, cfg = tiny_model(), GenerateConfig()
-    req = GenerateRequest(emotion="Q3", key="D:min", bars=None, tokens=40, seed=7)
-    a, b = sample_cp(model, cfg, req), sample_cp(model, cfg, req)
+    req = cp_request(emotion="Q3", key="D:min", bars=None, tokens=40, seed=7)
+    a, b = sample_one(model, cfg, req), sample_one(model, cfg, req)
     assert (a.tokens == b.tokens).all()
-    c = sample_cp(model, cfg, GenerateRequest(emotion="Q3", key="D:min", tokens=40, seed=8))
+    c = sample_one(model, cfg, cp_request(emotion="Q3", key="D:min", tokens=40, seed=8))
     assert a.tokens.shape != c.tokens.shape or (a.tokens != c.tokens).any()
     assert a.tokens[0, V.FIELDS.index("type")] == V.TYPE_EMOTION
-    assert (a.emotion, a.key) == ("Q3", "D:min")
+    assert a.conditioning == {"emotion": "Q3", "key": "D:min"}
 
 
 def test_sampling_leaves_the_global_rng_and_the_train_mode_alone():
@@ -89,7 +96,7 @@ def test_sampling_leaves_the_global_rng_and_the_train_mode_alone():
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)
-    sample_cp(model, GenerateConfig(), GenerateRequest(tokens=10, bars=None, seed=1))
+    sample_one(model, GenerateConfig(), cp_request(tokens=10, bars=None, seed=1))
     assert torch.equal(torch.rand(3), expected) and model.training
 
 
@@ -97,31 +104,31 @@ def test_the_length_caps_end_a_model_that_never_says_eos():
     model = tiny_model()
     with torch.no_grad():  # make EOS impossible: the type head never picks it
         model.heads[V.FIELDS.index("type")].bias[V.TYPE_EOS] = -1e4
-    s = sample_cp(model, GenerateConfig(), GenerateRequest(tokens=25, bars=None, seed=0))
+    s = sample_one(model, GenerateConfig(), cp_request(tokens=25, bars=None, seed=0))
     assert s.ended == "length" and len(s.tokens) == 26  # the prompt and 25 tokens
-    capped = sample_cp(tiny_model(max_len=16), GenerateConfig(), GenerateRequest(tokens=100))
+    capped = sample_one(tiny_model(max_len=16), GenerateConfig(), cp_request(tokens=100))
     assert capped.ended in ("max_len", "eos", "bars") and len(capped.tokens) <= 17
     with torch.no_grad():  # bars: a model that always starts a new bar stops at the limit
         model.heads[V.FIELDS.index("type")].bias[V.TYPE_METRICAL] = 1e4
         model.heads[V.FIELDS.index("bar_beat")].bias[V.BAR] = 1e4
-    s = sample_cp(model, GenerateConfig(), GenerateRequest(bars=3, tokens=100, seed=0))
+    s = sample_one(model, GenerateConfig(), cp_request(bars=3, tokens=100, seed=0))
     assert s.ended == "bars" and len(s.tokens) == 4  # the prompt and three bars
 
 
 def test_bad_conditioning_and_broken_logits_are_clear_errors():
     model, cfg = tiny_model(), GenerateConfig()
     with pytest.raises(GenerateError, match="Q1, Q2, Q3, Q4"):
-        sample_cp(model, cfg, GenerateRequest(emotion="Q9"))
+        sample_one(model, cfg, cp_request(emotion="Q9"))
     with pytest.raises(GenerateError, match="not a key"):
-        sample_cp(model, cfg, GenerateRequest(key="H:dorian"))
+        sample_one(model, cfg, cp_request(key="H:dorian"))
     with torch.no_grad():
         model.heads[V.FIELDS.index("type")].bias.fill_(float("nan"))
     with pytest.raises(GenerateError, match=r"non-finite.*retry with seed 1"):
-        sample_cp(model, cfg, GenerateRequest(tokens=5))
+        sample_one(model, cfg, cp_request(tokens=5))
 
 
 def test_generate_from_a_checkpoint_writes_the_same_midi_bytes_for_a_seed(trained, tmp_path):
-    req = GenerateRequest(emotion="Q1", key="C:maj", bars=4, tokens=60, seed=5)
+    req = cp_request(emotion="Q1", key="C:maj", bars=4, tokens=60, seed=5)
     _, a = generate_from_run(trained, "latest", req, out=tmp_path / "a.mid")
     _, b = generate_from_run(trained, "latest", req, out=tmp_path / "b.mid")
     assert a.read_bytes() == b.read_bytes()
@@ -158,7 +165,7 @@ def test_the_generate_command_and_its_errors(trained, capsys):
 def test_render_wav_writes_audio_as_long_as_the_music(tmp_path):
     import wave
 
-    from engine.generate import render_wav
+    from podium.engine.generate import render_wav
 
     midi = pretty_midi.PrettyMIDI(initial_tempo=120)
     piano = pretty_midi.Instrument(program=0)
@@ -180,7 +187,7 @@ def test_the_recurrent_step_gives_the_full_forward_logits_of_a_sampled_piece(fea
     model, cfg = tiny_model(seed=3, **features), GenerateConfig()
     with torch.no_grad():
         model.heads[V.FIELDS.index("type")].bias[V.TYPE_EOS] = -1e4
-    s = sample_cp(model, cfg, GenerateRequest(emotion="Q2", tokens=80, bars=None, seed=4))
+    s = sample_one(model, cfg, cp_request(emotion="Q2", tokens=80, bars=None, seed=4))
     tokens = torch.as_tensor(s.tokens)  # (81, 9): the prompt and what was sampled from it
     x, types = tokens[:-1].unsqueeze(0), tokens[1:, V.FIELDS.index("type")].unsqueeze(0)
     with torch.no_grad():
@@ -199,11 +206,11 @@ def test_a_batch_gives_each_request_its_own_seeded_piece():
     model, cfg = tiny_model(), GenerateConfig(top_ps={"pitch": 0.5}, temperatures={"type": 0.7})
     with torch.no_grad():
         model.heads[V.FIELDS.index("type")].bias[V.TYPE_EOS] = -3.0  # rows end at various steps
-    reqs = [GenerateRequest(emotion=q, tokens=30 + 5 * i, bars=None, seed=i)
+    reqs = [cp_request(emotion=q, tokens=30 + 5 * i, bars=None, seed=i)
             for i, q in enumerate(("Q1", "Q2", "Q3", "Q4", "Q1"))]  # fmt: skip
-    batch = sample_cp_batch(model, cfg, reqs)
-    alone = [sample_cp(model, cfg, r) for r in reqs]
-    assert [s.emotion for s in batch] == ["Q1", "Q2", "Q3", "Q4", "Q1"]
+    batch = sample_batch(model, cfg, reqs)
+    alone = [sample_one(model, cfg, r) for r in reqs]
+    assert [s.conditioning["emotion"] for s in batch] == ["Q1", "Q2", "Q3", "Q4", "Q1"]
     for b, a, r in zip(batch, alone, reqs, strict=True):
         assert len(b.tokens) <= r.tokens + 1 and b.ended == a.ended
         assert (b.tokens == a.tokens).all()
@@ -242,7 +249,7 @@ def test_the_conditioning_check_scores_the_corpus_and_leaves_the_model_as_it_was
 
 
 def test_a_run_with_the_conditioning_check_records_the_cond_series(tmp_path):
-    import json
+    import csv
 
     runs = tmp_path / "runs"
     sets = [a for item in TINY for a in ("--set", item)]
@@ -252,8 +259,10 @@ def test_a_run_with_the_conditioning_check_records_the_cond_series(tmp_path):
                  "--set", "generate.max_tokens=64")  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert "cond/both" in out.stdout
-    got = podium("metrics", "c", "--json", "--runs-dir", str(runs))
-    series = json.loads(got.stdout)
+    got = podium("metrics", "c", "--csv", "--runs-dir", str(runs))
+    series: dict[str, list] = {}
+    for name, step, value in list(csv.reader(got.stdout.splitlines()))[1:]:
+        series.setdefault(name, []).append((int(step), float(value)))
     for name in ("cond/valence", "cond/arousal", "cond/both"):
         ((step, value),) = series[name]  # one check, at the end of epoch 1
         assert step > 0 and 0.0 <= value <= 1.0
@@ -268,5 +277,71 @@ def test_a_seconds_cap_ends_at_the_first_bar_past_it():
         model.heads[V.FIELDS.index("type")].bias[V.TYPE_METRICAL] = 1e4
         model.heads[V.FIELDS.index("bar_beat")].bias[V.BAR] = 1e4
         model.heads[V.FIELDS.index("tempo")].bias[1 + V.TEMPO_BINS.index(120)] = 1e4
-    s = sample_cp(model, GenerateConfig(), GenerateRequest(bars=None, seconds=7.0, tokens=100))
+    s = sample_one(model, GenerateConfig(), cp_request(bars=None, seconds=7.0, tokens=100))
     assert s.ended == "seconds" and len(s.tokens) == 1 + 4  # bars at 0, 2, 4, 6 s; 8 s is past
+
+
+def test_a_request_is_checked_against_the_familys_options_before_any_model():
+    sampler = CP.sampler
+    assert check_request(sampler, {"emotion": "q2", "key": "a:min"}, "cp") == {
+        "emotion": "Q2",
+        "key": "A:min",
+    }
+    assert check_request(sampler, {}, "cp") == {"emotion": "", "key": ""}  # drawn by the seed
+    with pytest.raises(GenerateError, match=r"^--mood: family cp takes --emotion, --key$"):
+        check_request(sampler, {"mood": "calm"}, "cp")
+    with pytest.raises(GenerateError, match=r"--emotion 'Q7': must be one of Q1, Q2, Q3, Q4"):
+        check_request(sampler, {"emotion": "Q7"}, "cp")
+
+
+def test_the_sockets_generate_arguments_become_a_request():
+    checkpoint, req = request_from_args({})
+    assert checkpoint == "latest" and req == SampleRequest()
+    checkpoint, req = request_from_args(
+        {"checkpoint": "live", "conditioning": {"emotion": "Q1"}, "tokens": 30, "seed": 4,
+         "temperature": 0.5, "top_p": 0.9}
+    )  # fmt: skip
+    assert checkpoint == "live"
+    assert req == SampleRequest(
+        conditioning={"emotion": "Q1"}, bars=None, tokens=30, seed=4, temperature=0.5, top_p=0.9
+    )  # a token cap alone: no default bar limit
+    assert request_from_args({"bars": 3, "tokens": 30})[1].bars == 3
+    for args, words in (
+        ({"bars": 0}, "args.bars must be between 1 and 1024"),
+        ({"bars": 2.5}, "args.bars must be a whole number"),
+        ({"bars": True}, "args.bars must be a number"),
+        ({"top_p": 0}, "args.top_p must be between"),
+        ({"checkpoint": "../x"}, "args.checkpoint must be a checkpoint name"),
+        ({"conditioning": {"emotion": 1}}, "args.conditioning must map"),
+        ({"conditioning": ["Q1"]}, "args.conditioning must map"),
+    ):
+        with pytest.raises(GenerateError, match=words):
+            request_from_args(args)
+
+
+def test_a_model_rebuilt_like_the_live_one_draws_nothing_from_the_global_rng(trained):
+    """In a process that trains, a preview's model must not be initialised from the RNG the
+    training thread draws its dropout from."""
+    from podium.engine.checkpoints import load_state
+    from podium.engine.generate import load_model, model_from_weights
+
+    plain, _ = load_model(trained, "latest")
+    state = load_state(trained / "checkpoints" / "latest.pt")
+    assert state["family"] == "cp" and state["data_info"] == {"vocab_sizes": V.vocab_sizes()}
+    torch.manual_seed(11)
+    before = torch.random.get_rng_state()
+    rebuilt, profile = model_from_weights(trained, state["model"], state["data_info"], like=plain)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    assert not rebuilt.training and profile.family == "cp"
+    plain_buffers, rebuilt_buffers = dict(plain.named_buffers()), dict(rebuilt.named_buffers())
+    assert set(plain_buffers) - set(state["model"])  # there are non-persistent buffers...
+    for name, buffer in plain_buffers.items():  # ...and they came over, like the weights
+        assert torch.equal(rebuilt_buffers[name], buffer), name
+    for name, param in plain.named_parameters():
+        assert torch.equal(dict(rebuilt.named_parameters())[name], param), name
+    req = cp_request(emotion="Q4", key="E:min", tokens=30, seed=3)
+    gen = profile.section("generate")
+    assert (sample_one(rebuilt, gen, req).tokens == sample_one(plain, gen, req).tokens).all()
+    torch.manual_seed(11)
+    load_model(trained, "latest")  # a plain build does draw (why ``like`` exists)
+    assert not torch.equal(torch.random.get_rng_state(), before)

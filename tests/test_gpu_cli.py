@@ -20,7 +20,7 @@ from tests.fake_nvml import (
 
 def podium(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "tui.cli", *args],
+        [sys.executable, "-m", "podium", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -12,8 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.gpu_config import GpuConfigError, load_gpu_config
-from engine.gpu_select import (
+from podium.engine.gpus.config import GpuConfigError, load_gpu_config
+from podium.engine.gpus.leases import Holder, LeaseInfo, holders
+from podium.engine.gpus.nvml import FakeNvmlProvider, GpuSnapshot, read_snapshot
+from podium.engine.gpus.select import (
     GpuSelectionError,
     LeasedGpuError,
     ReservedGpuError,
@@ -24,8 +26,6 @@ from engine.gpu_select import (
     parse_spec,
     select_gpus,
 )
-from engine.gpus import FakeNvmlProvider, GpuSnapshot, read_snapshot
-from engine.leases import Holder, LeaseInfo, holders
 from tests.fake_nvml import (
     GIB,
     ROOT,
@@ -421,7 +421,7 @@ def run_python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
 def test_apply_visibility_hides_every_gpu_before_torch_starts():
     code = (
         "import os, sys\n"
-        "from engine.gpu_select import apply_visibility, check_visible_devices\n"
+        "from podium.engine.gpus.select import apply_visibility, check_visible_devices\n"
         "apply_visibility([])\n"
         "print('torch' in sys.modules)\n"  # choosing devices never imports torch
         "print(repr(os.environ['CUDA_VISIBLE_DEVICES']), os.environ['CUDA_DEVICE_ORDER'])\n"
@@ -446,7 +446,7 @@ def test_apply_visibility_hides_every_gpu_before_torch_starts():
 def test_apply_visibility_refuses_gpus_once_cuda_is_initialised():
     code = (
         "import os, torch\n"
-        "from engine.gpu_select import apply_visibility, cuda_initialized\n"
+        "from podium.engine.gpus.select import apply_visibility, cuda_initialized\n"
         "print(cuda_initialized())\n"
         "torch.cuda._initialized = True  # what a library that started CUDA first leaves behind\n"
         "print(cuda_initialized())\n"

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from engine import gpus_cli
-from engine.gpus import (
+from podium.engine.cli import gpus as gpus_cli
+from podium.engine.gpus.nvml import (
     NA,
     FakeNvmlProvider,
     GpuError,
@@ -152,7 +152,7 @@ def test_real_provider_without_driver_reports_one_line_and_raises_nothing():
 @pytest.mark.skipif(not NO_NVML, reason="checks the no-driver path")
 def test_no_driver_path_never_reaches_nvitop_and_prints_no_banner():
     code = (
-        "import sys; from engine.gpus import read_snapshot, NvmlProvider;"
+        "import sys; from podium.engine.gpus.nvml import read_snapshot, NvmlProvider;"
         "s = read_snapshot(NvmlProvider(), processes=True);"
         "print(s.state); print(sorted(m for m in sys.modules if m.startswith('nvitop')))"
     )
@@ -166,7 +166,7 @@ def test_no_driver_path_never_reaches_nvitop_and_prints_no_banner():
 
 def test_only_nvitops_api_is_ever_imported():
     code = (
-        "import sys, engine.gpus, engine.gpus_cli, engine.gpu_select, nvitop.api;"
+        "import sys, podium.engine.gpus.nvml, podium.engine.cli.gpus, podium.engine.gpus.select, nvitop.api;"
         "print(sorted(m for m in sys.modules if m.startswith(('nvitop.tui', 'nvitop.gui', "
         "'nvitop.cli', 'textual', 'tui'))))"
     )
@@ -397,7 +397,7 @@ def stub_nvml(tmp_path_factory) -> Path:
 
 def stub_snapshot(lib: Path, init: str = "0") -> dict:
     code = (
-        "import json, os; from engine.gpus import read_snapshot;"
+        "import json, os; from podium.engine.gpus.nvml import read_snapshot;"
         "print(json.dumps({**read_snapshot().to_json(), 'pid': os.getpid()}))"
     )
     env = {k: v for k, v in os.environ.items() if k != "PODIUM_FAKE_NVML"}

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.checkpoints import list_checkpoints, load_state
+from podium.engine.checkpoints import list_checkpoints, load_state
 from tests.test_cli_runs import DEMO, ROOT, SMALL, metrics, podium
 
 pytestmark = pytest.mark.slow
@@ -24,7 +24,7 @@ KILLS = 20
 
 def launch(args: list[str], env: dict) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "tui.cli", *args],
+        [sys.executable, "-m", "podium", *args],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.leases import (
+from podium.engine.gpus.leases import (
     LeaseBusy,
     LeaseError,
     acquire,
@@ -154,7 +154,7 @@ def test_a_lease_held_by_a_child_is_released_by_kill_9(lease_dir):
 def test_a_second_process_cannot_take_a_leased_gpu(lease_dir):
     code = (
         "import sys\n"
-        "from engine.leases import LeaseBusy, acquire\n"
+        "from podium.engine.gpus.leases import LeaseBusy, acquire\n"
         "try:\n"
         "    acquire(sys.argv[1], 'intruder', lease_dir=sys.argv[2], wait_seconds=0.05)\n"
         "except LeaseBusy as err:\n"

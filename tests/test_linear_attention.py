@@ -7,7 +7,7 @@ import importlib.util
 import pytest
 import torch
 
-from engine.models.linear_attention import (
+from podium.engine.models.linear_attention import (
     CausalLinearAttention,
     causal_linear_attention,
     feature_map,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pretty_midi
 import pytest
 
-from engine.music_stats import analyse
+from podium.engine.music_stats import analyse
 
 
 def piece(pitches, *, bpm=120.0, beat=None, chord=False) -> pretty_midi.PrettyMIDI:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pretty_midi
 from textual.app import App, ComposeResult
 
+from podium.tui.widgets.piano_roll import LABEL_WIDTH, PianoRoll, roll_lines, velocity_colour
 from tests.tui_helpers import sync
-from tui.widgets.piano_roll import LABEL_WIDTH, PianoRoll, roll_lines, velocity_colour
 
 
 def piece(*notes: tuple[int, float, float, int], bpm: float = 120.0) -> pretty_midi.PrettyMIDI:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import RunError
-from engine.runs import (
+from podium.engine.errors import RunError
+from podium.engine.runs import (
     RunDir,
     check_run_id,
     create_run,
@@ -55,7 +55,7 @@ def _child_holding_lock(path) -> subprocess.Popen:
         f"""
         import sys, time
         from pathlib import Path
-        from engine.runs import RunDir
+        from podium.engine.runs import RunDir
         run = RunDir(Path({str(path)!r}))
         run.acquire()
         print("locked", flush=True)

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from engine.schedules import LRSchedule
+from podium.engine.schedules import LRSchedule
 
 
 def test_cosine_warms_up_then_decays_to_floor():

@@ -1,8 +1,9 @@
 """The per-run metrics store on real SQLite files: round trips, concurrent readers (another
 connection, another process), min/max downsampling from the rollups (checked against slow
 references: the rollup table against one recomputed from the raw rows, query results against the
-documented bucket rule), truncation on resume, replaced steps, NaN, the version-1 migration, and
-the writer thread's batching and error propagation."""
+documented bucket rule), truncation on resume, replaced steps, NaN, the version-1 migration, matrix
+metrics (latest per step, replaced, truncated, the version-2 migration) and the writer thread's
+batching and error propagation."""
 
 from __future__ import annotations
 
@@ -20,8 +21,16 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import RunError
-from engine.store import ROLLUP_BLOCK_SIZES, CheckpointRecord, RunStore, StoreWriter
+from podium.engine.errors import RunError
+from podium.engine.metrics import Matrix
+from podium.engine.store import (
+    ROLLUP_BLOCK_SIZES,
+    SCHEMA_VERSION,
+    CheckpointRecord,
+    RunReader,
+    RunStore,
+    StoreWriter,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -88,7 +97,7 @@ def test_round_trip_and_reopen(db: Path):
         assert again.meta_get("missing", "dflt") == "dflt"
         assert again.meta_get("created") is not None
     raw = sqlite3.connect(db)
-    assert raw.execute("PRAGMA user_version").fetchone() == (2,)
+    assert raw.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
     assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     raw.close()
 
@@ -132,7 +141,7 @@ def test_reader_in_another_process_sees_flushed_data_while_the_writer_stays_open
         f"""
         import json
         from pathlib import Path
-        from engine.store import RunStore
+        from podium.engine.store import RunStore
         s = RunStore.open(Path({str(db)!r}), readonly=True)
         print(json.dumps({{"pts": s.query("train/loss", max_points=10), "last": s.last("train/loss"),
                           "events": [e.kind for e in s.events()],
@@ -427,6 +436,12 @@ CREATE TABLE checkpoints(name TEXT PRIMARY KEY, path TEXT, step INTEGER, epoch R
 PRAGMA user_version = 1;
 """
 
+_V2_ROLLUP = """CREATE TABLE rollup(series_id INTEGER NOT NULL, level INTEGER NOT NULL,
+    block INTEGER NOT NULL, n INTEGER NOT NULL, first_step INTEGER NOT NULL,
+    last_step INTEGER NOT NULL, min_step INTEGER, min_value REAL, min_wall REAL,
+    max_step INTEGER NOT NULL, max_value REAL, max_wall REAL,
+    PRIMARY KEY (series_id, level, block)) WITHOUT ROWID"""
+
 
 def test_a_version_1_file_is_read_from_raw_rows_and_migrated_on_writable_open(db: Path):
     rng = random.Random(3)
@@ -452,7 +467,8 @@ def test_a_version_1_file_is_read_from_raw_rows_and_migrated_on_writable_open(db
         writer.add_scalars(20_000, 0.0, 10_000.0, {"loss": -1.0})
     assert _stored_rollup(db) == _expected_rollup(db)
     raw = sqlite3.connect(db)
-    assert raw.execute("PRAGMA user_version").fetchone() == (2,)
+    assert raw.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+    assert _tables(raw) >= {"rollup", "matrices"}
     raw.close()
     points.append((20_000, -1.0))
     # The reader that opened the old file now reads the rollups too; nothing else changed.
@@ -521,6 +537,7 @@ def test_readonly_open_errors_and_an_empty_file(tmp_path: Path, db: Path):
     with RunStore.open(db, readonly=True) as r:
         assert r.series_names() == [] and r.query("train/loss") == [] and r.events() == []
         assert r.checkpoints() == [] and r.last("train/loss") is None
+        assert r.matrix_names() == [] and r.latest_matrix("m") is None and r.matrices("m") == []
     RunStore.open(db).close()
     con = sqlite3.connect(db)
     con.execute("PRAGMA user_version = 99")
@@ -544,6 +561,123 @@ def test_a_store_belongs_to_the_thread_that_opened_it(db: Path):
     t.join()
     assert len(errors) == 1 and isinstance(errors[0], sqlite3.ProgrammingError)
     store.close()
+
+
+# -- matrices --------------------------------------------------------------------------------
+
+CONFUSION = Matrix.of(("C", "D", "E"), ("C", "D", "E"), [[5, 1, 0], [2, 3, 1], [0, 0, 6]])
+
+
+def confusion(k: float) -> Matrix:
+    return Matrix.of(("C", "D"), ("C", "D"), [[k, 1.0 - k], [1.0 - k, k]])
+
+
+def _tables(con: sqlite3.Connection) -> set[str]:
+    return {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
+def test_matrices_round_trip_latest_per_step_and_a_same_step_write_replaces(db: Path):
+    store = RunStore.open(db)
+    assert store.matrix_names() == [] and store.latest_matrix("val/confusion") is None
+    assert store.matrices("val/confusion") == []
+    store.add_matrices(10, 100.0, {"val/confusion": confusion(0.5), "val/pitch": CONFUSION})
+    store.add_matrices(20, 200.0, {"val/confusion": confusion(0.75)})
+    store.add_matrices(10, 101.0, {"val/confusion": confusion(0.6)})  # same step: replaced
+    nan = Matrix.of(("a",), ("x", "y"), [[math.nan, 2.0]])
+    store.add_matrices(30, 300.0, {"val/nan": nan})
+    with pytest.raises(TypeError, match="expected a Matrix"):
+        store.add_matrices(40, 400.0, {"val/ok": CONFUSION, "val/bad": [[1, 2]]})  # type: ignore[dict-item]
+    store.close()
+
+    with RunStore.open(db, readonly=True) as r:
+        assert r.matrix_names() == ["val/confusion", "val/nan", "val/pitch"]
+        assert r.series_names() == []  # matrices are not series
+        assert r.matrices("val/confusion") == [(10, confusion(0.6)), (20, confusion(0.75))]
+        assert r.latest_matrix("val/confusion") == (20, confusion(0.75))
+        assert r.latest_matrix("val/confusion", end_step=19) == (10, confusion(0.6))
+        assert r.latest_matrix("val/confusion", end_step=10) == (10, confusion(0.6))
+        assert r.latest_matrix("val/confusion", end_step=9) is None
+        assert r.latest_matrix("val/pitch") == (10, CONFUSION)
+        assert r.latest_matrix("val/ok") is None  # the rejected call wrote nothing
+        assert r.latest_matrix("nope") is None and r.matrices("nope") == []
+        step, got = r.latest_matrix("val/nan")
+        assert step == 30 and got.rows == ("a",) and got.cols == ("x", "y")
+        assert math.isnan(got.values[0][0]) and got.values[0][1] == 2.0
+    with RunReader.open(db) as r:  # the read side alone reads the same
+        assert r.matrices("val/pitch") == [(10, CONFUSION)]
+
+
+def test_truncate_after_drops_later_matrices(db: Path):
+    with RunStore.open(db) as store:
+        for step in (5, 10, 15, 20):
+            store.add_matrices(step, float(step), {"m": confusion(step / 20), "n": CONFUSION})
+        store.truncate_after(10)
+        assert store.matrices("m") == [(5, confusion(0.25)), (10, confusion(0.5))]
+        assert store.latest_matrix("n") == (10, CONFUSION)
+        store.add_matrices(11, 11.0, {"m": confusion(0.0)})  # the resumed run carries on
+        assert [s for s, _ in store.matrices("m")] == [5, 10, 11]
+        store.truncate_after(0)
+        assert store.matrix_names() == []
+
+
+def _make_version_2(db: Path) -> list[tuple]:
+    """A store as podium wrote it before the matrices table (scalars, events, rollups); returns
+    its rollup rows."""
+    with RunStore.open(db) as store:
+        for step in range(1000):
+            store.add_scalars(step, 0.0, float(step), {"train/loss": 1.0 / (step + 1)})
+        store.add_event("state", {"state": "running"}, step=0, wall=0.0)
+    con = sqlite3.connect(db)
+    con.execute("DROP TABLE matrices")
+    con.execute("PRAGMA user_version = 2")
+    con.commit()
+    con.close()
+    return _stored_rollup(db)
+
+
+def test_a_version_2_file_reads_with_no_matrices_and_gains_the_table_on_writable_open(db: Path):
+    rollup = _make_version_2(db)
+    reader = RunStore.open(db, readonly=True)
+    assert reader.matrix_names() == [] and reader.latest_matrix("m") is None
+    assert reader.matrices("m") == []
+    assert reader.last("train/loss") == (999, 1.0 / 1000)
+    raw = sqlite3.connect(db)
+    assert "matrices" not in _tables(raw)  # reading changed nothing
+    assert raw.execute("PRAGMA user_version").fetchone() == (2,)
+
+    with RunStore.open(db) as writer:  # the migration: the table, the version bump
+        assert raw.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+        assert "matrices" in _tables(raw)
+        assert writer.matrix_names() == []
+        writer.add_matrices(999, 1.0, {"m": CONFUSION})
+        writer.add_scalars(1000, 0.0, 1000.0, {"train/loss": 0.5})
+    raw.close()
+    # Nothing else changed: step 1000 closes no block, so the rollups are the old file's.
+    assert _stored_rollup(db) == rollup == _expected_rollup(db)
+    # The reader that opened the old file sees the matrices now, and the rest as before.
+    assert reader.matrix_names() == ["m"] and reader.latest_matrix("m") == (999, CONFUSION)
+    assert [e.kind for e in reader.events()] == ["state"] and reader.last("train/loss") == (
+        1000,
+        0.5,
+    )
+    reader.close()
+    with RunStore.open(db) as again:  # a second writable open: nothing to migrate
+        assert again.latest_matrix("m") == (999, CONFUSION)
+
+
+def test_a_file_with_the_version_2_create_statements_migrates(db: Path):
+    con = sqlite3.connect(db)
+    con.executescript(_V1_SCHEMA)
+    con.execute(_V2_ROLLUP)
+    con.execute("PRAGMA user_version = 2")
+    con.commit()
+    con.close()
+    with RunStore.open(db, readonly=True) as r:
+        assert r.matrix_names() == [] and r.series_names() == []
+    with RunStore.open(db) as w:
+        w.add_matrices(1, 1.0, {"m": CONFUSION})
+    with RunStore.open(db, readonly=True) as r:
+        assert r.matrices("m") == [(1, CONFUSION)]
 
 
 # -- StoreWriter -----------------------------------------------------------------------------
@@ -671,3 +805,72 @@ def test_writer_rejects_bad_input_on_the_callers_thread(tmp_path: Path, db: Path
         writer.flush(timeout=10)  # the rejected submissions did not poison the queue
     with RunStore.open(db, readonly=True) as r:
         assert r.query("loss") == [(0, 1.0)] and r.events() == []
+
+
+def test_writer_matrices_apply_in_submission_order_with_truncate(db: Path):
+    with StoreWriter(db, flush_interval=60.0) as writer:
+        for step in range(1, 5):
+            writer.submit_matrices(step, float(step), {"val/confusion": confusion(step / 4)})
+        writer.submit_truncate(2)
+        writer.submit_matrices(3, 30.0, {"val/confusion": CONFUSION})
+        with pytest.raises(TypeError, match="expected a Matrix"):
+            writer.submit_matrices(9, 0.0, {"val/confusion": {"rows": []}})  # type: ignore[dict-item]
+        writer.flush(timeout=10)
+        with RunStore.open(db, readonly=True) as r:
+            assert r.matrices("val/confusion") == [
+                (1, confusion(0.25)),
+                (2, confusion(0.5)),
+                (3, CONFUSION),
+            ]
+
+
+def test_writer_counts_matrix_rows_it_drops(db: Path):
+    writer = StoreWriter(db, flush_interval=60.0, busy_timeout=0.05)
+    writer.submit_matrices(1, 0.0, {"a": CONFUSION, "b": CONFUSION})
+    other = sqlite3.connect(db, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        writer.close()
+    other.execute("ROLLBACK")
+    other.close()
+    assert writer.dropped == 2
+
+
+# -- podium metrics RUN --json ---------------------------------------------------------------
+
+
+def test_podium_metrics_json_gives_the_series_and_the_latest_of_each_matrix(tmp_path: Path, capsys):
+    from podium.engine.cli.main import main
+
+    run = tmp_path / "runs" / "r"
+    run.mkdir(parents=True)
+    (run / "run.json").write_text("{}")
+    with RunStore.open(run / "metrics.db") as store:
+        for step in (1, 2):
+            store.add_scalars(step, 0.0, float(step), {"train/loss": 1.0 / step, "lr": 0.1})
+        store.add_matrices(1, 1.0, {"val/confusion": confusion(0.5)})
+        store.add_matrices(2, 2.0, {"val/confusion": confusion(0.75), "val/pitch": CONFUSION})
+        store.add_matrices(2, 2.0, {"val/nan": Matrix.of(("a",), ("b",), [[math.nan]])})
+    argv = ["metrics", "r", "--json", "--runs-dir", str(tmp_path / "runs")]
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["series"] == {"lr": [[1, 0.1], [2, 0.1]], "train/loss": [[1, 1.0], [2, 0.5]]}
+    assert out["matrices"] == {
+        "val/confusion": {"step": 2, **confusion(0.75).to_dict()},
+        "val/nan": {"step": 2, "rows": ["a"], "cols": ["b"], "values": [[None]]},
+        "val/pitch": {"step": 2, **CONFUSION.to_dict()},
+    }
+    assert main([*argv, "--series", "lr"]) == 0  # --series filters the series only
+    out = json.loads(capsys.readouterr().out)
+    assert list(out["series"]) == ["lr"] and len(out["matrices"]) == 3
+    assert main(["metrics", "r", "--csv", "--runs-dir", str(tmp_path / "runs")]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "series,step,value",
+        "lr,1,0.1",
+        "lr,2,0.1",
+        "train/loss,1,1.0",
+        "train/loss,2,0.5",
+    ]
+    (run / "metrics.db").unlink()  # a run that has not written its store yet
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out) == {"series": {}, "matrices": {}}

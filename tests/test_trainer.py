@@ -8,9 +8,22 @@ import time
 import pytest
 import torch
 
-from engine.checkpoints import CheckpointConfig, Checkpointer, list_checkpoints, newest_checkpoint
-from engine.events import CheckpointSaved, EvalMetrics, EventBus, Message, StateChanged, StepMetrics
-from engine.trainer import EarlyStoppingConfig, TrainConfig, Trainer, seed_everything
+from podium.engine.checkpoints import (
+    CheckpointConfig,
+    Checkpointer,
+    list_checkpoints,
+    newest_checkpoint,
+)
+from podium.engine.events import (
+    CheckpointSaved,
+    EvalMetrics,
+    EventBus,
+    Message,
+    StateChanged,
+    StepMetrics,
+)
+from podium.engine.train_config import EarlyStoppingConfig, TrainConfig
+from podium.engine.trainer import Trainer, seed_everything
 from tests.toy import ToyData, ToyModel
 
 WEIGHTS = {"cls": 1.0, "reg": 0.5}
@@ -184,7 +197,7 @@ def test_retention_keeps_last_k_epoch_checkpoints(tmp_path):
 
 
 def test_too_small_dataset_is_a_clear_error(tmp_path):
-    from engine.errors import DataError
+    from podium.engine.errors import DataError
 
     with pytest.raises(DataError, match="fewer than one optimizer step"):
         Trainer(

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import math
 
+from podium.tui.app import PodiumApp
+from podium.tui.screens.compare import CompareScreen
+from podium.tui.screens.home import MARK, HomeScreen
 from tests.tui_helpers import make_stored_run, sync, wait_for
-from tui.app import PodiumApp
-from tui.screens.compare import CompareScreen
-from tui.screens.home import MARK, HomeScreen
 
 SIZE = (120, 40)
 

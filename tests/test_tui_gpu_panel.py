@@ -9,13 +9,13 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+from podium.tui.app import PodiumApp
+from podium.tui.screens.home import HomeScreen
+from podium.tui.screens.run import RunScreen
+from podium.tui.widgets.gpu_panel import GpuPanel
+from podium.tui.widgets.panels import ResourcesPanel
 from tests.fake_nvml import GIB, end, hold_lease, isolate, lab_devices, uuid, write_fake
 from tests.tui_helpers import make_stored_run, sync, wait_for
-from tui.app import PodiumApp
-from tui.screens.home import HomeScreen
-from tui.screens.run import RunScreen
-from tui.widgets.gpu_panel import GpuPanel
-from tui.widgets.panels import ResourcesPanel
 
 SIZE = (120, 40)
 NO_GPU = "no NVIDIA GPU: NVML library not found"

@@ -11,15 +11,15 @@ import math
 
 import pytest
 
-from engine.store import RunStore
+from podium.engine.store import RunStore
+from podium.tui.app import PodiumApp
+from podium.tui.commands import describe
+from podium.tui.live import branching_available
+from podium.tui.screens.modals import ConfirmModal, HelpScreen, LrModal, QuitModal
+from podium.tui.screens.preview import GenerateModal
+from podium.tui.screens.run import RunScreen
+from podium.tui.widgets.checkpoints import CheckpointTable
 from tests.tui_helpers import start_request, sync, wait_for, wait_sync
-from tui.app import PodiumApp
-from tui.commands import describe
-from tui.live import branching_available
-from tui.screens.modals import ConfirmModal, HelpScreen, LrModal, QuitModal
-from tui.screens.preview import GenerateModal
-from tui.screens.run import RunScreen
-from tui.widgets.checkpoints import CheckpointTable
 
 pytestmark = pytest.mark.slow
 
@@ -144,8 +144,23 @@ async def test_view_keys_help_and_palette(tmp_path):
         await pilot.press("g")  # the preview form (tests/test_tui_preview.py generates)
         assert isinstance(app.screen, GenerateModal)
         assert app.screen.query_one("#f-checkpoint").value == "live"
+        # Its fields are the CP sampler's options, between the checkpoint and the length.
+        ids = [w.id for w in app.screen.query("Input")]
+        assert ids == [
+            "f-checkpoint",
+            "f-emotion",
+            "f-key",
+            "f-bars",
+            "f-temperature",
+            "f-top-p",
+            "f-seed",
+        ]
+        assert app.screen.query_one("#f-emotion").placeholder.startswith("Q1..Q4")
         await pilot.press("escape")
         assert app.screen is screen
+        # A CP run has no matrix metric: m does nothing and is in neither the footer nor help.
+        await pilot.press("m")
+        assert app.screen is screen and screen.check_action("show_matrix", ()) is False
 
         # c focuses the checkpoint table; escape leaves the table, then the screen.
         await pilot.press("c")
@@ -157,8 +172,12 @@ async def test_view_keys_help_and_palette(tmp_path):
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen)
         text = str(app.screen.query_one("#help-text").render())
-        for binding in [*type(screen).BINDINGS, *PodiumApp.BINDINGS, *CheckpointTable.BINDINGS]:
+        hidden = [b for b in type(screen).BINDINGS if screen.check_action(b.action, ()) is False]
+        assert [b.action for b in hidden] == ["show_matrix"]
+        shown = [b for b in type(screen).BINDINGS if b not in hidden]
+        for binding in [*shown, *PodiumApp.BINDINGS, *CheckpointTable.BINDINGS]:
             assert describe(binding) in text, binding
+        assert describe(hidden[0]) not in text
         await pilot.press("escape")
         assert app.screen is screen
 

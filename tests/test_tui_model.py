@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import threading
 
-from engine.events import (
+from podium.engine.events import (
     CheckpointSaved,
     EvalMetrics,
     Message,
@@ -14,10 +14,10 @@ from engine.events import (
     StepMetrics,
     event_to_dict,
 )
+from podium.tui.history import read_history, run_facts, run_row
+from podium.tui.live import EventInbox
+from podium.tui.model import RunModel, Series, ema, event_from_payload
 from tests.tui_helpers import HEADS, make_stored_run
-from tui.history import read_history, run_facts, run_row
-from tui.live import EventInbox
-from tui.model import RunModel, Series, ema, event_from_payload
 
 
 def step_event(step: int, loss: float = 1.0, wall: float = 0.0) -> StepMetrics:
@@ -155,9 +155,9 @@ def test_a_stored_run_reads_back_downsampled(tmp_path):
     assert row.best_val == min(v for _, v in h.points["val/loss"][0])
 
 
-def test_scalars_events_become_series_and_the_latest_conditioning_numbers():
-    from engine.events import Scalars
-    from tui.model import RunModel
+def test_scalars_events_become_series_and_the_latest_hook_numbers():
+    from podium.engine.events import Scalars
+    from podium.tui.model import RunModel
 
     m = RunModel()
     m.apply(
@@ -165,31 +165,112 @@ def test_scalars_events_become_series_and_the_latest_conditioning_numbers():
     )
     m.apply([Scalars(step=92, epoch=2.0, wall=2.0, values={"cond/both": 0.8125})])
     assert m.series["cond/both"].steps == [46, 92] and m.series["cond/both"].values[-1] == 0.8125
-    assert m.numbers.cond == {"cond/both": 0.8125, "cond/valence": 0.75}
+    assert m.numbers.latest == {"cond/both": 0.8125, "cond/valence": 0.75}
+    assert m.numbers.hook_groups() == {"cond": {"cond/both": 0.8125, "cond/valence": 0.75}}
+    assert m.hook_groups == {"cond": ["cond/both", "cond/valence"]}
 
 
-def test_the_heads_plot_cycles_on_to_the_conditioning_check():
-    from engine.events import Scalars
-    from tui.model import RunModel
-    from tui.widgets.loss_panel import PlotOptions, build_heads, has_conditioning
+def test_eval_metrics_and_matrices_are_kept_latest_first():
+    from podium.engine.metrics import Matrix
+
+    m = RunModel()
+    first = Matrix.of(["a", "b"], ["a", "b"], [[3, 1], [0, 4]])
+    later = Matrix.of(["a", "b"], ["a", "b"], [[4, 0], [0, 4]])
+
+    def ev(step: int, acc: float, matrix: Matrix) -> EvalMetrics:
+        return EvalMetrics(
+            step=step,
+            epoch=step / 10,
+            wall=1000.0 + step,
+            loss=1.0,
+            losses={"a": 0.5},
+            best=1.0,
+            patience_left=None,
+            metrics={"accuracy": acc},
+            matrices={"confusion": matrix},
+        )
+
+    m.apply([ev(10, 0.5, first), ev(20, 0.75, later)])
+    assert m.series["val/accuracy"].values == [0.5, 0.75]
+    assert m.numbers.latest == {"val/accuracy": 0.75} and m.numbers.metrics() == {"accuracy": 0.75}
+    assert m.metrics == ["accuracy"] and m.matrix_keys == ["confusion"]
+    assert m.matrices["confusion"] == (20, later)
+    m.load_history({}, matrices={"confusion": (10, first)})  # an older stored one: kept newer
+    assert m.matrices["confusion"] == (20, later)
+    # The JSON form (the store's rows, the socket's lines) carries the matrices and the metrics.
+    back = event_from_payload(event_to_dict(ev(30, 1.0, first)))
+    assert back == ev(30, 1.0, first)
+    fresh = RunModel()
+    fresh.load_events([back])
+    assert fresh.matrices["confusion"] == (30, first)
+
+
+def test_every_event_type_survives_the_json_form():
+    from podium.engine.events import CheckpointDeleted, Scalars
+
+    events = [
+        step_event(3),
+        StateChanged(step=1, wall=2.0, state="failed", reason="x"),
+        Scalars(step=46, epoch=1.0, wall=1.0, values={"cond/both": 0.5}),
+        CheckpointDeleted(step=5, wall=3.0, name="step-5"),
+        Message(step=5, wall=1006.0, level="info", text="lr", data={"lr": 5e-4}),
+    ]
+    for event in events:
+        assert event_from_payload(event_to_dict(event)) == event, event
+
+
+def test_the_heads_plot_cycles_on_to_metrics_and_hook_groups():
+    from podium.engine.events import Scalars
+    from podium.tui.model import RunModel
+    from podium.tui.widgets.loss_panel import PlotOptions, build_heads, extra_views, plot_views
 
     m = RunModel()
     m.heads = ["type", "pitch"]
     opts = PlotOptions()
-    assert not has_conditioning(m)
+    assert extra_views(m) == 0
     cycle = []
     for _ in range(3):
-        opts = opts.next_heads(2)
+        opts = opts.next_heads(2, extra_views(m))
         cycle.append(opts.head_index)
     assert cycle == [0, 1, -1]  # all heads, each head, all again
-    m.apply([Scalars(step=46, epoch=1.0, wall=1.0, values={"cond/both": 0.5})])
+    m.family = "cp"
+    m.apply([Scalars(step=46, epoch=1.0, wall=1.0, values={"cond/both": 0.5, "cond/valence": 1})])
+    m.metric_names = ["accuracy"]  # declared: its view is there before its first value
+    assert [(v.kind, v.name) for v in plot_views(m)] == [
+        ("head", "type"),
+        ("head", "pitch"),
+        ("metric", "accuracy"),
+        ("group", "cond"),
+    ]
     views = []
     opts = PlotOptions()
-    for _ in range(4):
-        opts = opts.next_heads(2, 1 if has_conditioning(m) else 0)
+    for _ in range(5):
+        opts = opts.next_heads(2, extra_views(m))
         views.append(opts.head_index)
-    assert views == [0, 1, 2, -1]
+    assert views == [0, 1, 2, 3, -1]
     series, legend, title = build_heads(m, PlotOptions(head_index=2))
-    assert "conditioning" in title and series[0].label == "cond/both"
+    assert title.startswith("val accuracy") and legend[0].name == "accuracy"
+    assert series[0].xs == [] and legend[0].last is None
+    series, legend, title = build_heads(m, PlotOptions(head_index=3))
+    # The CP family's title comes from podium.tui.families.cp; the view itself is generic.
+    assert title == "conditioning check · fraction of samples matching (h: next)"
+    assert [s.label for s in series] == ["cond/both", "cond/valence"]
     assert legend[0].name == "both" and legend[0].last == 0.5
     assert list(series[0].ys) == [0.5]
+    m.family = "tests.families.nope"  # no dashboard module, no importable family: generic
+    assert build_heads(m, PlotOptions(head_index=3))[2] == "cond · every few epochs (h: next)"
+
+
+def test_the_numbers_panel_lists_metrics_and_hook_groups_generically():
+    from podium.engine.events import Scalars
+    from podium.tui.widgets.panels import reading_rows
+
+    m = RunModel()
+    m.family = "cp"
+    m.apply([Scalars(step=46, epoch=1.0, wall=1.0, values={"cond/both": 0.8, "cond/valence": 1})])
+    m.numbers.latest["val/perplexity"] = 12.5
+    m.numbers.latest["val/accuracy"] = 0.25
+    assert reading_rows(m) == [
+        ("metrics", "accuracy 25% · perplexity 12.5"),
+        ("condition", "both 80% · valence 100%"),
+    ]

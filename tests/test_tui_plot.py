@@ -7,8 +7,8 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tui import format as fmt
-from tui.widgets.plot import (
+from podium.tui import format as fmt
+from podium.tui.widgets.plot import (
     PlotSeries,
     draw_plot,
     linear_ticks,
@@ -121,3 +121,29 @@ def test_number_formats():
     assert fmt.short_size(4.2e6) == "4.0M" and fmt.short_duration(5400) == "1h30"
     assert fmt.bar(0.5, 10) == "█████░░░░░" and len(fmt.bar(0.33, 7)) == 7
     assert fmt.age(100.0, now=100.0 + 7200) == "2h"
+
+
+def test_the_heatmap_writes_labels_numbers_and_density_glyphs():
+    from podium.engine.metrics import Matrix
+    from podium.tui.widgets.heatmap import glyph, heatmap_lines, legend_line
+
+    counts = Matrix.of(["A", "B"], ["A", "B"], [[19, 1], [0, 20]])
+    lines = [t.plain for t in heatmap_lines(counts, 40)]
+    assert lines == ["     A    B ", "A █ 19 ░  1 ", "B    0 █ 20 "]
+    assert legend_line(counts).plain == "scale 0   ░░▒▒▓▓██ 20"
+    # Cells are shaded by value too (the colours go under NO_COLOR; numbers and glyphs stay).
+    shaded = heatmap_lines(counts, 40)[1]
+    assert any("on #" in str(span.style) for span in shaded.spans)
+    # Fractions on the 0..1 scale, NaN as a dot and a dash.
+    fractions = Matrix.of(["calm", "busy"], ["calm", "busy"], [[0.75, 0.25], [math.nan, 1.0]])
+    lines = [t.plain for t in heatmap_lines(fractions, 40)]
+    assert lines == ["       calm   busy ", "calm ▓ 0.75 ░ 0.25 ", "busy ·    – █ 1.00 "]
+    assert [glyph(v) for v in (0.0, 0.1, 0.3, 0.6, 1.0, None)] == [" ", "░", "▒", "▓", "█", "·"]
+    # Too wide for its space: glyphs only, then the columns that fit and how many are left.
+    wide = Matrix.of(["r0", "r1"], [f"c{i}" for i in range(30)], [list(range(30))] * 2)
+    lines = [t.plain for t in heatmap_lines(wide, 40)]
+    *labels, more, _ = lines[0].split()
+    assert all(len(line) <= 40 for line in lines) and int(more) + len(labels) == 30
+    assert labels == [f"c{i}" for i in range(len(labels))] and len(lines[1]) == 3 + 3 * len(labels)
+    assert lines[1].split()[0] == "r0" and "█" not in lines[1] and "▒▒" in lines[1]
+    assert [t.plain for t in heatmap_lines(Matrix.of([], [], []), 40)] == ["(empty matrix)"]

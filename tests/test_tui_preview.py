@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pretty_midi
 
-from engine.runs import RunDir
+from podium.engine.runs import RunDir
+from podium.tui.app import PodiumApp
+from podium.tui.screens.preview import GenerateModal, PreviewScreen, parse_form
+from podium.tui.screens.run import RunScreen
+from podium.tui.widgets.piano_roll import PianoRoll, roll_lines
 from tests.tui_helpers import start_request, sync, wait_for
-from tui.app import PodiumApp
-from tui.screens.preview import GenerateModal, PreviewScreen, parse_form
-from tui.screens.run import RunScreen
-from tui.widgets.piano_roll import PianoRoll, roll_lines
 
 SIZE = (120, 40)
 
@@ -39,6 +39,9 @@ async def test_preview_from_the_live_weights_while_training_goes_on(tmp_path):
         path = preview.current
         assert path.parent == RunDir(tmp_path / "pv").path / "samples"
         assert path.name.startswith("live-step") and "Q4-Gmaj-seed11" in path.name
+        assert any(
+            n.startswith("preview written") and "(Q4 G:maj, ended by" in n for n in app.notices
+        )
         pretty_midi.PrettyMIDI(str(path))
         assert "notes" in str(preview.query_one("#preview-stats").render())
         assert preview.query_one("#samples").option_count == 1
@@ -60,8 +63,11 @@ async def test_preview_from_the_live_weights_while_training_goes_on(tmp_path):
 
 
 def test_the_form_checks_its_numbers_and_the_roll_draws_notes():
+    from podium.engine.families.registry import ConditionOption
+
     form = parse_form({"checkpoint": "", "bars": "4", "temperature": "0.8", "seed": "3"})
     assert (form.checkpoint, form.bars, form.temperature, form.seed) == ("latest", 4, 0.8, 3)
+    assert form.conditioning == {}
     for bad in ({"bars": "0"}, {"top-p": "1.5"}, {"seed": "x"}):
         try:
             parse_form(bad)
@@ -69,6 +75,21 @@ def test_the_form_checks_its_numbers_and_the_roll_draws_notes():
             assert next(iter(bad)) in str(exc)
         else:
             raise AssertionError(f"{bad} was accepted")
+    # The family's options: a closed set is checked (any case, spelled as the sampler does).
+    options = (
+        ConditionOption(name="emotion", help="Q1..Q4", choices=("Q1", "Q2", "Q3", "Q4")),
+        ConditionOption(name="key", help="e.g. C:maj"),
+        ConditionOption(name="seed", help="an option named like a shared field"),
+    )
+    form = parse_form({"emotion": "q2", "key": " a:min ", "opt-seed": "x", "seed": "5"}, options)
+    assert form.conditioning == {"emotion": "Q2", "key": "a:min", "seed": "x"} and form.seed == 5
+    assert parse_form({}, options).conditioning == {"emotion": "", "key": "", "seed": ""}
+    try:
+        parse_form({"emotion": "Q5"}, options)
+    except ValueError as exc:
+        assert str(exc) == "emotion: one of Q1, Q2, Q3, Q4 (got Q5)"
+    else:
+        raise AssertionError("Q5 was accepted")
     midi = pretty_midi.PrettyMIDI(initial_tempo=120)
     piano = pretty_midi.Instrument(program=0)
     piano.notes += [

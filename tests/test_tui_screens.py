@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from engine.runs import RunDir
+from podium.engine.runs import RunDir
+from podium.tui.app import PodiumApp
+from podium.tui.screens.home import HomeScreen, find_profiles
+from podium.tui.screens.new_run import NewRunModal, parse_form
+from podium.tui.screens.run import RunScreen
+from podium.tui.widgets.checkpoints import CheckpointTable
 from tests.tui_helpers import DEMO, HEADS, make_stored_run, start_request, sync, wait_for
-from tui.app import PodiumApp
-from tui.screens.home import HomeScreen, find_profiles
-from tui.screens.new_run import NewRunModal, parse_form
-from tui.screens.run import RunScreen
-from tui.widgets.checkpoints import CheckpointTable
 
 SIZE = (120, 40)
 
@@ -188,10 +188,10 @@ async def test_a_run_that_cannot_start_shows_the_data_error(tmp_path):
 @pytest.mark.slow
 @sync
 async def test_resume_in_the_dashboard_shows_history_and_continues(tmp_path):
-    from engine.config import load_profile
-    from engine.session import new_session
+    from podium.engine.config import load_profile
+    from podium.engine.session import new_session
+    from podium.tui.live import ResumeRequest, branching_available
     from tests.tui_helpers import SMALL
-    from tui.live import ResumeRequest, branching_available
 
     first = new_session(load_profile(DEMO, list(SMALL)), root=tmp_path, name="again", max_steps=8)
     assert first.run_training().step == 8

@@ -19,14 +19,14 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from podium.tui import format as fmt
+from podium.tui.app import PodiumApp
+from podium.tui.screens.run import RunScreen
+from podium.tui.widgets import panels
+from podium.tui.widgets.checkpoints import CheckpointTable
+from podium.tui.widgets.gpu_panel import GpuPanel
 from tests.fake_nvml import isolate, lab_devices, write_fake
 from tests.tui_helpers import FIXED_WALL, make_stored_run, sync, wait_for
-from tui import format as fmt
-from tui.app import PodiumApp
-from tui.screens.run import RunScreen
-from tui.widgets import panels
-from tui.widgets.checkpoints import CheckpointTable
-from tui.widgets.gpu_panel import GpuPanel
 
 SNAPSHOTS = Path(__file__).parent / "snapshots_tui"
 UPDATE = os.environ.get("PODIUM_UPDATE_SNAPSHOTS") == "1"

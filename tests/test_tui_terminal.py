@@ -1,6 +1,6 @@
 """The dashboard in a real terminal (tmux), and the console script without one.
 
-The tmux test runs ``python -m tui.cli train profiles/demo.toml`` (the ``podium`` script's code)
+The tmux test runs ``python -m podium train profiles/demo.toml`` (the ``podium`` script's code)
 in a detached 120x40 tmux session on a private tmux server, reads the screen with
 ``capture-pane -p``, and sends keys with ``send-keys``: it checks what a user sees.
 """
@@ -27,7 +27,7 @@ STEP = re.compile(r"step (\d+)/\d+")
 
 def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "tui.cli", *args],
+        [sys.executable, "-m", "podium", *args],
         capture_output=True,
         text=True,
         cwd=cwd,
@@ -115,7 +115,7 @@ def test_train_in_a_real_terminal_shows_steps_heads_and_pauses(tmp_path):
     )
     # Textual draws on stderr: leave both streams on the terminal.
     command = (
-        f"cd {shlex.quote(str(ROOT))} && env {env} {shlex.quote(sys.executable)} -m tui.cli "
+        f"cd {shlex.quote(str(ROOT))} && env {env} {shlex.quote(sys.executable)} -m podium "
         + " ".join(shlex.quote(a) for a in args)
     )
     tmux = Tmux(tmp_path)

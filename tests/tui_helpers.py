@@ -64,7 +64,7 @@ def wait_sync(condition: Callable[[], object], timeout: float = 30.0, what: str 
 def start_request(
     root: Path, *, max_steps: int | None = None, extra: Sequence[str] = (), name=None
 ):
-    from tui.live import StartRequest
+    from podium.tui.live import StartRequest
 
     return StartRequest(
         profile_path=DEMO,
@@ -92,23 +92,25 @@ def make_stored_run(
     state: str = "finished",
     checkpoints: bool = True,
     step_stride: int = 1,
+    family: str = "cp",
 ):
     """A finished run under ``root`` with ``steps`` steps of deterministic losses per head.
 
     Returns the ``RunDir``. ``step_stride`` > 1 stores every n-th step only (fast huge runs).
+    ``family`` is only recorded (run.json): the losses are made up whatever it is.
     """
     import torch
 
-    from engine.checkpoints import CheckpointConfig, Checkpointer
-    from engine.runs import RunInfo, create_run
-    from engine.store import CheckpointRecord, RunStore
+    from podium.engine.checkpoints import CheckpointConfig, Checkpointer
+    from podium.engine.runs import RunInfo, create_run
+    from podium.engine.store import CheckpointRecord, RunStore
 
     run = create_run(root, profile_name="demo", name=name)
     run.write_info(
         RunInfo(
             id=run.id,
             profile="demo",
-            family="cp",
+            family=family,
             created=FIXED_WALL,
             host="testhost",
             user="tester",
@@ -117,7 +119,7 @@ def make_stored_run(
         )
     )
     run.log_path.write_text(
-        f"podium: run {run.id}: demo (cp), 0.80M parameters, 43 train / 5 val examples, "
+        f"podium: run {run.id}: demo ({family}), 0.80M parameters, 43 train / 5 val examples, "
         f"device cpu, {steps} steps (10/epoch)\n",
         encoding="utf-8",
     )

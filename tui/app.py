@@ -6,7 +6,7 @@ event inboxes at a bounded rate (``DRAIN_INTERVAL``), and routes the results to 
 showing them. Screens own their layout and keys; the app owns quitting, detaching, help and
 starting runs.
 
-How the dashboard goes away while runs train here (``leave``, read by ``tui.cli`` after exit):
+How the dashboard goes away while runs train here (``leave``, read by ``podium.tui.cli`` after exit):
 
 - ``"hangup"``: the terminal went away (SIGHUP, or reads and writes failing with EIO). The UI
   closes and the runs keep training in this same process, its output re-pointed at the log;
@@ -14,8 +14,8 @@ How the dashboard goes away while runs train here (``leave``, read by ``tui.cli`
   must get its prompt back, which only the process's exit gives, so each run hands over: it
   saves a checkpoint and a new background process resumes it exactly from there.
 
-    python -m tui.cli                      # home screen
-    python -m tui.cli train profiles/demo.toml
+    python -m podium                      # home screen
+    python -m podium train profiles/demo.toml
 """
 
 from __future__ import annotations
@@ -36,13 +36,13 @@ from textual.binding import Binding, BindingType
 from textual.screen import ModalScreen
 from textual.worker import Worker, WorkerState
 
-from engine.runs import RunDir
-from tui.commands import ActionsProvider, binding_sources, describe, key_label
-from tui.live import EventsReady, LiveRun, Request, SessionReady, TrainingEnded, hint_for
-from tui.remote import AttachedRun
-from tui.screens.home import HomeScreen
-from tui.screens.modals import HelpScreen, QuitModal
-from tui.screens.run import RunScreen
+from podium.engine.runs import RunDir
+from podium.tui.commands import ActionsProvider, binding_sources, describe, key_label
+from podium.tui.live import EventsReady, LiveRun, Request, SessionReady, TrainingEnded, hint_for
+from podium.tui.remote import AttachedRun
+from podium.tui.screens.home import HomeScreen
+from podium.tui.screens.modals import HelpScreen, QuitModal
+from podium.tui.screens.run import RunScreen
 
 
 class PodiumApp(App[int]):
@@ -107,12 +107,12 @@ class PodiumApp(App[int]):
         self.set_interval(1.0, self._check_terminal)
 
     def hang_up(self) -> None:
-        """The terminal is gone: close the UI now, keep training (``tui.cli`` takes over)."""
+        """The terminal is gone: close the UI now, keep training (``podium.tui.cli`` takes over)."""
         if self.leave == "hangup":
             return
         self.leave = "hangup"
         # Textual restores the terminal on the way out; on a dead one that write fails (EIO) or
-        # blocks. Point fds 1 and 2 at /dev/null first; tui.cli moves them to the run's log.
+        # blocks. Point fds 1 and 2 at /dev/null first; podium.tui.cli moves them to the run's log.
         null = os.open(os.devnull, os.O_RDWR)
         os.dup2(null, 1)
         os.dup2(null, 2)

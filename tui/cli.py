@@ -2,7 +2,7 @@
 
 ``podium`` with no arguments opens the dashboard's home screen; ``podium train PROFILE`` and
 ``podium resume RUN`` without ``--headless`` open it on that run (through the ``dashboard`` hook
-of ``engine.cli.main``). Everything else, and every ``--headless`` path, is ``engine.cli``'s.
+of ``podium.engine.cli.main.main``). Everything else, and every ``--headless`` path, is ``podium.engine.cli.main``'s.
 
 The dashboard needs a terminal: with stdout not a tty it refuses in one line (exit 2) and
 suggests ``--headless``.
@@ -22,8 +22,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from engine import cli as engine_cli
-from engine.errors import PodiumError
+from podium.engine.cli import main as engine_cli
+from podium.engine.errors import PodiumError
 
 
 def _has_terminal() -> bool:
@@ -45,8 +45,8 @@ def _refuse(command: str) -> int:
 
 def run_dashboard(root: Path, request=None, *, attach=None) -> int:
     """Run the app until it exits, then do what its way of leaving asks (module docstring)."""
-    from tui.app import PodiumApp, terminal_hung_up
-    from tui.live import stop_all
+    from podium.tui.app import PodiumApp, terminal_hung_up
+    from podium.tui.live import stop_all
 
     app = PodiumApp(root=root, request=request)
     app.attach_to = attach
@@ -80,8 +80,8 @@ def run_dashboard(root: Path, request=None, *, attach=None) -> int:
 
 def _train_on_after_hangup(app) -> int:
     """The terminal is gone: train on in this process, writing only to the runs' logs."""
-    from engine.detach import repoint_std_fds
-    from tui.live import stop_all
+    from podium.engine.detach import repoint_std_fds
+    from podium.tui.live import stop_all
 
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     runs = app.training
@@ -117,7 +117,7 @@ HANDOVER_REASON = "handed over to a background process (detach)"
 
 def _hand_over(app, root: Path) -> int:
     """Detach: each run saves a checkpoint and a background process resumes it exactly."""
-    from engine.detach import spawn_detached
+    from podium.engine.detach import spawn_detached
 
     runs = app.training
     for live in runs:
@@ -154,16 +154,16 @@ def _hand_over(app, root: Path) -> int:
 
 
 def dashboard(args: argparse.Namespace) -> int:
-    """``engine.cli``'s hook: open the dashboard on a new or resumed run."""
-    from engine.runs import check_run_id, resolve_run, runs_root
+    """``podium.engine.cli.main``'s hook: open the dashboard on a new or resumed run."""
+    from podium.engine.runs import check_run_id, resolve_run, runs_root
 
     if not _has_terminal():
         return _refuse(args.command)
     root = runs_root(args.runs_dir)
     if args.command == "attach":  # no torch on this path: attaching must be quick
         return run_dashboard(root, attach=_attach_target(args.run, root))
-    from engine.session import check_resumable, parse_overrides
-    from tui.live import BranchRequest, ResumeRequest, StartRequest
+    from podium.engine.session import check_resumable, parse_overrides
+    from podium.tui.live import BranchRequest, ResumeRequest, StartRequest
 
     common = {
         "max_steps": args.max_steps,
@@ -199,7 +199,7 @@ def dashboard(args: argparse.Namespace) -> int:
 
 def _attach_target(arg: str | None, root: Path):
     """The run to attach to: ``arg``, else this user's newest live run under ``root``."""
-    from engine.runs import list_runs, resolve_run
+    from podium.engine.runs import list_runs, resolve_run
 
     if arg is not None:
         run = resolve_run(arg, root)
@@ -230,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args:
         if not _has_terminal():
             return _refuse("home")
-        from engine.runs import runs_root
+        from podium.engine.runs import runs_root
 
         return run_dashboard(runs_root(os.environ.get("PODIUM_RUNS")))
     return engine_cli.main(args, dashboard=dashboard)

@@ -19,14 +19,19 @@ def _declared(node: DOMNode) -> list[Binding]:
 
 
 def binding_sources(screen: DOMNode) -> Iterator[tuple[DOMNode, Binding]]:
-    """(node, binding) for the app, the screen and podium widgets on it; one entry per action."""
+    """(node, binding) for the app, the screen and podium widgets on it; one entry per action.
+
+    A screen's binding that its ``check_action`` hides (False: the run has nothing for it, like
+    ``m`` without a matrix metric) is left out, as the footer leaves it out."""
     seen: set[tuple[int, str]] = set()
     nodes: list[DOMNode] = [screen.app, screen]
-    nodes += [w for w in screen.walk_children() if type(w).__module__.startswith("tui.")]
+    nodes += [w for w in screen.walk_children() if type(w).__module__.startswith("podium.tui.")]
     for node in nodes:
         for binding in _declared(node):
             key = (id(node), binding.action)
             if key in seen or not binding.description:
+                continue
+            if node is screen and screen.check_action(binding.action, ()) is False:
                 continue
             seen.add(key)
             yield node, binding

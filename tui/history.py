@@ -13,40 +13,50 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.events import Event
-from engine.runs import RunDir
-from engine.store import RunStore
-from tui.model import event_from_payload
+from podium.engine import series
+from podium.engine.events import EvalMetrics, Event
+from podium.engine.metrics import Matrix
+from podium.engine.runs import RunDir
+from podium.engine.store import RunStore
+from podium.tui.model import event_from_payload, is_reading
 
-STAT_SERIES = (
-    "lr",
-    "grad_norm",
-    "throughput/tokens_per_s",
-    "throughput/samples_per_s",
-    "cond/valence",
-    "cond/arousal",
-    "cond/both",
-)
+STAT_SERIES = series.STATS
+"""Per-step readings whose latest value is shown as a number (never plotted)."""
 LOG_KINDS = ("eval", "checkpoint", "checkpoint_deleted", "state", "info", "warning", "error")
 
 
 @dataclass
 class History:
-    """Series points (name -> (by step, by wall)), last stat values and log events."""
+    """Series points (name -> (by step, by wall)), the latest values of the stats, metrics and
+    hook series, the latest matrices (name -> (step, matrix)) and log events."""
 
     points: dict[str, tuple[list[tuple[float, float]], list[tuple[float, float]]]] = field(
         default_factory=dict
     )
     last: dict[str, float] = field(default_factory=dict)
+    matrices: dict[str, tuple[int, Matrix]] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
     series_names: list[str] = field(default_factory=list)
     last_event_id: int = 0
 
 
 def plotted_series(names: Iterable[str]) -> list[str]:
-    """The plotted series among ``names``: losses (total and per head, train and val) and the
-    conditioning check's fractions."""
-    return [n for n in names if n.startswith(("train/loss", "val/loss", "cond/"))]
+    """The plotted series among ``names``: losses (total and per head, train and val),
+    validation metrics and epoch hooks' values; not the per-step stats."""
+    return series.plotted(names)
+
+
+def _latest_matrices(store: RunStore, end_step: int | None) -> dict[str, tuple[int, Matrix]]:
+    """The newest stored value of each matrix metric (at or before ``end_step``), when the
+    store keeps matrices; {} from a store that does not."""
+    if not (hasattr(store, "matrix_names") and hasattr(store, "latest_matrix")):
+        return {}
+    out: dict[str, tuple[int, Matrix]] = {}
+    for name in store.matrix_names():
+        found = store.latest_matrix(name, end_step=end_step)
+        if found is not None:
+            out[name] = (int(found[0]), found[1])
+    return out
 
 
 def read_history(
@@ -65,8 +75,9 @@ def read_history(
         max_points: per series (the store keeps each bucket's min and max point).
         end_step: ignore anything after this step (a resumed run's store may still hold points
             after the checkpoint until the writer's truncate lands).
-        names: only these series (default: every loss series).
-        with_events: also read events with ``id > since_event``.
+        names: only these series (default: every plotted series, ``series.plotted``).
+        with_events: also read events with ``id > since_event`` (matrices come with the
+            validation events too, for a store that keeps none of its own).
     """
     out = History()
     if not db_path.exists():
@@ -79,14 +90,19 @@ def read_history(
         by_step = store.query_many(wanted, max_points=max_points, end_step=end_step)
         by_wall = store.query_many(wanted, max_points=max_points, end_step=end_step, x="wall")
         out.points = {n: (by_step[n], by_wall[n]) for n in wanted}
-        for name in STAT_SERIES:
+        readings = [n for n in out.series_names if is_reading(n)]
+        for name in (*STAT_SERIES, *readings):
             if end_step is None:
                 last = store.last(name)
-            else:
+            elif name in STAT_SERIES:  # every step: the last one or two are enough
                 pts = store.query(name, start_step=max(end_step - 1, 0), end_step=end_step)
+                last = pts[-1] if pts else None
+            else:  # metrics and hooks: a point per validation or per few epochs
+                pts = store.query(name, end_step=end_step)
                 last = pts[-1] if pts else None
             if last is not None and math.isfinite(last[1]):
                 out.last[name] = last[1]
+        out.matrices = _latest_matrices(store, end_step)
         if with_events:
             rows = store.events(kinds=LOG_KINDS, since_id=since_event)
             for row in rows:
@@ -96,6 +112,11 @@ def read_history(
                 event = event_from_payload(row.payload)
                 if event is not None:
                     out.events.append(event)
+                if isinstance(event, EvalMetrics):
+                    for name, matrix in event.matrices.items():
+                        held = out.matrices.get(name)
+                        if held is None or held[0] < event.step:
+                            out.matrices[name] = (event.step, matrix)
     finally:
         store.close()
     return out
@@ -186,9 +207,9 @@ def run_row(run: RunDir) -> RunRow:
             reason = f"store unreadable: {exc}"
         else:
             try:
-                last = store.last("train/loss")
+                last = store.last(series.TRAIN_LOSS)
                 step = None if last is None else int(last[0])
-                vals = [v for _, v in store.query("val/loss") if math.isfinite(v)]
+                vals = [v for _, v in store.query(series.VAL_LOSS) if math.isfinite(v)]
                 best = min(vals) if vals else None
             except Exception as exc:  # a store being migrated or damaged: show, don't fail
                 reason = f"store unreadable: {exc}"

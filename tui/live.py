@@ -20,15 +20,15 @@ from typing import TYPE_CHECKING, Literal
 
 from textual.message import Message
 
-from engine.events import Event
-from engine.runs import RunDir, ViewerHold
-from tui.history import History, read_history
-from tui.model import LogEntry, RunModel
+from podium.engine.events import Event
+from podium.engine.runs import RunDir, ViewerHold
+from podium.tui.history import History, read_history
+from podium.tui.model import LogEntry, RunModel
 
 if TYPE_CHECKING:  # the engine's training modules load torch: only a run trained here needs them
-    from engine.checkpoints import Checkpointer
-    from engine.session import Session
-    from engine.trainer import Trainer, TrainResult
+    from podium.engine.checkpoints import Checkpointer
+    from podium.engine.session import Session
+    from podium.engine.trainer import Trainer, TrainResult
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -87,9 +87,9 @@ Request = StartRequest | ResumeRequest | BranchRequest
 
 def branching_available() -> bool:
     """Whether the engine can start a new run from a checkpoint (``branch_session``)."""
-    import engine.session
+    import podium.engine.session
 
-    return hasattr(engine.session, "branch_session")
+    return hasattr(podium.engine.session, "branch_session")
 
 
 class EventsReady(Message):
@@ -162,7 +162,7 @@ def _one_line(exc: BaseException) -> str:
     if not first:
         return name
     # Domain errors already read as sentences; show a class name only for unexpected ones.
-    from engine.errors import PodiumError
+    from podium.engine.errors import PodiumError
 
     return first if isinstance(exc, PodiumError) else f"{name}: {first}"
 
@@ -282,8 +282,8 @@ class LiveRun:
             self._post(TrainingEnded(self.key))
 
     def _open(self) -> Session:
-        from engine.config import load_profile
-        from engine.session import check_resumable, new_session, resume_session
+        from podium.engine.config import load_profile
+        from podium.engine.session import check_resumable, new_session, resume_session
 
         req = self.request
         # Device choice is passed only when asked for, so an engine without it still works.
@@ -299,7 +299,7 @@ class LiveRun:
             profile = load_profile(req.profile_path, list(req.overrides))
             return new_session(profile, root=req.root, name=req.name, **limits, **devices)
         if isinstance(req, BranchRequest):
-            from engine.session import branch_session
+            from podium.engine.session import branch_session
 
             parent = RunDir(req.parent_path)
             return branch_session(
@@ -328,6 +328,9 @@ class LiveRun:
         m.family = session.profile.family
         m.device = str(trainer.device)
         m.heads = list(trainer.head_names)
+        family = session.profile.family_spec
+        m.metric_names = list(family.metrics)
+        m.matrix_names = list(family.matrices)
         m.total_steps = trainer.total_steps
         m.steps_per_epoch = trainer.steps_per_epoch
         m.max_steps = trainer.max_steps
@@ -336,7 +339,7 @@ class LiveRun:
             trainer.steps_per_epoch, 1
         )
         if history is not None:
-            m.load_history(history.points, last=history.last)
+            m.load_history(history.points, last=history.last, matrices=history.matrices)
             m.load_events(history.events)
         if m.state == "starting" and trainer.run_state != "starting":
             m.state = trainer.run_state

@@ -12,13 +12,13 @@ survive and a week-long run costs the same to draw as a minute-long one.
 from __future__ import annotations
 
 import collections
-import dataclasses
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from engine.events import (
+from podium.engine import series as names
+from podium.engine.events import (
     CheckpointDeleted,
     CheckpointSaved,
     EvalMetrics,
@@ -27,7 +27,9 @@ from engine.events import (
     Scalars,
     StateChanged,
     StepMetrics,
+    event_from_dict,
 )
+from podium.engine.metrics import Matrix
 
 XAxis = Literal["step", "wall"]
 SMOOTHING_LEVELS = (0.0, 0.3, 0.6, 0.8, 0.9, 0.95, 0.98, 0.99)
@@ -40,11 +42,19 @@ Level = Literal["info", "warning", "error"]
 
 
 def train_name(head: str | None) -> str:
-    return "train/loss" if head is None else f"train/loss/{head}"
+    """The training loss series of ``head`` (None: the weighted total)."""
+    return names.train_loss(head)
 
 
 def val_name(head: str | None) -> str:
-    return "val/loss" if head is None else f"val/loss/{head}"
+    """The validation loss series of ``head`` (None: the weighted total)."""
+    return names.val_loss(head)
+
+
+def is_reading(name: str) -> bool:
+    """Whether a series is one whose latest value the numbers panel shows beside the plots:
+    a validation metric (``val/<metric>``) or an epoch hook's value (``<group>/<name>``)."""
+    return names.kind(name) in ("metric", "hook")
 
 
 class Series:
@@ -165,31 +175,30 @@ class Numbers:
     best_val: float | None = None
     patience_left: int | None = None
     wall: float | None = None
-    cond: dict[str, float] = field(default_factory=dict)
-    """The latest conditioning check (``cond/*`` series), when the profile runs one."""
+    latest: dict[str, float] = field(default_factory=dict)
+    """The latest value of every validation metric and epoch-hook series (``val/accuracy``,
+    ``cond/valence``...) by series name, whatever the family."""
+
+    def metrics(self) -> dict[str, float]:
+        """The latest validation metrics by metric name (``accuracy``), sorted."""
+        return {
+            names.metric_of(k): v
+            for k, v in sorted(self.latest.items())
+            if names.kind(k) == "metric"
+        }
+
+    def hook_groups(self) -> dict[str, dict[str, float]]:
+        """The latest epoch-hook values by group, then by series name, sorted."""
+        return {
+            group: {k: self.latest[k] for k in keys}
+            for group, keys in names.hook_groups(self.latest).items()
+        }
 
 
 def event_from_payload(payload: Mapping[str, Any]) -> Event | None:
-    """Rebuild an engine event from its stored JSON form (``engine.events.event_to_dict``)."""
-    classes = {
-        c.__name__: c
-        for c in (
-            StepMetrics,
-            EvalMetrics,
-            CheckpointSaved,
-            CheckpointDeleted,
-            StateChanged,
-            Message,
-        )
-    }
-    cls = classes.get(str(payload.get("type")))
-    if cls is None:
-        return None
-    names = {f.name for f in dataclasses.fields(cls)}
-    try:
-        return cls(**{k: v for k, v in payload.items() if k in names})
-    except TypeError:
-        return None
+    """Rebuild any engine event from its stored or socket JSON form (``event_to_dict``'s), or
+    None for an unknown type or a malformed payload."""
+    return event_from_dict(payload)
 
 
 def describe(event: Event) -> LogEntry | None:
@@ -227,6 +236,12 @@ class RunModel:
     family: str = ""
     device: str = ""
     heads: list[str] = field(default_factory=list)
+    metric_names: list[str] = field(default_factory=list)
+    """The family's declared validation metrics (before any value arrives); see ``metrics``."""
+    matrix_names: list[str] = field(default_factory=list)
+    """The family's declared matrix metrics (before any value arrives); see ``matrix_keys``."""
+    matrices: dict[str, tuple[int, Matrix]] = field(default_factory=dict)
+    """The latest value of each matrix metric, with the step it was measured at."""
     state: str = "starting"
     """An engine run state while live in this process, else the run directory's status."""
     reason: str = ""
@@ -278,8 +293,8 @@ class RunModel:
             elif isinstance(event, Scalars):
                 for name, value in event.values.items():
                     self._point(name, event.step, event.wall, value)
-                    if name.startswith("cond/"):
-                        self.numbers.cond[name] = value
+                    if is_reading(name):
+                        self.numbers.latest[name] = value
                 continue
             elif isinstance(event, Message) and "lr" in event.data:
                 self.numbers.lr = float(event.data["lr"])
@@ -297,18 +312,30 @@ class RunModel:
         n.step, n.epoch, n.wall = e.step, e.epoch, e.wall
         n.lr, n.grad_norm = e.lr, e.grad_norm
         n.tokens_per_s, n.samples_per_s, n.eta_s = e.tokens_per_s, e.samples_per_s, e.eta_s
-        self._point("train/loss", e.step, e.wall, e.loss)
+        self._point(names.train_loss(), e.step, e.wall, e.loss)
         for head, v in e.losses.items():
-            self._point(f"train/loss/{head}", e.step, e.wall, v)
+            self._point(names.train_loss(head), e.step, e.wall, v)
         if not self.heads:
             self.heads = list(e.losses)
 
     def _eval(self, e: EvalMetrics) -> None:
-        self._point("val/loss", e.step, e.wall, e.loss)
+        self._point(names.val_loss(), e.step, e.wall, e.loss)
         for head, v in e.losses.items():
-            self._point(f"val/loss/{head}", e.step, e.wall, v)
+            self._point(names.val_loss(head), e.step, e.wall, v)
+        for metric, v in e.metrics.items():
+            name = names.val_metric(metric)
+            self._point(name, e.step, e.wall, v)
+            self.numbers.latest[name] = v
+        self.set_matrices({k: (e.step, m) for k, m in e.matrices.items()})
         self.numbers.best_val = e.best if math.isfinite(e.best) else None
         self.numbers.patience_left = e.patience_left
+
+    def set_matrices(self, matrices: Mapping[str, tuple[int, Matrix]]) -> None:
+        """Keep the newer of what is held and ``matrices`` (name -> (step, matrix)) per name."""
+        for name, (step, matrix) in matrices.items():
+            held = self.matrices.get(name)
+            if held is None or step >= held[0]:
+                self.matrices[name] = (int(step), matrix)
 
     # -- history -----------------------------------------------------------------------------
 
@@ -317,11 +344,14 @@ class RunModel:
         points: Mapping[str, tuple[Sequence[tuple[float, float]], Sequence[tuple[float, float]]]],
         *,
         last: Mapping[str, float] | None = None,
+        matrices: Mapping[str, tuple[int, Matrix]] | None = None,
     ) -> None:
         """Replace series with stored history: name -> (step points, wall points) of one query.
 
         Both lists come from the same downsampled query with ``x="step"`` and ``x="wall"``, so
         they hold the same points in the same order. Live points newer than the history stay.
+        ``last`` holds the latest stored value of the stats, metrics and hook series; ``matrices``
+        the latest stored value of each matrix metric (a newer one held already stays).
         """
         for name, (by_step, by_wall) in points.items():
             fresh = Series()
@@ -339,23 +369,25 @@ class RunModel:
                 self.start_wall = fresh.walls[0]
         if last:
             n = self.numbers
-            n.cond.update({k: v for k, v in last.items() if k.startswith("cond/")})
-            n.lr = last.get("lr", n.lr)
-            n.grad_norm = last.get("grad_norm", n.grad_norm)
-            n.tokens_per_s = last.get("throughput/tokens_per_s", n.tokens_per_s)
-            n.samples_per_s = last.get("throughput/samples_per_s", n.samples_per_s)
-        train = self.series.get("train/loss")
+            for name, value in last.items():
+                if is_reading(name):
+                    n.latest[name] = value
+            n.lr = last.get(names.LR, n.lr)
+            n.grad_norm = last.get(names.GRAD_NORM, n.grad_norm)
+            n.tokens_per_s = last.get(names.TOKENS_PER_S, n.tokens_per_s)
+            n.samples_per_s = last.get(names.SAMPLES_PER_S, n.samples_per_s)
+        if matrices:
+            self.set_matrices(matrices)
+        train = self.series.get(names.train_loss())
         if train is not None and train.steps and train.steps[-1] > self.numbers.step:
             self.numbers.step = int(train.steps[-1])
             if self.steps_per_epoch:
                 self.numbers.epoch = self.numbers.step / self.steps_per_epoch
-        val = self.series.get("val/loss")
+        val = self.series.get(names.val_loss())
         if val is not None and val.best_or_none is not None:
             self.numbers.best_val = val.best_or_none
         if not self.heads:
-            self.heads = sorted(
-                {n.removeprefix("train/loss/") for n in self.series if n.startswith("train/loss/")}
-            )
+            self.heads = names.heads_in(self.series)
         self.version += 1
 
     def load_events(self, events: Iterable[Event]) -> None:
@@ -365,6 +397,7 @@ class RunModel:
                 self.numbers.patience_left = event.patience_left
                 if math.isfinite(event.best):
                     self.numbers.best_val = event.best
+                self.set_matrices({k: (event.step, m) for k, m in event.matrices.items()})
             self.add_log(describe(event))
         self.version += 1
 
@@ -373,6 +406,25 @@ class RunModel:
     @property
     def is_live(self) -> bool:
         return self.state in LIVE_STATES
+
+    @property
+    def metrics(self) -> list[str]:
+        """Validation metric names (``accuracy``): the declared ones, then any others stored."""
+        found = names.metrics_in(self.series)
+        return [*self.metric_names, *(n for n in found if n not in self.metric_names)]
+
+    @property
+    def hook_groups(self) -> dict[str, list[str]]:
+        """Epoch-hook series by group (``{"cond": ["cond/arousal", ...]}``), sorted."""
+        return names.hook_groups(self.series)
+
+    @property
+    def matrix_keys(self) -> list[str]:
+        """Matrix metric names: the declared ones, then any others that have a value."""
+        return [
+            *self.matrix_names,
+            *(n for n in sorted(self.matrices) if n not in self.matrix_names),
+        ]
 
     @property
     def end_step(self) -> int | None:

@@ -26,14 +26,14 @@ from typing import Any
 
 from textual.message import Message
 
-from engine.control import ControlClient
-from engine.errors import RunError
-from engine.events import StepMetrics
-from engine.runs import RunDir, ViewerHold
-from tui.history import History, read_history, run_facts
-from tui.live import EventInbox, EventsReady, Phase, SessionReady, TrainingEnded, next_key
-from tui.model import LogEntry, RunModel, event_from_payload
-from tui.proc import CudaMemory
+from podium.engine.control import ControlClient
+from podium.engine.errors import RunError
+from podium.engine.events import StepMetrics
+from podium.engine.runs import RunDir, ViewerHold
+from podium.tui.history import History, read_history, run_facts
+from podium.tui.live import EventInbox, EventsReady, Phase, SessionReady, TrainingEnded, next_key
+from podium.tui.model import LogEntry, RunModel, event_from_payload
+from podium.tui.proc import CudaMemory
 
 CONNECT_TIMEOUT = 10.0
 """Seconds for one command's answer; a stuck run must not hang a key press forever."""
@@ -81,6 +81,11 @@ class SocketControls:
 
     def status(self) -> Future:
         return self._submit("status")
+
+    def generate(self, **args: Any) -> Future:
+        """A sample written by the run's own process (``checkpoint="live"``: its live weights);
+        the answer is ``{"path", "conditioning", "ended", "tokens", "seed"}``."""
+        return self._submit("generate", **args)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -225,8 +230,16 @@ class AttachedRun:
         m.device = str(st.get("device") or facts.device)
         m.total_steps = st.get("total_steps") or facts.total_steps
         m.steps_per_epoch = st.get("steps_per_epoch") or facts.steps_per_epoch
+        for attr, key in (
+            ("heads", "heads"),
+            ("metric_names", "metrics"),
+            ("matrix_names", "matrices"),
+        ):
+            value = st.get(key)
+            if isinstance(value, list) and all(isinstance(v, str) for v in value) and value:
+                setattr(m, attr, list(value))
         if history is not None:
-            m.load_history(history.points, last=history.last)
+            m.load_history(history.points, last=history.last, matrices=history.matrices)
             m.load_events(history.events)
         if isinstance(st.get("step"), int):
             m.numbers.step = max(m.numbers.step or 0, st["step"])

@@ -35,7 +35,12 @@ from typing import Any
 
 import pretty_midi
 
-from engine.data.cp_vocab import EMOTIONS, PITCH_CLASSES, TEMPO_BINS, VELOCITY_BINS
+from podium.engine.data.music import EMOTIONS, PITCH_CLASSES
+
+TEMPO_BINS = tuple(range(32, 249, 4))
+"""The tempi the corpus writes (bpm): every 4 from 32, values the tokenisers represent exactly."""
+VELOCITY_BINS = tuple(range(12, 128, 5))
+"""The velocities the corpus writes: every 5 from 12."""
 
 STYLES = ("alberti", "arpeggio", "chorale", "march")
 """Accompaniment styles (the ``genre`` label)."""

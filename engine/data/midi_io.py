@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pretty_midi
 
-from engine.data.cp_vocab import KEYS
-from engine.errors import DataError
+from podium.engine.data.music import KEYS
+from podium.engine.errors import DataError
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ Each run's history is read from its store in a thread worker into a ``RunModel``
 and the wall-time axis work exactly as on the run screen. What is shown is the stores at opening
 time; ``r`` reads them again (a run still training moves on).
 
-    python -m tui.cli     # home screen: m on two runs, then c
+    python -m podium     # home screen: m on two runs, then c
 """
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
-from engine.runs import RunDir
-from tui.history import RunRow, read_history
-from tui.model import RunModel, train_name, val_name
-from tui.widgets.loss_panel import HEAD_COLORS, LegendEntry, LossPanel, PlotOptions
-from tui.widgets.plot import PlotSeries
+from podium.engine.runs import RunDir
+from podium.tui.history import RunRow, read_history
+from podium.tui.model import RunModel, train_name, val_name
+from podium.tui.widgets.loss_panel import HEAD_COLORS, LegendEntry, LossPanel, PlotOptions
+from podium.tui.widgets.plot import PlotSeries
 
 RUN_COLORS = HEAD_COLORS
 """One colour per run, in marking order (xterm-256 colours, distinct in hue)."""

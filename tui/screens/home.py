@@ -2,9 +2,9 @@
 
 Enter on a run opens its run screen (live here, or read from its store); Enter on a profile opens
 the short form that starts a run. ``m`` marks runs and ``c`` overlays the marked runs' loss curves
-(``tui.screens.compare``). The runs table is re-read in a thread worker every few seconds while
+(``podium.tui.screens.compare``). The runs table is re-read in a thread worker every few seconds while
 the screen is shown (each row opens the run's store). The GPU panel follows the app's GPU
-monitor (``tui.widgets.gpu_panel``).
+monitor (``podium.tui.widgets.gpu_panel``).
 """
 
 from __future__ import annotations
@@ -24,13 +24,13 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, OptionList, Static
 from textual.widgets.option_list import Option
 
-from engine.runs import RunDir, list_runs
-from tui import format as fmt
-from tui.history import RunRow, row_signature, run_row
-from tui.screens.compare import CompareScreen
-from tui.screens.new_run import NewRunModal
-from tui.widgets.gpu_panel import GpuPanel
-from tui.widgets.panels import state_text
+from podium.engine.runs import RunDir, list_runs
+from podium.tui import format as fmt
+from podium.tui.history import RunRow, row_signature, run_row
+from podium.tui.screens.compare import CompareScreen
+from podium.tui.screens.new_run import NewRunModal
+from podium.tui.widgets.gpu_panel import GpuPanel
+from podium.tui.widgets.panels import state_text
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -17,9 +17,9 @@ from textual.containers import Grid, Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
-from engine.errors import PodiumError
-from engine.runs import check_run_id
-from tui.live import StartRequest
+from podium.engine.errors import PodiumError
+from podium.engine.runs import check_run_id
+from podium.tui.live import StartRequest
 
 COMMON_KEYS = "train.lr  train.batch_size  train.epochs  train.device  data.seq_len"
 
@@ -64,7 +64,7 @@ def parse_form(
         if steps < 1:
             raise ValueError(f"max steps: expected a whole number >= 1, got {max_steps.strip()!r}")
     try:
-        from engine.config import load_profile  # loads the model families (torch): on use
+        from podium.engine.config import load_profile  # loads the model families (torch): on use
 
         load_profile(profile_path, items)  # the loader's messages name the key and the fix
     except PodiumError as exc:

@@ -1,18 +1,22 @@
 """Generation previews in the dashboard: the form (``GenerateModal``) and the result
 (``PreviewScreen``: piano roll, statistics, file paths, and every earlier sample of the run).
 
-Generating runs in a thread worker of the dashboard, from a checkpoint file or (for a run trained
-here) from a copy of the live weights taken between two steps: training never pauses and its RNG
-is never touched (the sampler has its own generator). Nothing here imports torch at module level:
-the first preview pays for it, attaching and browsing do not.
+The form is made from the run's family's sampler: a field per conditioning option (its help as
+the placeholder, its choices checked), beside the checkpoint, length, sampling and seed fields
+every family shares. Generating runs in a thread worker of the dashboard, from a checkpoint file
+or (for a run trained here) from a copy of the live weights taken between two steps: training
+never pauses and its RNG is never touched (the sampler has its own generator); an attached run
+generates from its live weights through its control socket. Nothing here imports torch at module
+level: the first preview pays for it, attaching and browsing do not.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from rich.text import Text
 from textual import on, work
@@ -24,25 +28,44 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, Footer, Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
+if TYPE_CHECKING:
+    from podium.engine.families.registry import ConditionOption
+
 LIVE = "live"
 """The checkpoint field's value for "a copy of the weights training now"."""
+FIXED_BEFORE = ("checkpoint",)
+FIXED_AFTER = ("bars", "temperature", "top-p", "seed")
+"""The fields every family's form has, around its sampler's conditioning options."""
 
 
 @dataclass(frozen=True, kw_only=True)
 class PreviewForm:
-    """What the user asked for; validated further by the engine (conditioning values)."""
+    """What the user asked for; validated further by the engine (the sampler's ``check``)."""
 
     checkpoint: str
-    emotion: str = ""
-    key: str = ""
+    conditioning: dict[str, str] = field(default_factory=dict)
+    """Option name -> value; blank values are drawn with the seed."""
     bars: int = 8
     temperature: float | None = None
     top_p: float | None = None
     seed: int = 0
 
 
-def parse_form(values: dict[str, str]) -> PreviewForm:
-    """The form's text fields as a ``PreviewForm``; ValueError naming the field when wrong."""
+def option_key(name: str) -> str:
+    """A conditioning option's key in the form's values (and, after "f-", its widget id): its
+    name, unless a shared field has that name."""
+    return f"opt-{name}" if name in (*FIXED_BEFORE, *FIXED_AFTER) else name
+
+
+def field_id(name: str) -> str:
+    """The widget id of a conditioning option's field."""
+    return f"f-{option_key(name)}"
+
+
+def parse_form(values: dict[str, str], options: Sequence[ConditionOption] = ()) -> PreviewForm:
+    """The form's text fields (by field name; options by ``option_key``) as a ``PreviewForm``;
+    ValueError naming the field when wrong. An option with choices takes one of them (any
+    case; written back as the sampler spells it)."""
 
     def number(name: str, cast, low: float, high: float | None = None) -> Any:
         text = values.get(name, "").strip()
@@ -58,12 +81,20 @@ def parse_form(values: dict[str, str]) -> PreviewForm:
         return value
 
     checkpoint = values.get("checkpoint", "").strip() or "latest"
+    conditioning: dict[str, str] = {}
+    for option in options:
+        text = values.get(option_key(option.name), "").strip()
+        if text and option.choices:
+            spelled = {c.upper(): c for c in option.choices}
+            if text.upper() not in spelled:
+                raise ValueError(f"{option.name}: one of {', '.join(option.choices)} (got {text})")
+            text = spelled[text.upper()]
+        conditioning[option.name] = text
     bars = number("bars", int, 1, 256)
     seed = number("seed", int, 0)
     return PreviewForm(
         checkpoint=checkpoint,
-        emotion=values.get("emotion", "").strip(),
-        key=values.get("key", "").strip(),
+        conditioning=conditioning,
         bars=8 if bars is None else bars,
         temperature=number("temperature", float, 1e-3, 10.0),
         top_p=number("top-p", float, 1e-3, 1.0),
@@ -72,36 +103,44 @@ def parse_form(values: dict[str, str]) -> PreviewForm:
 
 
 class GenerateModal(ModalScreen[PreviewForm | None]):
-    """Conditioning, length, sampling and seed for one preview."""
+    """Checkpoint, the sampler's conditioning options, length, sampling and seed for one
+    preview."""
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
-    FIELDS = ("checkpoint", "emotion", "key", "bars", "temperature", "top-p", "seed")
 
-    def __init__(self, *, checkpoint: str, live: bool, hints: dict[str, str]) -> None:
+    def __init__(
+        self,
+        *,
+        checkpoint: str,
+        live: bool,
+        options: Sequence[ConditionOption] = (),
+    ) -> None:
         super().__init__()
         self.checkpoint = checkpoint
         self.live = live
-        self.hints = hints
+        self.options = tuple(options)
+        """The run's family's sampler options: a field each, between checkpoint and bars."""
+
+    def _rows(self) -> list[tuple[str, str, str, str]]:
+        """(label, widget id, value, placeholder) per field, in the form's order."""
+        checkpoint = f"a checkpoint name{' or live' if self.live else ''}"
+        rows = [("checkpoint", "f-checkpoint", self.checkpoint, checkpoint)]
+        rows += [(o.name.replace("_", " "), field_id(o.name), "", o.help) for o in self.options]
+        rows += [
+            ("bars", "f-bars", "8", "length in bars"),
+            ("temperature", "f-temperature", "", "blank: the profile's"),
+            ("top-p", "f-top-p", "", "blank: the profile's"),
+            ("seed", "f-seed", "0", "same seed, same MIDI"),
+        ]
+        return rows
 
     def compose(self) -> ComposeResult:
-        defaults = {"checkpoint": self.checkpoint, "bars": "8", "seed": "0"}
-        placeholders = {
-            "checkpoint": f"a checkpoint name{' or live' if self.live else ''}",
-            "emotion": self.hints.get("emotion", "Q1..Q4 (blank: any)"),
-            "key": self.hints.get("key", "e.g. C:maj, a:min (blank: any)"),
-            "bars": "length in bars",
-            "temperature": "blank: the profile's",
-            "top-p": "blank: the profile's",
-            "seed": "same seed, same MIDI",
-        }
         with Vertical(classes="dialog"):
             yield Label("Generate a preview (training goes on)", classes="question")
             with Grid(id="preview-form"):
-                for name in self.FIELDS:
-                    yield Label(name)
-                    yield Input(
-                        value=defaults.get(name, ""), placeholder=placeholders[name], id=f"f-{name}"
-                    )
+                for label, widget_id, value, placeholder in self._rows():
+                    yield Label(label)
+                    yield Input(value=value, placeholder=placeholder, id=widget_id)
             yield Static("", classes="error", id="form-error")
             with Horizontal(classes="buttons"):
                 yield Button("Generate", id="go", variant="primary")
@@ -109,12 +148,20 @@ class GenerateModal(ModalScreen[PreviewForm | None]):
             yield Label("Enter generates · Tab moves · Escape cancels", classes="hint")
 
     def on_mount(self) -> None:
-        self.query_one("#f-emotion", Input).focus()
+        first = field_id(self.options[0].name) if self.options else "f-bars"
+        self.query_one(f"#{first}", Input).focus()
+
+    def values(self) -> dict[str, str]:
+        """The fields' text by field name (options by ``option_key``)."""
+        out = {n: self.query_one(f"#f-{n}", Input).value for n in (*FIXED_BEFORE, *FIXED_AFTER)}
+        for option in self.options:
+            key = option_key(option.name)
+            out[key] = self.query_one(f"#f-{key}", Input).value
+        return out
 
     def _submit(self) -> None:
-        values = {name: self.query_one(f"#f-{name}", Input).value for name in self.FIELDS}
         try:
-            form = parse_form(values)
+            form = parse_form(self.values(), self.options)
         except ValueError as exc:
             self.query_one("#form-error", Static).update(str(exc))
             return
@@ -158,7 +205,7 @@ class PreviewScreen(Screen):
         self.current: Path | None = None
 
     def compose(self) -> ComposeResult:
-        from tui.widgets.piano_roll import PianoRoll
+        from podium.tui.widgets.piano_roll import PianoRoll
 
         yield Static(id="preview-title")
         with Horizontal(id="preview-body"):
@@ -194,7 +241,7 @@ class PreviewScreen(Screen):
     def load(self, path: Path) -> None:
         import pretty_midi
 
-        from engine.music_stats import analyse
+        from podium.engine.music_stats import analyse
 
         try:
             midi = pretty_midi.PrettyMIDI(str(path))
@@ -205,7 +252,7 @@ class PreviewScreen(Screen):
         self.post_message(SampleShown(path, midi, stats))
 
     def on_sample_shown(self, message: SampleShown) -> None:
-        from tui.widgets.piano_roll import PianoRoll
+        from podium.tui.widgets.piano_roll import PianoRoll
 
         if message.error is not None:
             self.notify(message.error, severity="error")
@@ -225,7 +272,7 @@ class PreviewScreen(Screen):
         path = self.current
         if path is None:
             return
-        from engine.generate import render_wav
+        from podium.engine.generate import render_wav
 
         try:
             wav = render_wav(path, path.with_suffix(".wav"))

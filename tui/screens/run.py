@@ -2,13 +2,17 @@
 
 It shows one run from one of two sources:
 
-- a live run: a ``LiveRun`` trained in this process, or an ``AttachedRun`` (``tui.remote``)
+- a live run: a ``LiveRun`` trained in this process, or an ``AttachedRun`` (``podium.tui.remote``)
   trained by another process and reached through its control socket. The app drains its event
   inbox at a bounded rate and calls ``refresh_view``; keys send commands through
   ``live.controls()`` (the trainer itself, or the socket);
 - a run directory (finished, stopped, or live in another process when attaching failed):
   history is read from its store in a thread worker, re-read every few seconds while another
   process trains it.
+
+It knows no model family by name: the plots' views come from the series the run has (heads,
+validation metrics, epoch-hook groups), ``m`` shows its matrix metrics (only when it has any),
+and the preview form (``g``) is made from the family's sampler options.
 
 Everything slow (store reads, checkpoint listing and file changes) runs in thread workers that
 post messages back; the UI thread only folds results into the model and redraws.
@@ -19,6 +23,7 @@ from __future__ import annotations
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual import on, work
@@ -29,33 +34,34 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer
 
-from engine.checkpoints import (
+from podium.engine.checkpoints import (
     CheckpointConfig,
     Checkpointer,
     CheckpointInfo,
     list_checkpoints,
 )
-from engine.events import CheckpointDeleted
-from engine.runs import RunDir
-from engine.store import CheckpointRecord, RunStore
-from tui.history import History, read_history, run_facts
-from tui.live import BranchRequest, LiveRun, branching_available, hint_for
-from tui.model import LogEntry, RunModel
-from tui.remote import AttachedRun, SocketControls
-from tui.screens.modals import ConfirmModal, LrModal
-from tui.widgets.checkpoints import CheckpointTable
-from tui.widgets.event_log import EventLog
-from tui.widgets.loss_panel import (
+from podium.engine.events import CheckpointDeleted
+from podium.engine.runs import RunDir
+from podium.engine.store import CheckpointRecord, RunStore
+from podium.tui.history import History, read_history, run_facts
+from podium.tui.live import BranchRequest, LiveRun, branching_available, hint_for
+from podium.tui.model import LogEntry, RunModel
+from podium.tui.remote import AttachedRun, SocketControls
+from podium.tui.screens.modals import ConfirmModal, LrModal
+from podium.tui.widgets.checkpoints import CheckpointTable
+from podium.tui.widgets.event_log import EventLog
+from podium.tui.widgets.loss_panel import (
     LossPanel,
     PlotOptions,
     build_heads,
     build_total,
-    has_conditioning,
+    extra_views,
 )
-from tui.widgets.panels import ResourcesPanel, RunHeader, StatsPanel
+from podium.tui.widgets.panels import ResourcesPanel, RunHeader, StatsPanel
 
 if TYPE_CHECKING:
-    from engine.trainer import Trainer
+    from podium.engine.families.registry import SamplerSpec
+    from podium.engine.trainer import Trainer
 
 GPU_LINE = "no NVIDIA GPU"
 RESUME_FROM_NOT_AVAILABLE = (
@@ -65,6 +71,8 @@ RESUME_FROM_NOT_AVAILABLE = (
 """Shown when the engine has no ``branch_session`` (the checkpoint-branching API)."""
 FOLLOW_INTERVAL = 2.0
 """Seconds between store re-reads of a run that another process is training."""
+PREVIEW_TIMEOUT = 300.0
+"""Seconds a preview may take (the live weights' copy waits for a step boundary)."""
 
 
 @dataclass
@@ -113,7 +121,18 @@ class RunScreen(Screen):
         ),
         Binding("y", "toggle_log", "Log", tooltip="Toggle a log scale on the loss axis"),
         Binding("t", "cycle_x", "X", tooltip="X axis: step or wall time"),
-        Binding("h", "cycle_heads", "Heads", tooltip="Show all heads, or one head at a time"),
+        Binding(
+            "h",
+            "cycle_heads",
+            "Heads",
+            tooltip="Second plot: all heads, each head, then each metric and hook group",
+        ),
+        Binding(
+            "m",
+            "show_matrix",
+            "Matrix",
+            tooltip="Show the latest matrix metric as a heatmap (m there: the next one)",
+        ),
         Binding(
             "left_square_bracket",
             "smooth(-1)",
@@ -148,6 +167,8 @@ class RunScreen(Screen):
         self._ckpt_seen = -1
         self._follow = False
         self._last_event_id = 0
+        self._has_matrix = False
+        self._matrix_index = 0
 
     # -- layout ------------------------------------------------------------------------------
 
@@ -229,7 +250,7 @@ class RunScreen(Screen):
             m.device = m.device or facts.device
             m.total_steps = m.total_steps or facts.total_steps
             m.steps_per_epoch = m.steps_per_epoch or facts.steps_per_epoch
-        m.load_history(h.points, last=h.last)
+        m.load_history(h.points, last=h.last, matrices=h.matrices)
         m.load_events(h.events)
         self._last_event_id = max(self._last_event_id, h.last_event_id)
         if self.run_dir is not None:
@@ -284,6 +305,10 @@ class RunScreen(Screen):
             m, note=note, hint=hint_for(m.reason) if m.state == "failed" else ""
         )
         self.query_one(StatsPanel).show(m)
+        has_matrix = bool(m.matrix_keys)
+        if has_matrix != self._has_matrix:  # m joins the footer (and help) once there is one
+            self._has_matrix = has_matrix
+            self.refresh_bindings()
         key = (m.version, self.options, len(m.heads))
         if key != self._drawn:
             self._drawn = key
@@ -306,6 +331,12 @@ class RunScreen(Screen):
     def set_options(self, options: PlotOptions) -> None:
         self.options = options
         self.refresh_view()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # m is there only for a run whose family measures a matrix (footer, help, palette).
+        if action == "show_matrix":
+            return bool(self.model.matrix_keys)
+        return True
 
     # -- commands to the trainer --------------------------------------------------------------
 
@@ -412,15 +443,42 @@ class RunScreen(Screen):
         if not self.table.row_count:
             self.notify("no checkpoints yet (s saves one now)")
 
+    def _sampler(self) -> SamplerSpec | None:
+        """The run's family's sampler, or None after telling the user why there is none."""
+        from podium.engine.errors import PodiumError
+        from podium.engine.families.registry import get_family
+        from podium.engine.generate import sampler_of
+
+        if not self.model.family:
+            self.notify(f"run {self.model.run_id}: its model family is not known", severity="error")
+            return None
+        try:
+            return sampler_of(get_family(self.model.family))
+        except PodiumError as exc:  # no sampler, or a family this dashboard cannot import
+            self.notify(str(exc), severity="warning")
+        except Exception as exc:  # a family module that fails as it is imported
+            self.notify(f"model family {self.model.family}: {exc!r}", severity="error")
+        return None
+
+    def _live_here(self) -> bool:
+        """Whether live weights can be sampled: trained here, or attached through the socket."""
+        live = self.live
+        if isinstance(live, LiveRun):
+            return live.training and live.session is not None
+        return isinstance(live, AttachedRun) and live.training and not live.starting
+
     def action_generate_preview(self, checkpoint: str | None = None) -> None:
         """The preview form, then a sample generated in a worker (training goes on)."""
-        from tui.screens.preview import LIVE, GenerateModal
+        from podium.tui.screens.preview import LIVE, GenerateModal
 
         run_dir = self.run_dir or (self.live.run_dir if self.live is not None else None)
-        if run_dir is None:
+        if run_dir is None or (self.live is not None and self.live.starting):
             self.notify("the run is still starting (preparing data and model)", severity="warning")
             return
-        here = isinstance(self.live, LiveRun) and self.live.training and self.live.session
+        sampler = self._sampler()
+        if sampler is None:
+            return
+        here = self._live_here()
         default = checkpoint or (LIVE if here else "latest")
 
         def answered(form) -> None:
@@ -428,45 +486,64 @@ class RunScreen(Screen):
                 self.notify(f"generating from {form.checkpoint}… (training goes on)")
                 self._generate(run_dir, form)
 
-        self.app.push_screen(GenerateModal(checkpoint=default, live=bool(here), hints={}), answered)
+        self.app.push_screen(
+            GenerateModal(checkpoint=default, live=here, options=sampler.options), answered
+        )
 
     @work(thread=True, group="preview", exit_on_error=False)
     def _generate(self, run_dir: RunDir, form) -> None:
-        from engine.generate import GenerateRequest, generate_from_run, model_from_weights
-        from tui.screens.preview import LIVE
+        from podium.engine.families.registry import SampleRequest
+        from podium.engine.generate import generate_from_run
+        from podium.tui.screens.preview import LIVE
 
-        request = GenerateRequest(
-            emotion=form.emotion,
-            key=form.key,
+        request = SampleRequest(
+            conditioning=form.conditioning,
             bars=form.bars,
             temperature=form.temperature,
             top_p=form.top_p,
             seed=form.seed,
         )
+        live = self.live
         try:
-            model = gen_cfg = None
-            name = form.checkpoint
-            if name == LIVE:
-                live = self.live
-                if not isinstance(live, LiveRun) or live.session is None or not live.training:
-                    raise ValueError("live weights exist only while the run trains here")
-                step, weights = live.session.trainer.snapshot_weights().result(timeout=120)
-                model, gen_cfg = model_from_weights(run_dir.path, weights)
-                name = f"live-step{step}"
-            sample, path = generate_from_run(
-                run_dir.path, name, request, model=model, gen_cfg=gen_cfg
-            )
+            if form.checkpoint == LIVE and isinstance(live, AttachedRun):
+                # Trained by another process: its own copy of the live weights, over the socket.
+                if not live.training:
+                    raise ValueError("the run has ended: live weights are gone (pick a checkpoint)")
+                result = live.controls().generate(
+                    checkpoint=LIVE,
+                    conditioning=dict(request.conditioning),
+                    bars=request.bars,
+                    temperature=request.temperature,
+                    top_p=request.top_p,
+                    seed=request.seed,
+                )
+                answer = result.result(timeout=PREVIEW_TIMEOUT)
+                path = Path(answer["path"])
+                used = answer.get("conditioning") or {}
+                label = " ".join(str(v) for v in used.values() if v)
+                ended = str(answer.get("ended", "?"))
+            else:
+                name, weights, data_info = form.checkpoint, None, None
+                if name == LIVE:
+                    if not isinstance(live, LiveRun) or live.session is None or not live.training:
+                        raise ValueError("live weights exist only while the run trains")
+                    trainer = live.session.trainer
+                    step, weights = trainer.snapshot_weights().result(timeout=PREVIEW_TIMEOUT)
+                    data_info = dict(getattr(trainer, "extra_state", {}) or {}).get("data_info")
+                    name = f"live-step{step}"
+                sample, path = generate_from_run(
+                    run_dir.path, name, request, weights=weights, data_info=data_info
+                )
+                label, ended = sample.label, sample.ended
         except Exception as exc:
             self.post_message(
                 CommandDone("preview", str(exc).splitlines()[0] if str(exc) else repr(exc))
             )
             return
-        self.post_message(
-            PreviewReady(path, f"{sample.emotion} {sample.key}, ended by {sample.ended}")
-        )
+        self.post_message(PreviewReady(path, f"{label or 'unconditioned'}, ended by {ended}"))
 
     def on_preview_ready(self, message: PreviewReady) -> None:
-        from tui.screens.preview import PreviewScreen
+        from podium.tui.screens.preview import PreviewScreen
 
         self.notify(f"preview written: {message.path.name} ({message.text})")
         self.app.push_screen(PreviewScreen(samples_dir=message.path.parent, show=message.path))
@@ -478,11 +555,25 @@ class RunScreen(Screen):
         self.set_options(replace(self.options, x="wall" if self.options.x == "step" else "step"))
 
     def action_cycle_heads(self) -> None:
-        if not self.model.heads:
+        extra = extra_views(self.model)  # then each validation metric and hook group
+        if not self.model.heads and not extra:
             self.notify("no per-head losses yet")
             return
-        extra = 1 if has_conditioning(self.model) else 0  # then the conditioning check
         self.set_options(self.options.next_heads(len(self.model.heads), extra))
+
+    def action_show_matrix(self) -> None:
+        """The latest value of the run's matrix metrics (m again there: the next one)."""
+        from podium.tui.screens.matrix import MatrixScreen
+
+        if not self.model.matrix_keys:
+            self.notify("this run has no matrix metric")
+            return
+        screen = MatrixScreen(self.model, self._matrix_index)
+
+        def closed(_: None) -> None:
+            self._matrix_index = screen.index
+
+        self.app.push_screen(screen, closed)
 
     def action_smooth(self, delta: int) -> None:
         self.set_options(self.options.smoother(delta))

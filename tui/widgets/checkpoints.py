@@ -15,8 +15,8 @@ from textual.binding import Binding, BindingType
 from textual.message import Message
 from textual.widgets import DataTable
 
-from engine.checkpoints import CheckpointInfo
-from tui import format as fmt
+from podium.engine.checkpoints import CheckpointInfo
+from podium.tui import format as fmt
 
 
 class CheckpointTable(DataTable):

@@ -8,7 +8,7 @@ import time
 from rich.text import Text
 from textual.widgets import RichLog
 
-from tui.model import LogEntry, RunModel
+from podium.tui.model import LogEntry, RunModel
 
 LEVEL_STYLES = {"info": "", "warning": "yellow", "error": "bold red"}
 

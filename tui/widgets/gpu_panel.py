@@ -1,9 +1,9 @@
 """The GPU panel: every GPU's state (RESERVED / LEASED / BUSY / FREE), gauges and processes.
 
-NVML is read only by an ``engine.gpus.GpuMonitor`` thread, never by the UI thread. One ``GpuFeed``
+NVML is read only by an ``podium.engine.gpus.nvml.GpuMonitor`` thread, never by the UI thread. One ``GpuFeed``
 per app owns that monitor: the first widget that subscribes starts it, the last one to unmount
 stops it (Textual unmounts every widget when the app exits, so no monitor thread outlives the
-app). In the monitor's thread the feed also classifies each snapshot (``engine.gpu_select``:
+app). In the monitor's thread the feed also classifies each snapshot (``podium.engine.gpus.select``:
 reservations from the GPU config, leases probed from the lease files), then posts the result to
 each subscribed widget as a ``GpuUpdate`` message; widgets only format it.
 
@@ -24,10 +24,10 @@ from textual.app import App
 from textual.message import Message
 from textual.widget import Widget
 
-from engine.errors import PodiumError
-from engine.gpu_config import GpuConfig, load_gpu_config
-from engine.gpu_select import GpuStatus, overview
-from engine.gpus import GpuInfo, GpuMonitor, GpuSnapshot, is_na
+from podium.engine.errors import PodiumError
+from podium.engine.gpus.config import GpuConfig, load_gpu_config
+from podium.engine.gpus.nvml import GpuInfo, GpuMonitor, GpuSnapshot, is_na
+from podium.engine.gpus.select import GpuStatus, overview
 
 GIB = 1 << 30
 STATE_STYLES = {

@@ -1,21 +1,26 @@
 """A loss plot with its legend: train and validation on shared axes, last and best beside each.
 
-The run screen has two: the total loss, and the per-head losses (every head's training curve, or
-one head's training and validation curves; ``h`` cycles). Both take the same ``PlotOptions``.
+The run screen has two: the total loss, and a second plot whose view ``h`` cycles through, for
+any family: every head's training loss, each head's training and validation loss, then each
+validation metric (``val/<metric>``), then each epoch hook's group (``<group>/*``, titled by the
+family's optional ``podium.tui.families.<name>`` module). Both take the same ``PlotOptions``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Literal
 
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widget import Widget
 
-from tui import format as fmt
-from tui.model import SMOOTHING_LEVELS, RunModel, Series, XAxis, train_name, val_name
-from tui.widgets.plot import LinePlot, PlotSeries, tick_label
+from podium.engine import series as names
+from podium.tui import format as fmt
+from podium.tui.families import group_title
+from podium.tui.model import SMOOTHING_LEVELS, RunModel, Series, XAxis, train_name, val_name
+from podium.tui.widgets.plot import LinePlot, PlotSeries, tick_label
 
 TRAIN_COLOR = "#5fafff"
 VAL_COLOR = "#ffaf00"
@@ -45,7 +50,8 @@ class PlotOptions:
     smoothing_index: int = 4
     """Index into ``SMOOTHING_LEVELS`` (0 = raw)."""
     head_index: int = -1
-    """-1 shows every head's training loss; otherwise that head's training and validation."""
+    """-1 shows every head's training loss; otherwise the view at that index of
+    ``plot_views(model)``: a head's training and validation, a metric or a hook group."""
 
     @property
     def smoothing(self) -> float:
@@ -56,7 +62,7 @@ class PlotOptions:
         return replace(self, smoothing_index=i)
 
     def next_heads(self, n_heads: int, extra: int = 0) -> PlotOptions:
-        """All heads, each head in turn, then ``extra`` further views (the conditioning check)."""
+        """All heads, each head in turn, then ``extra`` further views (metrics, hook groups)."""
         i = self.head_index + 1
         return replace(self, head_index=-1 if i >= n_heads + extra else i)
 
@@ -78,6 +84,9 @@ class LegendEntry:
     name: str
     last: float | None
     best: float | None
+    high: float | None = None
+    """The highest value, shown (with ``best`` as the lowest) for readings whose better
+    direction is not known: metrics and hook values."""
 
     def text(self, width: int | None = None) -> Text:
         """The entry, cut or padded to ``width`` cells when given."""
@@ -86,6 +95,8 @@ class LegendEntry:
         t.append(self.name + " ", style="bold")
         t.append(fmt.num(self.last, 3))
         t.append(f" ↓{fmt.num(self.best, 3)}", style="dim")
+        if self.high is not None:
+            t.append(f" ↑{fmt.num(self.high, 3)}", style="dim")
         if width is not None:
             t.truncate(width)
             t.pad_right(width - t.cell_len)
@@ -96,6 +107,16 @@ def _entry(series: Series | None, glyph: str, color: str, name: str) -> LegendEn
     if series is None:
         return LegendEntry(glyph, color, name, None, None)
     return LegendEntry(glyph, color, name, series.last, series.best_or_none)
+
+
+def _reading(series: Series | None, color: str, name: str) -> LegendEntry:
+    """A metric's or hook value's entry: last, lowest and highest."""
+    if series is None:
+        return LegendEntry("●", color, name, None, None)
+    values = [v for v in series.values if v == v]
+    if not values:
+        return LegendEntry("●", color, name, series.last, None)
+    return LegendEntry("●", color, name, series.last, min(values), max(values))
 
 
 class Legend(Widget):
@@ -168,35 +189,60 @@ def build_total(model: RunModel, opts: PlotOptions) -> tuple[list[PlotSeries], l
     return series, legend
 
 
-COND_SERIES = ("cond/both", "cond/valence", "cond/arousal")
+@dataclass(frozen=True)
+class View:
+    """One view of the second plot after "all heads": a head, a metric or a hook group."""
+
+    kind: Literal["head", "metric", "group"]
+    name: str
+    """The head, the metric (``accuracy``) or the group (``cond``)."""
 
 
-def has_conditioning(model: RunModel) -> bool:
-    return any(name in model.series for name in COND_SERIES)
+def plot_views(model: RunModel) -> list[View]:
+    """The views ``h`` steps through after all heads: each head, each validation metric, then
+    each epoch hook group, for whatever the run's family measures."""
+    views = [View("head", h) for h in model.heads]
+    views += [View("metric", m) for m in model.metrics]
+    views += [View("group", g) for g in model.hook_groups]
+    return views
+
+
+def extra_views(model: RunModel) -> int:
+    """How many views come after the heads (metrics and hook groups)."""
+    return len(plot_views(model)) - len(model.heads)
 
 
 def build_heads(
     model: RunModel, opts: PlotOptions
 ) -> tuple[list[PlotSeries], list[LegendEntry], str]:
-    """Series, legend and title of the per-head plot."""
+    """Series, legend and title of the second plot, for the view ``opts.head_index``."""
     legend: list[LegendEntry] = []
     series = []
     heads = model.heads
-    if opts.head_index == len(heads) and has_conditioning(model):
-        for i, name in enumerate(COND_SERIES):
+    views = plot_views(model)
+    view = views[opts.head_index] if 0 <= opts.head_index < len(views) else None
+    if view is not None and view.kind == "metric":
+        name = names.val_metric(view.name)
+        xs, ys = model.xy(name, opts.x)
+        series.append(PlotSeries(view.name, xs, ys, VAL_COLOR, markers=True))
+        legend.append(_reading(model.series.get(name), VAL_COLOR, view.name))
+        return series, legend, f"val {view.name} · each validation (h: next)"
+    if view is not None and view.kind == "group":
+        for i, name in enumerate(model.hook_groups[view.name]):
             color = HEAD_COLORS[i % len(HEAD_COLORS)]
             xs, ys = model.xy(name, opts.x)
             series.append(PlotSeries(name, xs, ys, color, markers=True))
-            legend.append(_entry(model.series.get(name), "●", color, name.removeprefix("cond/")))
-        return series, legend, "conditioning check · fraction of samples matching (h: next)"
-    if opts.head_index < 0 or opts.head_index >= len(heads):
+            label = name.removeprefix(view.name + "/")
+            legend.append(_reading(model.series.get(name), color, label))
+        return series, legend, f"{group_title(model.family, view.name)} (h: next)"
+    if view is None:
         for i, head in enumerate(heads):
             color = HEAD_COLORS[i % len(HEAD_COLORS)]
             xs, ys = model.xy(train_name(head), opts.x, opts.smoothing)
             series.append(PlotSeries(head, xs, ys, color))
             legend.append(_entry(model.series.get(train_name(head)), "━", color, head))
         return series, legend, f"heads · train · all {len(heads)} (h: one head)"
-    head = heads[opts.head_index]
+    head = view.name
     tx, ty = model.xy(train_name(head), opts.x, opts.smoothing)
     vx, vy = model.xy(val_name(head), opts.x)
     series.append(PlotSeries("train", tx, ty, TRAIN_COLOR))

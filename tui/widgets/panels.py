@@ -12,10 +12,11 @@ from rich.text import Text
 from textual.widget import Widget
 from textual.widgets import Static
 
-from tui import format as fmt
-from tui.model import RunModel
-from tui.proc import CpuMeter, cuda_memory, rss_bytes, total_ram_bytes
-from tui.widgets.gpu_panel import GpuReading, GpuUpdate, gpu_feed, run_gpu_lines
+from podium.tui import format as fmt
+from podium.tui.families import group_label
+from podium.tui.model import RunModel
+from podium.tui.proc import CpuMeter, cuda_memory, rss_bytes, total_ram_bytes
+from podium.tui.widgets.gpu_panel import GpuReading, GpuUpdate, gpu_feed, run_gpu_lines
 
 STATE_STYLES = {
     "starting": "bold yellow",
@@ -73,8 +74,31 @@ class RunHeader(Static):
         self.update(t, layout=changed)
 
 
+def reading(value: float) -> str:
+    """A metric's or hook's value: a percent when it is a fraction, else a number."""
+    if value == value and 0.0 <= value <= 1.0:
+        return f"{value * 100:.0f}%"
+    return fmt.num(value, 3)
+
+
+def reading_rows(model: RunModel) -> list[tuple[str, str]]:
+    """(label, text) rows of the latest validation metrics (one row) and of each epoch hook
+    group (a row each), for whatever the family measures."""
+    rows: list[tuple[str, str]] = []
+    metrics = model.numbers.metrics()
+    if metrics:
+        rows.append(("metrics", " · ".join(f"{k} {reading(v)}" for k, v in metrics.items())))
+    for group, values in model.numbers.hook_groups().items():
+        text = " · ".join(
+            f"{name.removeprefix(group + '/')} {reading(v)}" for name, v in values.items()
+        )
+        rows.append((group_label(model.family, group), text))
+    return rows
+
+
 class StatsPanel(Widget):
-    """Learning rate, gradient norm, throughput, progress bars, ETA and early stopping.
+    """Learning rate, gradient norm, throughput, progress bars, ETA and early stopping, then the
+    latest validation metrics and epoch-hook values when the family measures any.
 
     Drawn at render time, so the bars always fit the panel's current width.
     """
@@ -82,11 +106,18 @@ class StatsPanel(Widget):
     DEFAULT_CSS = """
     StatsPanel { height: 8; padding: 0 1; text-wrap: nowrap; text-overflow: ellipsis; }
     """
+    BASE_ROWS = 7
+    """The rows every run has (lr to early stopping); the border takes one more."""
 
     model: RunModel | None = None
+    _extra = 0
 
     def show(self, model: RunModel) -> None:
         self.model = model
+        extra = len(reading_rows(model))
+        if extra != self._extra:  # a metric or hook group appeared: one more line each
+            self._extra = extra
+            self.styles.height = 1 + self.BASE_ROWS + extra
         self.refresh()
 
     def render(self) -> Text:
@@ -127,22 +158,15 @@ class StatsPanel(Widget):
             row("patience", f"{n.patience_left} left · best val {fmt.loss(n.best_val)}")
         else:
             row("best val", fmt.loss(n.best_val))
-        if n.cond:
-            both = n.cond.get("cond/both")
-            parts = [f"{both * 100:.0f}% match" if both is not None else ""]
-            parts += [
-                f"{name} {n.cond[key] * 100:.0f}%"
-                for name, key in (("valence", "cond/valence"), ("arousal", "cond/arousal"))
-                if key in n.cond
-            ]
-            row("condition", " · ".join(p for p in parts if p))
+        for label, text in reading_rows(model):
+            row(label[:10], text)
         return rows
 
 
 class ResourcesPanel(Static):
     """This process's RAM and CPU, this run's CUDA memory, and the run's GPUs.
 
-    The GPU lines come from the app's ``GpuFeed`` (``tui.widgets.gpu_panel``): the gauges of the
+    The GPU lines come from the app's ``GpuFeed`` (``podium.tui.widgets.gpu_panel``): the gauges of the
     GPUs this run leases, or "run on cpu" with the machine's one-line GPU state. The run comes
     from the screen's ``model`` (run id and device), read when a reading arrives.
     """

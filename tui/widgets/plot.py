@@ -21,7 +21,7 @@ from rich.style import Style
 from textual.strip import Strip
 from textual.widget import Widget
 
-from tui import format as fmt
+from podium.tui import format as fmt
 
 Run = tuple[str, str, str | None]
 """A run of text on one row: (text, role, colour). Roles: "axis", "tick", "plot", "note"."""

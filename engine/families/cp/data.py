@@ -29,7 +29,6 @@ import csv
 import hashlib
 import itertools
 import json
-import os
 import re
 import shutil
 import tempfile
@@ -37,17 +36,19 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from engine.data import cp_vocab
-from engine.data.cp_tokens import encode_midi
-from engine.data.demo_corpus import generate_demo_corpus
-from engine.data.midi_io import estimate_key, load_midi, piano_notes
-from engine.errors import DataError
+from podium.engine.data.cache import cache_dir_for
+from podium.engine.data.demo_corpus import generate_demo_corpus
+from podium.engine.data.midi_io import estimate_key, load_midi, piano_notes
+from podium.engine.errors import DataError
+from podium.engine.families.cp import vocab as cp_vocab
+from podium.engine.families.cp.config import DataConfig
+from podium.engine.families.cp.tokens import encode_midi
 
 PREPARED_FORMAT = 1
 """Bumped when the prepared files or the tokeniser change, so old caches are redone."""
@@ -57,74 +58,9 @@ MIDI_SUFFIXES = (".mid", ".midi")
 _QUADRANT_PREFIX = re.compile(r"^(Q[1-4])(?:[_\-. ]|$)", re.IGNORECASE)
 
 
-@dataclass(frozen=True, kw_only=True)
-class DataConfig:
-    """The profile's ``[data]`` table for the ``cp`` family."""
-
-    source: Literal["demo", "emopia", "midi_dir"] = "demo"
-    """Where pieces come from: the generated demo corpus, an EMOPIA-layout directory, or any folder
-    of MIDI files with labels."""
-    path: str = ""
-    """Dataset directory for ``emopia`` and ``midi_dir`` (``~`` expanded, relative to the working
-    directory); unused for ``demo``."""
-    n_pieces: int = 400
-    """Demo corpus size (pieces)."""
-    corpus_seed: int = 0
-    """Demo corpus seed; the same seed gives the same pieces, byte for byte."""
-    bars: int = 8
-    """Bars per demo piece."""
-    seq_len: int = 256
-    """Tokens per training example (model inputs); each example holds ``seq_len + 1`` tokens."""
-    val_fraction: float = 0.1
-    """Share of pieces held out for validation, chosen by a stable hash of the piece id."""
-    transpose: int = 0
-    """Augmentation: shift each training example by a random number of semitones in
-    [-transpose, +transpose], notes, chord roots and key together, drawn anew every epoch from
-    (train seed, epoch, example) so a resumed run sees the same examples; shifts that would push
-    a note past the pitch range are not drawn. 0 = off; validation is never shifted. It shows the
-    model every key with every progression, so it learns what the key token means from a
-    corpus with a dozen pieces per key."""
-    cache_dir: str = ""
-    """Where demo corpora and prepared data live; "" means ``$PODIUM_CACHE``, else
-    ``$XDG_CACHE_HOME/podium``, else ``~/.cache/podium``."""
-
-    def __post_init__(self) -> None:
-        if self.source not in ("demo", "emopia", "midi_dir"):
-            raise ValueError(f"source: must be 'demo', 'emopia' or 'midi_dir', got {self.source!r}")
-        if self.source != "demo" and not self.path.strip():
-            raise ValueError(
-                f"path: source {self.source!r} needs the dataset directory; set data.path "
-                "(or use source = 'demo')"
-            )
-        if self.n_pieces < 2:
-            raise ValueError(
-                f"n_pieces: must be >= 2 so both splits get a piece, got {self.n_pieces}"
-            )
-        if self.corpus_seed < 0:
-            raise ValueError(f"corpus_seed: must be >= 0, got {self.corpus_seed}")
-        if not 2 <= self.bars <= 64:
-            raise ValueError(f"bars: must be between 2 and 64, got {self.bars}")
-        if self.seq_len < 4:
-            raise ValueError(f"seq_len: must be >= 4 tokens, got {self.seq_len}")
-        if not 0 <= self.transpose <= 11:
-            raise ValueError(f"transpose: must be between 0 and 11 semitones, got {self.transpose}")
-        if not 0.0 < self.val_fraction < 1.0:
-            raise ValueError(
-                f"val_fraction: must be between 0 and 1 (exclusive), got {self.val_fraction}; "
-                "0.1 holds out a tenth of the pieces"
-            )
-
-
 def cache_root(cfg: DataConfig) -> Path:
-    """The cache directory: ``cfg.cache_dir``, ``$PODIUM_CACHE``, ``$XDG_CACHE_HOME/podium`` or
-    ``~/.cache/podium``, in that order."""
-    if cfg.cache_dir:
-        return Path(cfg.cache_dir).expanduser()
-    if os.environ.get("PODIUM_CACHE"):
-        return Path(os.environ["PODIUM_CACHE"]).expanduser()
-    if os.environ.get("XDG_CACHE_HOME"):
-        return Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "podium"
-    return Path.home() / ".cache" / "podium"
+    """The cache directory of this data (``cfg.cache_dir`` or podium's cache)."""
+    return cache_dir_for(cfg.cache_dir)
 
 
 # -- the dataset -----------------------------------------------------------------------------
@@ -245,6 +181,11 @@ class DataBundle:
     """Pieces that tokenised (train + val)."""
     info: dict[str, Any] = field(default_factory=dict)
     """JSON-able summary: source, paths, counts, skipped files, emotion balance."""
+
+    @property
+    def model_info(self) -> dict[str, Any]:
+        """What the model needs of this data (saved with checkpoints)."""
+        return {"vocab_sizes": dict(self.vocab_sizes)}
 
 
 # -- building --------------------------------------------------------------------------------

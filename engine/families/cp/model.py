@@ -41,19 +41,19 @@ scale but not that its pieces end on a V-I cadence, which is what makes the key 
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from engine.data.cp_vocab import BAR, CHORD_QUALITIES, PITCH_MIN
-from engine.models.layers import PostNormBlock, SinusoidalPositions
-from engine.models.linear_attention import CausalLinearAttention
+from podium.engine.families.cp.config import CPTransformerConfig
+from podium.engine.families.cp.vocab import BAR, CHORD_QUALITIES, PITCH_MIN
+from podium.engine.models.layers import PostNormBlock, SinusoidalPositions
+from podium.engine.models.linear_attention import CausalLinearAttention
 
 FIELDS = ("tempo", "chord", "bar_beat", "type", "pitch", "duration", "velocity", "emotion", "key")
 """The CP token's fields, in the order of the last axis of ``x`` and ``y``."""
@@ -65,107 +65,6 @@ N_REL = 12 + 12 * len(CHORD_QUALITIES)
 """Key-relative logits: 12 pitch classes, then 12 roots x the chord qualities, above the tonic."""
 COND_FIELDS = (FIELDS.index("emotion"), FIELDS.index("key"))
 """The fields of the conditioning (Emotion) token that ``condition = "every"`` spreads."""
-
-
-def _default_emb_sizes() -> dict[str, int]:
-    # EMOPIA's sizes (tempo 128, chord 256, bar-beat 64, type 32, pitch 512, duration 128,
-    # velocity 128, emotion 128), plus key at 128.
-    return {
-        "tempo": 128,
-        "chord": 256,
-        "bar_beat": 64,
-        "type": 32,
-        "pitch": 512,
-        "duration": 128,
-        "velocity": 128,
-        "emotion": 128,
-        "key": 128,
-    }
-
-
-@dataclass(frozen=True, kw_only=True)
-class CPTransformerConfig:
-    """The profile's ``[model]`` table for the ``cp`` family. Defaults are EMOPIA's model."""
-
-    d_model: int = 512
-    """Width of the hidden state."""
-    n_layers: int = 12
-    """Number of post-norm attention + feed-forward layers."""
-    n_heads: int = 8
-    """Attention heads; must divide ``d_model``."""
-    d_ff: int = 2048
-    """Hidden width of each feed-forward block."""
-    dropout: float = 0.1
-    """Dropout after the input projection, attention and feed-forward; 0 disables it."""
-    max_len: int = 1024
-    """Longest sequence (positions) the model accepts, in training and in generation."""
-    emb_sizes: dict[str, int] = field(default_factory=_default_emb_sizes)
-    """Embedding width per field; must name exactly the nine CP fields."""
-    activation: Literal["gelu", "relu"] = "gelu"
-    """Feed-forward non-linearity (EMOPIA uses GELU)."""
-    attention: Literal["linear"] = "linear"
-    """Attention kind; the CP family uses causal linear attention (Katharopoulos et al. 2020)."""
-    attention_backend: Literal["torch", "fast_transformers", "auto"] = "torch"
-    """Kernel of the parallel form: ``torch`` (pure-torch chunked), ``fast_transformers`` (that
-    package's kernel; must be installed) or ``auto`` (fast_transformers when importable)."""
-    condition: Literal["first", "every"] = "first"
-    """Where the emotion and key reach the model: ``first`` (EMOPIA: only as the first token) or
-    ``every`` (also added to every position's input; see the module docstring)."""
-    key_relative: bool = False
-    """Add key-relative logits to the pitch and chord heads (see the module docstring)."""
-    bar_positions: int = 0
-    """Learned bar-number embeddings added to every input (0 = none; the bar number is capped at
-    this minus one; see the module docstring)."""
-
-    def __post_init__(self) -> None:
-        for name in ("d_model", "n_layers", "n_heads", "d_ff", "max_len"):
-            value = getattr(self, name)
-            if value < 1:
-                raise ValueError(f"{name}: must be >= 1 (got {value})")
-        if self.d_model % self.n_heads:
-            raise ValueError(
-                f"d_model: must be divisible by n_heads (got {self.d_model} and {self.n_heads}); "
-                "pick a d_model that is a multiple of n_heads"
-            )
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout: must be in [0, 1) (got {self.dropout})")
-        missing = [f for f in FIELDS if f not in self.emb_sizes]
-        unknown = [f for f in self.emb_sizes if f not in FIELDS]
-        if missing or unknown:
-            parts = []
-            if missing:
-                parts.append(f"missing {', '.join(missing)}")
-            if unknown:
-                parts.append(f"unknown {', '.join(unknown)}")
-            raise ValueError(
-                f"emb_sizes: {'; '.join(parts)} (must name exactly: {', '.join(FIELDS)})"
-            )
-        for name, size in self.emb_sizes.items():
-            if size < 1:
-                raise ValueError(f"emb_sizes: {name} must be >= 1 (got {size})")
-        if self.activation not in ("gelu", "relu"):
-            raise ValueError(f"activation: must be 'gelu' or 'relu' (got {self.activation!r})")
-        if self.bar_positions < 0:
-            raise ValueError(f"bar_positions: must be >= 0 (got {self.bar_positions})")
-        if self.condition not in ("first", "every"):
-            raise ValueError(f"condition: must be 'first' or 'every' (got {self.condition!r})")
-        if self.attention != "linear":
-            raise ValueError(f"attention: only 'linear' is supported (got {self.attention!r})")
-        if self.attention_backend not in ("torch", "fast_transformers", "auto"):
-            raise ValueError(
-                "attention_backend: must be 'torch', 'fast_transformers' or 'auto' "
-                f"(got {self.attention_backend!r})"
-            )
-        if self.attention_backend == "fast_transformers" and not _fast_transformers_importable():
-            # Checked here, not only when the model is built, so the profile error names its line.
-            raise ValueError(
-                "attention_backend: 'fast_transformers' is not importable here; install it "
-                '(pip install \'podium[fast]\') or use "auto" or "torch"'
-            )
-
-
-def _fast_transformers_importable() -> bool:
-    return importlib.util.find_spec("fast_transformers") is not None
 
 
 def key_relative_maps(n_pitch: int, n_chord: int) -> tuple[Tensor, Tensor]:

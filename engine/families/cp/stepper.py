@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from engine.models.cp_transformer import (
+from podium.engine.families.cp.model import (
     COND_FIELDS,
     FIELDS,
     TYPE,
@@ -37,7 +37,7 @@ from engine.models.cp_transformer import (
     CPTransformer,
     bars_after,
 )
-from engine.models.linear_attention import EPS
+from podium.engine.models.linear_attention import EPS
 
 REST = tuple(f for f in FIELDS if f != "type")
 """The heads sampled after the type, in FIELDS order: the column blocks of ``rest_logits``."""

@@ -20,7 +20,7 @@ podium keeps working on the CPU.
 are far more expensive and take a driver-wide lock, about every five) and posts immutable
 ``GpuSnapshot`` values to subscribers; the training thread never calls NVML.
 
-Try it: ``python -m engine.gpus`` prints one snapshot.
+Try it: ``python -m podium.engine.gpus.nvml`` prints one snapshot.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from typing import Any, NamedTuple, Protocol
 
 import pynvml
 
-from engine.errors import PodiumError
+from podium.engine.errors import PodiumError
 
 log = logging.getLogger(__name__)
 
@@ -646,7 +646,7 @@ class GpuMonitor:
 
     @classmethod
     def for_config(cls, config: Any, source: GpuProvider | None = None) -> GpuMonitor:
-        """A monitor with the intervals of an ``engine.gpu_config.GpuConfig``."""
+        """A monitor with the intervals of an ``podium.engine.gpus.config.GpuConfig``."""
         settings = config.settings
         return cls(
             source,

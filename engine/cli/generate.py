@@ -1,20 +1,22 @@
 """``podium generate RUN``: a sample from a run's checkpoint, as MIDI (and WAV on request).
 
-    podium generate RUN [--checkpoint latest] [--emotion Q1..Q4] [--key C:maj]
+    podium generate RUN [--checkpoint latest] [--<conditioning> VALUE ...]
         [--bars N | --tokens N | --seconds S] [--temperature T] [--top-p P] [--seed N] [-o OUT.mid] [--wav]
 
 Works on a live run too (it reads a checkpoint file; training is not disturbed). Same seed, same
-MIDI bytes. Conditioning flags belong to model families: the CP family takes ``--emotion`` and
-``--key``; the others are refused with the list of what it takes.
+MIDI bytes. Conditioning flags belong to the run's family (its sampler's options: the CP family
+takes ``--emotion`` and ``--key``): the run is found first, then its flags are read, and a flag
+the family does not take is refused with the list of those it does.
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from engine.errors import PodiumError
+from podium.engine.errors import PodiumError
 
 
 def _positive(text: str) -> int:
@@ -58,13 +60,14 @@ def _seconds(text: str) -> float:
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("generate", help="sample a piece from a run's checkpoint (MIDI)")
+    p = subparsers.add_parser(
+        "generate",
+        help="sample a piece from a run's checkpoint (MIDI)",
+        epilog="Conditioning flags (--NAME VALUE) come from the run's family's sampler; one the "
+        "family does not take is refused with the list of those it takes.",
+    )
     p.add_argument("run", metavar="RUN")
     p.add_argument("--checkpoint", default="latest", metavar="NAME")
-    p.add_argument("--emotion", default="", metavar="Q", help="Q1..Q4 (default: drawn by seed)")
-    p.add_argument("--key", default="", metavar="KEY", help="e.g. C:maj, F#:min (default: drawn)")
-    for flag in ("--sentiment", "--genre", "--text"):
-        p.add_argument(flag, default=None, help=argparse.SUPPRESS)
     length = p.add_mutually_exclusive_group()
     length.add_argument("--bars", type=_positive, metavar="N", help="stop after N bars (default 8)")
     length.add_argument("--tokens", type=_positive, metavar="N", help="stop after N tokens")
@@ -81,30 +84,55 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
+def conditioning_flags(argv: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+    """Split ``--name VALUE`` / ``--name=VALUE`` pairs that are not generic flags off ``argv``:
+    they are the run family's conditioning, read once the run is known."""
+    rest: list[str] = []
+    found: dict[str, str] = {}
+    i = 0
+    while i < len(argv):
+        item = argv[i]
+        name, eq, value = item.partition("=")
+        if item.startswith("--") and name not in GENERIC_FLAGS and name != "--help":
+            if not eq:
+                if i + 1 >= len(argv):
+                    raise PodiumError(f"{item}: expected a value")
+                value = argv[i + 1]
+                i += 1
+            found[name[2:].replace("-", "_")] = value
+        else:
+            rest.append(item)
+        i += 1
+    return rest, found
+
+
+GENERIC_FLAGS = (
+    "--checkpoint", "--bars", "--tokens", "--seconds", "--temperature", "--top-p", "--seed",
+    "--out", "-o", "--wav", "--device", "--runs-dir",
+)  # fmt: skip
+
+
 def run(args: argparse.Namespace) -> int:
-    from engine.generate import (
-        GenerateRequest,
-        check_conditioning,
+    from podium.engine.families.registry import SampleRequest
+    from podium.engine.generate import (
+        check_request,
         generate_from_run,
         render_wav,
+        run_profile,
+        sampler_of,
         tokens_per_second,
     )
-    from engine.music_stats import analyse
-    from engine.runs import resolve_run, runs_root
+    from podium.engine.music_stats import analyse
+    from podium.engine.runs import resolve_run, runs_root
 
-    for flag in ("sentiment", "genre", "text"):
-        if getattr(args, flag) is not None:
-            raise PodiumError(
-                f"--{flag}: this run's family (cp) is conditioned on --emotion (Q1..Q4) and "
-                "--key only"
-            )
-    check_conditioning(args.emotion, args.key)  # before loading anything
     if args.out is not None and not args.out.endswith((".mid", ".midi")):
         raise PodiumError(f"-o {args.out}: the output must be a .mid file")
     run_dir = resolve_run(args.run, runs_root(args.runs_dir))
-    request = GenerateRequest(
-        emotion=args.emotion,
-        key=args.key,
+    profile = run_profile(run_dir.path)
+    sampler = sampler_of(profile.family_spec)
+    conditioning = check_request(sampler, args.conditioning, profile.family)  # before loading
+    request = SampleRequest(
+        conditioning=conditioning,
         bars=None if args.tokens is not None or args.seconds is not None else (args.bars or 8),
         tokens=args.tokens,
         seconds=args.seconds,
@@ -116,8 +144,9 @@ def run(args: argparse.Namespace) -> int:
     sample, path = generate_from_run(
         run_dir.path, args.checkpoint, request, out=out, device=args.device
     )
+    used = ", ".join(v for v in sample.conditioning.values() if v)
     print(
-        f"podium: {path} ({sample.emotion}, {sample.key}, {len(sample.tokens)} tokens, ended by "
+        f"podium: {path} ({used + ', ' if used else ''}{len(sample.tokens)} tokens, ended by "
         f"{sample.ended}, {tokens_per_second(sample):.0f} tokens/s)"
     )
     print(f"  {analyse(path).line()}")

@@ -1,12 +1,12 @@
 """``podium gpus [--json] [--gpus SPEC [--share-gpu]]``: every GPU, and who may use it.
 
-One row per GPU with its state (RESERVED / LEASED / BUSY / FREE, see ``engine.gpu_select``),
+One row per GPU with its state (RESERVED / LEASED / BUSY / FREE, see ``podium.engine.gpus.select``),
 why, and its gauges, followed by its compute processes. ``--gpus SPEC`` also shows what
 ``podium train --gpus SPEC`` would choose, as a dry run that takes no lease, and exits 2 where
 training would be refused (a reserved GPU, a leased one, too few free). Without an NVIDIA driver
 it prints the one-line state and exits 0: a CPU machine is not an error.
 
-``engine.cli`` wires it: ``add_parser(sub)`` in ``build_parser`` and ``run(args)`` as the handler.
+``podium.engine.cli.main`` wires it: ``add_parser(sub)`` in ``build_parser`` and ``run(args)`` as the handler.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ import json
 import sys
 from typing import Any
 
-from engine.errors import PodiumError
-from engine.gpu_config import load_gpu_config
-from engine.gpu_select import GpuStatus, Selection, classify, probe_leases, select_gpus
-from engine.gpus import GpuSnapshot, NaType, is_na, plain, read_snapshot
+from podium.engine.errors import PodiumError
+from podium.engine.gpus.config import load_gpu_config
+from podium.engine.gpus.nvml import GpuSnapshot, NaType, is_na, plain, read_snapshot
+from podium.engine.gpus.select import GpuStatus, Selection, classify, probe_leases, select_gpus
 
 GIB = 1 << 30
 

@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.errors import PodiumError
+from podium.engine.errors import PodiumError
 
 log = logging.getLogger(__name__)
 

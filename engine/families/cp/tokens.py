@@ -32,9 +32,9 @@ from pathlib import Path
 import numpy as np
 import pretty_midi
 
-from engine.data import cp_vocab as V
-from engine.data.midi_io import TICKS_PER_BEAT, load_midi, piano_notes, tempo_changes
-from engine.errors import DataError
+from podium.engine.data.midi_io import TICKS_PER_BEAT, load_midi, piano_notes, tempo_changes
+from podium.engine.errors import DataError
+from podium.engine.families.cp import vocab as V
 
 TICKS_PER_POSITION = TICKS_PER_BEAT // 4
 """120 ticks: one 16th note."""

@@ -1,6 +1,6 @@
 """``podium`` command line: headless commands over runs.
 
-The console script lives in ``tui.cli`` (so it can open the dashboard) and hands everything that
+The console script lives in ``podium.tui.cli`` (so it can open the dashboard) and hands everything that
 needs no terminal UI to ``main`` here. Every user mistake exits with code 2 and one line on
 stderr, never a traceback.
 """
@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from engine.errors import PodiumError
+from podium.engine.errors import PodiumError
 
 DashboardHook = Callable[[argparse.Namespace], int]
 
@@ -158,15 +158,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     runs_dir(p)
 
-    p = sub.add_parser("metrics", help="print a run's metric series")
+    p = sub.add_parser("metrics", help="print a run's metric series and matrices")
     p.add_argument("run", metavar="RUN")
     fmt = p.add_mutually_exclusive_group(required=True)
     fmt.add_argument(
-        "--json", action="store_true", help="one JSON object: series -> [[step, value], ...]"
+        "--json",
+        action="store_true",
+        help='one JSON object: {"series": {name: [[step, value], ...]}, "matrices": '
+        '{name: {"step", "rows", "cols", "values"}}} (the latest of each matrix)',
     )
     fmt.add_argument("--csv", action="store_true", help="long-form CSV: series,step,value")
     p.add_argument(
-        "--series", action="append", metavar="NAME", help="only these series (repeatable)"
+        "--series",
+        action="append",
+        metavar="NAME",
+        help="only these series (repeatable; matrices are not filtered)",
     )
     p.add_argument(
         "--max-points",
@@ -181,7 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=("status", "pause", "resume", "stop", "save", "set-lr"))
     p.add_argument("value", nargs="?", metavar="LR", help="the learning rate, for set-lr")
     runs_dir(p)
-    from engine import generate_cli, gpus_cli
+    from podium.engine.cli import generate as generate_cli
+    from podium.engine.cli import gpus as gpus_cli
 
     gpus_cli.add_parser(sub)
     generate_cli.add_parser(sub)
@@ -190,7 +197,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None, *, dashboard: DashboardHook | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    conditioning: dict[str, str] = {}
+    if argv[:1] == ["generate"]:  # its conditioning flags are the run's family's
+        from podium.engine.cli import generate as generate_cli
+
+        try:
+            argv, conditioning = generate_cli.conditioning_flags(argv)
+        except PodiumError as exc:
+            sys.stderr.write(f"podium: error: {exc}\n")
+            return exc.exit_code
     args = parser.parse_args(argv)
+    args.conditioning = conditioning
     if args.command is None:
         parser.print_help()
         return 0
@@ -210,9 +228,9 @@ def main(argv: Sequence[str] | None = None, *, dashboard: DashboardHook | None =
 
 
 def _train(args: argparse.Namespace, dashboard: DashboardHook | None) -> int:
-    from engine.config import load_profile
-    from engine.runs import runs_root
-    from engine.session import new_session, parse_overrides
+    from podium.engine.config import load_profile
+    from podium.engine.runs import runs_root
+    from podium.engine.session import new_session, parse_overrides
 
     profile = load_profile(args.profile, parse_overrides(args.seed, args.overrides))
     root = runs_root(args.runs_dir)
@@ -236,15 +254,15 @@ def _train(args: argparse.Namespace, dashboard: DashboardHook | None) -> int:
         cpu_ranks=args.cpu_ranks,
     )
     if args.detached_child:
-        from engine.detach import repoint_std_fds
+        from podium.engine.detach import repoint_std_fds
 
         repoint_std_fds(session.run.log_path)  # tells the waiting parent that the run is up
     return _run_headless(session)
 
 
 def _spawn_detached(args: argparse.Namespace, profile_name: str, root: Path) -> int:
-    from engine.detach import free_run_id, spawn_detached
-    from engine.runs import check_run_id
+    from podium.engine.detach import free_run_id, spawn_detached
+    from podium.engine.runs import check_run_id
 
     if args.name is not None:
         name = check_run_id(args.name)
@@ -272,8 +290,8 @@ def _spawn_detached(args: argparse.Namespace, profile_name: str, root: Path) -> 
 
 
 def _resume(args: argparse.Namespace, dashboard: DashboardHook | None) -> int:
-    from engine.runs import resolve_run, runs_root
-    from engine.session import resume_session
+    from podium.engine.runs import resolve_run, runs_root
+    from podium.engine.session import resume_session
 
     root = runs_root(args.runs_dir)
     run = resolve_run(args.run, root)
@@ -284,7 +302,7 @@ def _resume(args: argparse.Namespace, dashboard: DashboardHook | None) -> int:
     if not args.headless and not args.detached_child and dashboard is not None:
         return dashboard(args)
     if args.checkpoint is not None:
-        from engine.session import branch_session
+        from podium.engine.session import branch_session
 
         session = branch_session(
             run,
@@ -315,7 +333,7 @@ def _resume(args: argparse.Namespace, dashboard: DashboardHook | None) -> int:
     assert info is not None
     print(f"podium: resuming {run.id} from checkpoint {info.name} (step {info.step})")
     if args.detached_child:
-        from engine.detach import repoint_std_fds
+        from podium.engine.detach import repoint_std_fds
 
         sys.stdout.flush()
         repoint_std_fds(session.run.log_path)
@@ -323,8 +341,8 @@ def _resume(args: argparse.Namespace, dashboard: DashboardHook | None) -> int:
 
 
 def _spawn_detached_resume(args: argparse.Namespace, run: Any, root: Path) -> int:
-    from engine.detach import spawn_detached
-    from engine.session import check_resumable
+    from podium.engine.detach import spawn_detached
+    from podium.engine.session import check_resumable
 
     if args.checkpoint is not None:
         raise PodiumError("--detach continues RUN in place: it does not take --checkpoint")
@@ -373,7 +391,7 @@ def _run_headless(session: Any) -> int:
 
 
 def _runs(args: argparse.Namespace, dashboard: DashboardHook | None) -> int:
-    from engine.runs import list_runs, runs_root
+    from podium.engine.runs import list_runs, runs_root
 
     root = runs_root(args.runs_dir)
     rows = [_run_row(run) for run in list_runs(root)]
@@ -400,7 +418,7 @@ def _runs(args: argparse.Namespace, dashboard: DashboardHook | None) -> int:
 
 
 def _run_row(run: Any) -> dict[str, Any]:
-    from engine.store import RunStore
+    from podium.engine.store import RunStore
 
     info = run.info()
     state, reason = run.status()
@@ -432,8 +450,8 @@ def _run_row(run: Any) -> dict[str, Any]:
 def _checkpoints(args: argparse.Namespace, dashboard: DashboardHook | None) -> int:
     from dataclasses import asdict
 
-    from engine.checkpoints import list_checkpoints
-    from engine.runs import resolve_run, runs_root
+    from podium.engine.checkpoints import list_checkpoints
+    from podium.engine.runs import resolve_run, runs_root
 
     run = resolve_run(args.run, runs_root(args.runs_dir))
     infos = list_checkpoints(run.checkpoint_dir)
@@ -462,13 +480,13 @@ def _checkpoints(args: argparse.Namespace, dashboard: DashboardHook | None) -> i
 
 
 def _metrics(args: argparse.Namespace, dashboard: DashboardHook | None) -> int:
-    from engine.runs import resolve_run, runs_root
-    from engine.store import RunStore
+    from podium.engine.runs import resolve_run, runs_root
+    from podium.engine.store import RunStore
 
     run = resolve_run(args.run, runs_root(args.runs_dir))
-    if not run.db_path.exists():
-        series: dict[str, list] = {}
-    else:
+    series: dict[str, list] = {}
+    matrices: dict[str, dict[str, Any]] = {}
+    if run.db_path.exists():
         store = RunStore.open(run.db_path, readonly=True)
         try:
             names = store.series_names()
@@ -479,10 +497,20 @@ def _metrics(args: argparse.Namespace, dashboard: DashboardHook | None) -> int:
                     f"--series {missing[0]!r}: run {run.id} has no such series (it has: {', '.join(names)})"
                 )
             series = {n: store.query(n, max_points=args.max_points) for n in wanted}
+            if args.json:
+                for name in store.matrix_names():
+                    latest = store.latest_matrix(name)
+                    if latest is not None:
+                        matrices[name] = {"step": int(latest[0]), **latest[1].to_dict()}
         finally:
             store.close()
     if args.json:
-        out = {n: [[int(s), _finite_or_none(v)] for s, v in pts] for n, pts in series.items()}
+        out = {
+            "series": {
+                n: [[int(s), _finite_or_none(v)] for s, v in pts] for n, pts in series.items()
+            },
+            "matrices": matrices,
+        }
         print(json.dumps(out))
     else:
         writer = csv.writer(sys.stdout, lineterminator="\n")
@@ -510,8 +538,8 @@ def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
 
 
 def _control(args: argparse.Namespace, dashboard: DashboardHook | None) -> int:
-    from engine.control import ControlClient
-    from engine.runs import resolve_run, runs_root
+    from podium.engine.control import ControlClient
+    from podium.engine.runs import resolve_run, runs_root
 
     run = resolve_run(args.run, runs_root(args.runs_dir))
     if not run.is_live():
@@ -550,12 +578,12 @@ _HANDLERS: dict[str, Callable[[argparse.Namespace, DashboardHook | None], int]] 
 
 
 def _gpus(args: argparse.Namespace) -> int:
-    from engine import gpus_cli
+    from podium.engine.cli import gpus as gpus_cli
 
     return gpus_cli.run(args)
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from engine import generate_cli
+    from podium.engine.cli import generate as generate_cli
 
     return generate_cli.run(args)

@@ -26,7 +26,7 @@ Field by field (index: name):
 
 Use::
 
-    from engine.data import cp_vocab
+    from podium.engine.families.cp import vocab as cp_vocab
     cp_vocab.vocab_sizes()["pitch"]          # 87
     cp_vocab.index("key", "F#:min")          # 19
     cp_vocab.save(prepared_dir / "dictionary.json")
@@ -40,6 +40,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from podium.engine.data.music import EMOTIONS, KEYS, PITCH_CLASSES
 
 FIELDS = ("tempo", "chord", "bar_beat", "type", "pitch", "duration", "velocity", "emotion", "key")
 """The CP token's fields, in the order of the last axis of a token array."""
@@ -62,8 +64,6 @@ VELOCITY_BINS = tuple(range(12, 128, 5))
 
 # -- names -----------------------------------------------------------------------------------
 
-PITCH_CLASSES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
-"""Pitch-class names, sharps only, index = pitch class."""
 CHORD_QUALITIES = ("M", "m", "o", "+", "sus2", "sus4", "7", "M7", "m7", "o7", "/o7")
 """Chord qualities: major, minor, diminished, augmented, suspended 2nd/4th, dominant 7th, major
 7th, minor 7th, diminished 7th, half-diminished 7th."""
@@ -92,12 +92,6 @@ BAR = 1
 """bar_beat index of the Bar token; Beat_i is ``BEAT_OFFSET + i``."""
 BEAT_OFFSET = 2
 POSITIONS_PER_BAR = 16
-
-EMOTIONS = ("Q1", "Q2", "Q3", "Q4")
-"""Emotion quadrants: Q1 high valence/high arousal, Q2 low/high, Q3 low/low, Q4 high/low."""
-MODES = ("maj", "min")
-KEYS = tuple(f"{pc}:{mode}" for mode in MODES for pc in PITCH_CLASSES)
-"""The 24 keys, ``C:maj`` .. ``B:maj`` then ``C:min`` .. ``B:min``."""
 
 
 def _names() -> dict[str, tuple[str, ...]]:

@@ -8,7 +8,7 @@ ignores the emotion token entirely; these fractions say whether it listens.
 
 The trainer calls it every few epochs with the unwrapped model::
 
-    metrics = conditioning_check(model, profile.generate, samples_per_quadrant=4)
+    metrics = conditioning_check(model, profile.section("generate"), samples_per_quadrant=4)
     # {"cond/valence": 0.75, "cond/arousal": 0.5, "cond/both": 0.375}
 
 It is a pure function of the weights and the seed: all samples are drawn in one batch from
@@ -23,10 +23,11 @@ from typing import Any
 
 import pretty_midi
 
-from engine.data import cp_vocab as V
-from engine.data.cp_tokens import decode_tokens
-from engine.generate import GenerateRequest, sample_cp_batch
-from engine.music_stats import MusicStats, analyse
+from podium.engine.families.cp import vocab as V
+from podium.engine.families.cp.sampler import sample_batch
+from podium.engine.families.cp.tokens import decode_tokens
+from podium.engine.families.registry import SampleRequest
+from podium.engine.music_stats import MusicStats, analyse
 
 POSITIVE = ("Q1", "Q4")
 """Quadrants of positive valence: major mode expected."""
@@ -116,8 +117,13 @@ def conditioning_check(
         raise ValueError(f"samples_per_quadrant: must be >= 1 (got {samples_per_quadrant})")
     quadrants = [q for q in V.EMOTIONS for _ in range(samples_per_quadrant)]
     requests = [
-        GenerateRequest(emotion=q, key=key_for(q, i), bars=bars, tokens=max_tokens, seed=seed + i)
+        SampleRequest(
+            conditioning={"emotion": q, "key": key_for(q, i)},
+            bars=bars,
+            tokens=max_tokens,
+            seed=seed + i,
+        )
         for i, q in enumerate(quadrants)
     ]
-    samples = sample_cp_batch(model, gen_cfg, requests, device)
-    return score((s.emotion, decode_tokens(s.tokens)) for s in samples)
+    samples = sample_batch(model, gen_cfg, requests, device)
+    return score((s.conditioning["emotion"], decode_tokens(s.tokens)) for s in samples)

@@ -10,7 +10,7 @@ The order that keeps reserved GPUs untouched, by construction::
 ``classify`` gives each GPU one state, in this order of precedence:
 
 * RESERVED: named by a reservation (lab-wide or the user's); never chosen, even on request;
-* LEASED: another podium run holds its lease (``engine.leases``); chosen only on request, and
+* LEASED: another podium run holds its lease (``podium.engine.gpus.leases``); chosen only on request, and
   only when both runs share (``--share-gpu``);
 * BUSY: a compute process that is not this process runs there, or more than
   ``busy_memory_fraction`` of its memory is in use (containers hide foreign pids, not memory);
@@ -31,10 +31,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, NamedTuple
 
-from engine.errors import PodiumError
-from engine.gpu_config import GpuConfig, Reservation, load_gpu_config, parse_gpu_name
-from engine.gpus import GpuInfo, GpuProvider, GpuSnapshot, is_na, read_snapshot
-from engine.leases import Lease, LeaseBusy, LeaseInfo, acquire, busy_message, holders
+from podium.engine.errors import PodiumError
+from podium.engine.gpus.config import GpuConfig, Reservation, load_gpu_config, parse_gpu_name
+from podium.engine.gpus.leases import Lease, LeaseBusy, LeaseInfo, acquire, busy_message, holders
+from podium.engine.gpus.nvml import GpuInfo, GpuProvider, GpuSnapshot, is_na, read_snapshot
 
 GpuState = Literal["RESERVED", "LEASED", "BUSY", "FREE"]
 

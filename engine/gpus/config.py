@@ -42,9 +42,9 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
-from engine.errors import PodiumError
-from engine.gpus import GpuInfo, is_na, normalize_bus_id, normalize_uuid
-from engine.leases import DEFAULT_LEASE_DIR
+from podium.engine.errors import PodiumError
+from podium.engine.gpus.leases import DEFAULT_LEASE_DIR
+from podium.engine.gpus.nvml import GpuInfo, is_na, normalize_bus_id, normalize_uuid
 
 SYSTEM_CONFIG = "/etc/podium/config.toml"
 SYSTEM_CONFIG_ENV = "PODIUM_SYSTEM_CONFIG"

@@ -1,0 +1,311 @@
+"""The family contract, and finding a family by name.
+
+A model family is a package (``podium.engine.families.<name>``, or any importable module named by
+a dotted path in the profile, ``family = "mylab.podium_families.gru"``) whose module holds
+``FAMILY``, a :class:`Family`. It owns everything that differs between model zoos: its profile
+tables, its heads, its data and model, its validation metrics, its sampler, its per-epoch hooks,
+its extra checkpoint state and its adapters for foreign checkpoint layouts. The loop, the store,
+the CLI and the dashboard ask the family; none of them knows one by name (torchtitan's train
+specs: components chosen by name from config).
+
+Finding a family imports its package, and only then: importing ``podium.engine.config`` or this
+module imports no family and no torch. A family's package should keep its own top level light for
+the same reason (build functions import their torch modules when called).
+
+What a family's model must do: ``forward(batch)`` returns the losses by head name (a mapping of
+scalar tensors, masked means over the batch), or a :class:`~podium.engine.metrics.ModelOutput`
+with those losses plus the outputs its validation metrics read. The trainer sums the losses with
+the profile's ``[loss_weights]``; every head is plotted.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+
+from podium.engine.errors import ProfileError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pretty_midi
+    import torch
+    from torch import nn
+    from torch.utils.data import Dataset
+
+    from podium.engine.metrics import ValidationMetrics
+    from podium.engine.train_config import TrainConfig
+
+ModelCfg = TypeVar("ModelCfg")
+DataCfg = TypeVar("DataCfg")
+LogFn = Callable[[str], None]
+DataInfo = Mapping[str, Any]
+"""JSON-able facts about the data that building the model needs (vocabulary sizes, class
+names). Saved in every checkpoint, so a model can be rebuilt for generation without its data."""
+
+
+class Profile(Protocol):
+    """What a family's callables read of a profile; ``podium.engine.config.Profile`` is one.
+
+    Named here by its shape, not imported: the config imports this contract to build profiles,
+    so the contract names nothing of the config (no import cycle, not even for type checkers).
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def family(self) -> str: ...
+
+    @property
+    def model(self) -> Any:
+        """The family's ``model_config`` dataclass."""
+        ...
+
+    @property
+    def data(self) -> Any:
+        """The family's ``data_config`` dataclass."""
+        ...
+
+    @property
+    def train(self) -> TrainConfig: ...
+
+    @property
+    def loss_weights(self) -> Mapping[str, float]: ...
+
+    @property
+    def sections(self) -> Mapping[str, Any]: ...
+
+    def section(self, name: str) -> Any:
+        """One of the family's own tables, built (KeyError naming it when absent)."""
+        ...
+
+
+class DataBundle(Protocol):
+    """What a family's ``build_data`` returns."""
+
+    @property
+    def train(self) -> Dataset: ...
+
+    @property
+    def val(self) -> Dataset | None: ...
+
+    @property
+    def model_info(self) -> dict[str, Any]:
+        """The ``DataInfo`` this data gives the model (saved with checkpoints)."""
+        ...
+
+
+@dataclass(frozen=True)
+class ModelCost:
+    """What a model costs, known from its config before any weight is allocated."""
+
+    params: int
+    """Trainable parameters."""
+    flops_per_token: float
+    """Training FLOPs per token (forward + backward, ~6 x params plus attention), for MFU."""
+
+    @property
+    def fp32_bytes(self) -> int:
+        """Weights, gradients and AdamW's two moments in fp32: the floor of training memory."""
+        return 16 * self.params
+
+
+# -- sampling ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConditionOption:
+    """One conditioning input of a sampler. The CLI flag (``--<name>``), the socket's
+    ``generate`` argument and the dashboard's preview field are all made from it."""
+
+    name: str
+    """Lower-case, letters and '_' (the flag is ``--name`` with '-' for '_')."""
+    help: str
+    """One line for ``--help`` and the form's placeholder."""
+    choices: tuple[str, ...] = ()
+    """The allowed values, when it is a closed set (else the sampler's ``check`` decides)."""
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SampleRequest:
+    """One sample to generate. Blank conditioning values are drawn with the seed."""
+
+    conditioning: Mapping[str, str] = field(default_factory=dict)
+    """Option name -> value, as the sampler's ``options`` declare them."""
+    bars: int | None = 8
+    """Stop after this many bars (None: only the end token or ``tokens`` end it)."""
+    seconds: float | None = None
+    """Stop at the first bar that would start after this much music."""
+    tokens: int | None = None
+    """Hard cap on generated tokens (default: the family's own)."""
+    temperature: float | None = None
+    """Overrides every head's temperature (None: the profile's)."""
+    top_p: float | None = None
+    """Overrides every head's nucleus mass (None: the profile's)."""
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Sample:
+    """Generated tokens and what ended them."""
+
+    tokens: np.ndarray
+    conditioning: dict[str, str]
+    """The conditioning actually used (drawn values filled in), in the options' order."""
+    ended: str
+    """What ended it: "eos", "bars", "seconds", "length" (the token cap), "max_len"..."""
+    seconds: float
+    """Wall time the generation took."""
+    seed: int
+    """The seed actually used (the request's, or the next after a retry)."""
+
+    @property
+    def label(self) -> str:
+        """The conditioning in a few words ("Q1 C:maj"), for messages and file names."""
+        return " ".join(v for v in self.conditioning.values() if v)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SamplerSpec:
+    """A family's sampler. Randomness comes only from the requests' seeds."""
+
+    options: tuple[ConditionOption, ...]
+    check: Callable[[Mapping[str, str]], dict[str, str]]
+    """Canonical conditioning values (blank kept blank), or ``GenerateError`` naming the bad
+    option and what it takes. Called before any model is loaded."""
+    sample: Callable[[nn.Module, Profile, Sequence[SampleRequest], torch.device], list[Sample]]
+    """One sample per request, in one batch; the model's train/eval mode is restored."""
+    to_midi: Callable[[Sample], pretty_midi.PrettyMIDI]
+    """The sample as a MIDI file."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class EpochHook:
+    """Something measured every few epochs on the training thread (rank 0), e.g. whether a model
+    follows its conditioning. Its values are published as series ``<group>/<name>``."""
+
+    name: str
+    """What it is, for messages ("conditioning check")."""
+    group: str
+    """The prefix of its series ("cond"); the dashboard plots a group together."""
+    title: str
+    """The dashboard plot's title."""
+    every_epochs: Callable[[Profile], int]
+    """How often for this profile (0: off)."""
+    run: Callable[[nn.Module, Profile, int], Mapping[str, float]]
+    """``(bare model, profile, epoch) -> {"<group>/<name>": value}``; a ``GenerateError``
+    skips one check with a warning."""
+
+
+class StateDictAdapter(Protocol):
+    """Converts a foreign checkpoint layout (a released model's) to the family's own names and
+    back; the model never learns other layouts (torchtitan's state-dict adapters)."""
+
+    def to_native(self, state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]: ...
+
+    def from_native(self, state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]: ...
+
+
+# -- the family -------------------------------------------------------------------------------
+
+
+def _no_check(model: Any, data: Any, sections: Mapping[str, Any]) -> None:
+    return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Family(Generic[ModelCfg, DataCfg]):
+    """One model family. Optional parts are ``None`` or empty, never stubs."""
+
+    name: str
+    description: str
+    model_config: type[ModelCfg]
+    """Dataclass of the profile's ``[model]`` table."""
+    data_config: type[DataCfg]
+    """Dataclass of the profile's ``[data]`` table."""
+    heads: tuple[str, ...]
+    """Names of the losses the model returns, in display order (``[loss_weights]`` keys)."""
+    build_data: Callable[[DataCfg, LogFn], DataBundle]
+    """Prepare (once) and load the data; ``DataError`` for bad input."""
+    build_model: Callable[[ModelCfg, DataInfo], nn.Module]
+    """A fresh model (seeded by the caller) for this config and data. It must also build under
+    ``torch.device("meta")``: a process that is training rebuilds its model that way for
+    previews, so that no initialisation draws from the run's RNG."""
+    cost: Callable[[ModelCfg, DataCfg], ModelCost]
+    """Parameters and FLOPs per token, without allocating the model."""
+    sections: Mapping[str, type] = field(default_factory=dict)
+    """Extra profile tables the family owns (its ``[generate]``...): name -> dataclass."""
+    check: Callable[[ModelCfg, DataCfg, Mapping[str, Any]], None] = _no_check
+    """Cross-table checks over [model], [data] and the family's own sections; raise
+    ``ValueError("section.field: message")``."""
+    metrics: tuple[str, ...] = ()
+    """Scalar validation metrics beyond the loss (series ``val/<name>``)."""
+    matrices: tuple[str, ...] = ()
+    """Matrix validation metrics (a confusion matrix...), stored latest per step."""
+    build_metrics: Callable[[ModelCfg, DataInfo], ValidationMetrics] | None = None
+    """A fresh accumulator per validation pass, required when ``metrics`` or ``matrices``."""
+    sampler: SamplerSpec | None = None
+    epoch_hooks: tuple[EpochHook, ...] = ()
+    extra_state: Callable[[DataBundle], dict[str, Any]] | None = None
+    """More JSON-able or tensor state to save in every checkpoint (beside the data info)."""
+    adapters: Mapping[str, StateDictAdapter] = field(default_factory=dict)
+    """Foreign checkpoint layouts by name ("hf", "emopia")."""
+
+    def __post_init__(self) -> None:
+        if (self.metrics or self.matrices) and self.build_metrics is None:
+            raise TypeError(f"family {self.name}: metrics are declared but build_metrics is None")
+        clash = set(self.sections) & {"name", "family", "description", *CORE_SECTIONS}
+        if clash:
+            raise TypeError(f"family {self.name}: section {sorted(clash)[0]!r} is podium's own")
+
+
+CORE_SECTIONS = ("model", "data", "train", "checkpoint", "loss_weights")
+"""Profile tables every family has; a family's own ``sections`` come on top."""
+
+_PACKAGE = "podium.engine.families"
+_LOADED: dict[str, Family] = {}
+
+
+def builtin_names() -> list[str]:
+    """The families shipped with podium (their packages, found without importing them)."""
+    import podium.engine.families as pkg
+
+    return sorted(m.name for m in pkgutil.iter_modules(pkg.__path__) if m.ispkg)
+
+
+def get_family(name: str) -> Family:
+    """The family called ``name``: a built-in package, or a dotted module path holding
+    ``FAMILY``.
+
+    Raises:
+        ProfileError: no such family (with the known names), or its module is broken.
+    """
+    family = _LOADED.get(name)
+    if family is not None:
+        return family
+    known = builtin_names()
+    if name in known:
+        module_name = f"{_PACKAGE}.{name}"
+    elif "." in name:
+        module_name = name
+    else:
+        raise ProfileError(
+            f"unknown model family {name!r} (known: {', '.join(known)}; or a module path "
+            "like mylab.families.gru)"
+        )
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ProfileError(f"model family {name!r}: cannot import {module_name} ({exc})") from None
+    family = getattr(module, "FAMILY", None)
+    if not isinstance(family, Family):
+        raise ProfileError(f"model family {name!r}: {module_name} has no FAMILY (a Family)")
+    _LOADED[name] = family
+    return family

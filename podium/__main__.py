@@ -1,0 +1,5 @@
+import sys
+
+from podium.tui.cli import main
+
+sys.exit(main())
