@@ -196,15 +196,14 @@ def _toml_error(source: str, message: str, text: str) -> str:
 
 
 def _family(raw: Mapping[str, Any], loc: _Locator) -> Family:
+    known = builtin_names()
     if "family" not in raw:
-        raise loc.error(
-            ("family",), f"missing: say which model family, one of {', '.join(builtin_names())}"
-        )
+        raise loc.error(("family",), f"missing: say which model family, one of {', '.join(known)}")
     name = raw["family"]
     if not isinstance(name, str):
         raise loc.error(("family",), f"expected a string, got {_show(name)}")
-    if name not in builtin_names() and "." not in name:
-        raise loc.error(("family",), _choice_message(name, tuple(builtin_names())))
+    if name not in known and "." not in name:
+        raise loc.error(("family",), _choice_message(name, tuple(known)))
     try:
         return get_family(name)
     except ProfileError as exc:

@@ -126,14 +126,12 @@ def event_to_dict(event: Event) -> dict[str, Any]:
     return out
 
 
-_EVENT_TYPES: dict[str, type] = {}
+_EVENT_TYPES: dict[str, type] = {c.__name__: c for c in typing.get_args(Event)}
 
 
 def event_from_dict(payload: Mapping[str, Any]) -> Event | None:
     """Rebuild an event from ``event_to_dict``'s form (the store's rows, the socket's lines);
     None for an unknown type or a malformed payload."""
-    if not _EVENT_TYPES:
-        _EVENT_TYPES.update({c.__name__: c for c in typing.get_args(Event)})
     cls = _EVENT_TYPES.get(str(payload.get("type")))
     if cls is None:
         return None

@@ -11,6 +11,7 @@ writing and rendering the result.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Mapping
@@ -105,11 +106,8 @@ def check_request(
     return sampler.check(conditioning)
 
 
-def load_model(
-    run_path: Path, checkpoint: str, device: Any = "cpu", *, like: nn.Module | None = None
-) -> tuple[nn.Module, Profile]:
-    """The model of a run's checkpoint (eval mode) and the run's profile. ``like``: the live
-    model, in a process that is training (see ``model_from_weights``)."""
+def _checkpoint_state(run_path: Path, checkpoint: str) -> dict[str, Any]:
+    """A complete checkpoint's state, or GenerateError naming the checkpoints there are."""
     from podium.engine.checkpoints import load_state
 
     path = run_path / "checkpoints" / f"{checkpoint}.pt"
@@ -119,7 +117,15 @@ def load_model(
             f"run {run_path.name} has no checkpoint {checkpoint!r}"
             + (f" (have: {', '.join(have)})" if have else " (none saved yet)")
         )
-    state = load_state(path)
+    return load_state(path)
+
+
+def load_model(
+    run_path: Path, checkpoint: str, device: Any = "cpu", *, like: nn.Module | None = None
+) -> tuple[nn.Module, Profile]:
+    """The model of a run's checkpoint (eval mode) and the run's profile. ``like``: the live
+    model, in a process that is training (see ``model_from_weights``)."""
+    state = _checkpoint_state(run_path, checkpoint)
     return model_from_weights(run_path, state["model"], state.get("data_info"), device, like=like)
 
 
@@ -141,13 +147,23 @@ def model_from_weights(
     state, the live model for the buffers no state dict holds (tables computed at build time).
     """
     profile = run_profile(run_path)
+    return _model_with(profile, weights, data_info, device, like), profile
+
+
+def _model_with(
+    profile: Profile,
+    weights: Mapping[str, Any],
+    data_info: Mapping[str, Any] | None,
+    device: Any,
+    like: nn.Module | None,
+) -> nn.Module:
     family = profile.family_spec
     sampler_of(family)  # no model is built for a family that cannot sample
     info = dict(data_info or {})
     if like is None:
         model = family.build_model(profile.model, info)
         model.load_state_dict(weights)
-        return model.to(device).eval(), profile
+        return model.to(device).eval()
     import torch
 
     with torch.device("meta"):
@@ -161,7 +177,7 @@ def model_from_weights(
                 if name not in live:
                     raise GenerateError(f"the live model has no buffer {name!r} to copy")
                 buffer.copy_(live[name])
-    return model.eval(), profile
+    return model.eval()
 
 
 def sample_name(checkpoint: str, sample: Sample) -> str:
@@ -201,10 +217,10 @@ def generate_from_run(
     sampler = sampler_of(profile.family_spec)
     conditioning = check_request(sampler, request.conditioning, profile.family)
     if weights is None:
-        model, profile = load_model(run_path, checkpoint, device, like=like)
-    else:
-        model, profile = model_from_weights(run_path, weights, data_info, device, like=like)
-    request = SampleRequest(**{**request.__dict__, "conditioning": conditioning})
+        state = _checkpoint_state(run_path, checkpoint)
+        weights, data_info = state["model"], state.get("data_info")
+    model = _model_with(profile, weights, data_info, device, like)
+    request = dataclasses.replace(request, conditioning=conditioning)
     sample = sampler.sample(model, profile, [request], torch.device(device))[0]
     path = (
         out if out is not None else run_path / "samples" / f"{sample_name(checkpoint, sample)}.mid"

@@ -23,7 +23,7 @@ from typing import Any, TextIO
 
 import torch
 
-from podium.engine.build import assemble, build_trainer
+from podium.engine.build import Assembly, assemble, build_trainer
 from podium.engine.checkpoints import (
     Checkpointer,
     CheckpointInfo,
@@ -43,6 +43,7 @@ from podium.engine.distributed import (
 )
 from podium.engine.errors import CheckpointError, RunError
 from podium.engine.events import EventBus, Message
+from podium.engine.families.registry import Sample, SampleRequest
 from podium.engine.gpus.select import (
     Placement,
     apply_visibility,
@@ -62,6 +63,7 @@ class Session:
     trainer: Trainer
     bus: EventBus
     writer: StoreWriter
+    assembly: Assembly
     resumed_from: CheckpointInfo | None = None
     _closers: list[Callable[[], None]] = field(default_factory=list)
 
@@ -82,6 +84,10 @@ class Session:
         self.close()
         return result
 
+    def generate(self, checkpoint: str, request: SampleRequest) -> tuple[Sample, Path]:
+        """A sample of this run, in this process (see ``generate_here``)."""
+        return generate_here(self.run, self.trainer, self.assembly, checkpoint, request)
+
     def close(self) -> None:
         for closer in reversed(self._closers):
             try:
@@ -90,6 +96,29 @@ class Session:
                 print(f"podium: warning: while closing the run: {exc}")
         self._closers.clear()
         self.run.release()
+
+
+def generate_here(
+    run: RunDir, trainer: Trainer, assembly: Assembly, checkpoint: str, request: SampleRequest
+) -> tuple[Sample, Path]:
+    """A sample in the process that trains ``run``: from a checkpoint, or (``"live"``) from a
+    copy of the weights taken between two steps. The sampling model is built like the live one,
+    so the run's RNG never moves and training goes on as if nobody had asked."""
+    from podium.engine.generate import generate_from_run
+
+    weights = None
+    name = checkpoint
+    if checkpoint == "live":
+        step, weights = trainer.snapshot_weights().result(timeout=COMMAND_TIMEOUT)
+        name = f"live-step{step}"
+    return generate_from_run(
+        run.path,
+        name,
+        request,
+        weights=weights,
+        data_info=assembly.data.model_info,
+        like=assembly.model,
+    )
 
 
 def _open_log(run: RunDir) -> TextIO:
@@ -243,24 +272,11 @@ def _build_inner(
         }
 
     def generate(args: dict) -> dict:
-        """The socket's ``generate``: a sample from a checkpoint, or from a copy of the live
-        weights taken between two steps (training goes on; its RNG is never touched)."""
-        from podium.engine.generate import generate_from_run, request_from_args
+        """The socket's ``generate`` (arguments as ``request_from_args`` reads them)."""
+        from podium.engine.generate import request_from_args
 
         checkpoint, request = request_from_args(args)
-        weights = None
-        name = checkpoint
-        if checkpoint == "live":
-            step, weights = trainer.snapshot_weights().result(timeout=COMMAND_TIMEOUT)
-            name = f"live-step{step}"
-        sample, path = generate_from_run(
-            run.path,
-            name,
-            request,
-            weights=weights,
-            data_info=assembly.data.model_info,
-            like=assembly.model,  # built without drawing from the run's RNG
-        )
+        sample, path = generate_here(run, trainer, assembly, checkpoint, request)
         return {
             "path": str(path),
             "conditioning": sample.conditioning,
@@ -289,7 +305,13 @@ def _build_inner(
         f"{trainer.total_steps} steps ({trainer.steps_per_epoch}/epoch)"
     )
     return Session(
-        run=run, profile=profile, trainer=trainer, bus=bus, writer=writer, _closers=closers
+        run=run,
+        profile=profile,
+        trainer=trainer,
+        bus=bus,
+        writer=writer,
+        assembly=assembly,
+        _closers=closers,
     )
 
 

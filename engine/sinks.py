@@ -8,6 +8,7 @@ changes.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import threading
 import time
@@ -57,7 +58,9 @@ class StoreSink:
             w.submit_scalars(event.step, event.epoch, event.wall, eval_series(event))
             if event.matrices:
                 w.submit_matrices(event.step, event.wall, dict(event.matrices))
-            w.submit_event("eval", event_to_dict(event), step=event.step, wall=event.wall)
+            # The matrices have a table of their own: the log's row needs only the numbers.
+            row = event_to_dict(dataclasses.replace(event, matrices={}))
+            w.submit_event("eval", row, step=event.step, wall=event.wall)
         elif isinstance(event, CheckpointSaved):
             w.submit_checkpoint(
                 CheckpointRecord(

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.podium_cli import podium
+
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = str(ROOT / "profiles" / "demo.toml")
 SMALL = [
@@ -29,24 +31,6 @@ SMALL = [
 HEADS = ("tempo", "chord", "bar_beat", "type", "pitch", "duration", "velocity", "emotion", "key")
 
 pytestmark = pytest.mark.slow
-
-
-def podium(
-    *args: str, env: dict | None = None, timeout: float = 300, check: bool = True
-) -> subprocess.CompletedProcess:
-    proc = subprocess.run(
-        [sys.executable, "-m", "podium", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=timeout,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(
-            f"podium {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-        )
-    return proc
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ the toy by name; if one of these fails, the contract leaks.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import os
 import subprocess
@@ -26,6 +27,7 @@ from podium.engine.control import ControlClient
 from podium.engine.errors import RunError
 from podium.engine.families.registry import get_family
 from podium.engine.store import RunReader
+from tests.podium_cli import podium as _podium
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY = str(ROOT / "tests" / "families" / "toy" / "toy.toml")
@@ -39,20 +41,7 @@ LONG = [  # a toy run that trains long enough to be driven over its socket
 ]  # fmt: skip
 
 
-def podium(*args: str, env: dict, check: bool = True, timeout: float = 180):
-    proc = subprocess.run(
-        [sys.executable, "-m", "podium", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=timeout,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(
-            f"podium {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-        )
-    return proc
+podium = functools.partial(_podium, timeout=180)
 
 
 def launch(*args: str, env: dict) -> subprocess.Popen:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from podium.engine import series
-from podium.engine.events import EvalMetrics, Event
+from podium.engine.events import Event
 from podium.engine.metrics import Matrix
 from podium.engine.runs import RunDir
 from podium.engine.store import RunStore
@@ -47,10 +47,7 @@ def plotted_series(names: Iterable[str]) -> list[str]:
 
 
 def _latest_matrices(store: RunStore, end_step: int | None) -> dict[str, tuple[int, Matrix]]:
-    """The newest stored value of each matrix metric (at or before ``end_step``), when the
-    store keeps matrices; {} from a store that does not."""
-    if not (hasattr(store, "matrix_names") and hasattr(store, "latest_matrix")):
-        return {}
+    """The newest stored value of each matrix metric (at or before ``end_step``)."""
     out: dict[str, tuple[int, Matrix]] = {}
     for name in store.matrix_names():
         found = store.latest_matrix(name, end_step=end_step)
@@ -76,8 +73,7 @@ def read_history(
         end_step: ignore anything after this step (a resumed run's store may still hold points
             after the checkpoint until the writer's truncate lands).
         names: only these series (default: every plotted series, ``series.plotted``).
-        with_events: also read events with ``id > since_event`` (matrices come with the
-            validation events too, for a store that keeps none of its own).
+        with_events: also read events with ``id > since_event``.
     """
     out = History()
     if not db_path.exists():
@@ -112,11 +108,6 @@ def read_history(
                 event = event_from_payload(row.payload)
                 if event is not None:
                     out.events.append(event)
-                if isinstance(event, EvalMetrics):
-                    for name, matrix in event.matrices.items():
-                        held = out.matrices.get(name)
-                        if held is None or held[0] < event.step:
-                            out.matrices[name] = (event.step, matrix)
     finally:
         store.close()
     return out
@@ -207,10 +198,7 @@ def run_row(run: RunDir) -> RunRow:
             reason = f"store unreadable: {exc}"
         else:
             try:
-                last = store.last(series.TRAIN_LOSS)
-                step = None if last is None else int(last[0])
-                vals = [v for _, v in store.query(series.VAL_LOSS) if math.isfinite(v)]
-                best = min(vals) if vals else None
+                step, best = store.progress()
             except Exception as exc:  # a store being migrated or damaged: show, don't fail
                 reason = f"store unreadable: {exc}"
             finally:

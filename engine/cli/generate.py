@@ -16,47 +16,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from podium.engine.cli.args import float_where, positive_int
 from podium.engine.errors import PodiumError
 
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _unit(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
-    return value
-
-
-def _temperature(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0.0 <= value <= 10.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 (greedy) and 10, got {value}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not 0.0 < value <= 3600.0:
-        raise argparse.ArgumentTypeError(f"must be in (0, 3600], got {value}")
-    return value
+_unit = float_where(lambda v: 0.0 < v <= 1.0, "must be in (0, 1]")
+_temperature = float_where(lambda v: 0.0 <= v <= 10.0, "must be between 0 (greedy) and 10")
+_seconds = float_where(lambda v: 0.0 < v <= 3600.0, "must be in (0, 3600]", "a number of seconds")
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -69,8 +34,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("run", metavar="RUN")
     p.add_argument("--checkpoint", default="latest", metavar="NAME")
     length = p.add_mutually_exclusive_group()
-    length.add_argument("--bars", type=_positive, metavar="N", help="stop after N bars (default 8)")
-    length.add_argument("--tokens", type=_positive, metavar="N", help="stop after N tokens")
+    length.add_argument(
+        "--bars", type=positive_int, metavar="N", help="stop after N bars (default 8)"
+    )
+    length.add_argument("--tokens", type=positive_int, metavar="N", help="stop after N tokens")
     length.add_argument(
         "--seconds", type=_seconds, metavar="S", help="stop after about S seconds of music"
     )

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from podium.engine.cli.args import positive_int, whole_number
 from podium.engine.errors import PodiumError
 
 DashboardHook = Callable[[argparse.Namespace], int]
@@ -31,21 +32,24 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _int(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+def _placement_flags(p: argparse.ArgumentParser) -> None:
+    """Where a run trains: not profile keys, so a run can be resumed elsewhere."""
+    p.add_argument(
+        "--gpus",
+        metavar="SPEC",
+        help="auto (default), cpu, a count (2), indices with a comma (0, or 2,3), UUIDs or PCI bus ids",
+    )
+    p.add_argument(
+        "--share-gpu",
+        action="store_true",
+        help="share the chosen GPUs with other podium runs that also share",
+    )
+    p.add_argument(
+        "--cpu-ranks",
+        type=positive_int,
+        metavar="N",
+        help="on the CPU: N data-parallel processes (gloo); default $PODIUM_CPU_RANKS or 1",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,35 +70,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="train in the background with no terminal; prints the run id",
     )
     p.add_argument("--detached-child", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument(
-        "--gpus",
-        metavar="SPEC",
-        help="auto (default), cpu, a count (2), indices with a comma (0, or 2,3), UUIDs or PCI bus ids",
-    )
-    p.add_argument(
-        "--share-gpu",
-        action="store_true",
-        help="share the chosen GPUs with other podium runs that also share",
-    )
-    p.add_argument(
-        "--cpu-ranks",
-        type=_positive_int,
-        metavar="N",
-        help="on the CPU: N data-parallel processes (gloo); default $PODIUM_CPU_RANKS or 1",
-    )
+    _placement_flags(p)
     p.add_argument(
         "--max-steps",
-        type=_positive_int,
+        type=positive_int,
         metavar="N",
         help="end after N optimizer steps (schedule unchanged)",
     )
     p.add_argument(
         "--max-epochs",
-        type=_positive_int,
+        type=positive_int,
         metavar="N",
         help="end after N epochs (schedule unchanged)",
     )
-    p.add_argument("--seed", type=_int, metavar="N", help="same as --set train.seed=N")
+    p.add_argument("--seed", type=whole_number, metavar="N", help="same as --set train.seed=N")
     p.add_argument("--name", metavar="NAME", help="run id (default: profile name and start time)")
     p.add_argument(
         "--set",
@@ -118,31 +107,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--detached-child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument(
-        "--max-steps", type=_positive_int, metavar="N", help="end after N optimizer steps in total"
+        "--max-steps", type=positive_int, metavar="N", help="end after N optimizer steps in total"
     )
-    p.add_argument("--max-epochs", type=_positive_int, metavar="N")
+    p.add_argument("--max-epochs", type=positive_int, metavar="N")
     p.add_argument(
         "--checkpoint",
         metavar="NAME",
         help="branch a NEW run from this checkpoint of RUN (RUN itself is left as it is)",
     )
     p.add_argument("--name", metavar="NAME", help="run id of the new run, with --checkpoint")
-    p.add_argument(
-        "--gpus",
-        metavar="SPEC",
-        help="auto (default), cpu, a count (2), indices with a comma (0, or 2,3), UUIDs or PCI bus ids",
-    )
-    p.add_argument(
-        "--share-gpu",
-        action="store_true",
-        help="share the chosen GPUs with other podium runs that also share",
-    )
-    p.add_argument(
-        "--cpu-ranks",
-        type=_positive_int,
-        metavar="N",
-        help="on the CPU: N data-parallel processes (gloo); default $PODIUM_CPU_RANKS or 1",
-    )
+    _placement_flags(p)
     runs_dir(p)
 
     p = sub.add_parser("attach", help="open the dashboard on a run training in another process")
@@ -176,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--max-points",
-        type=_positive_int,
+        type=positive_int,
         metavar="N",
         help="downsample each series (keeps minima and maxima)",
     )
@@ -426,10 +400,7 @@ def _run_row(run: Any) -> dict[str, Any]:
     if run.db_path.exists():
         store = RunStore.open(run.db_path, readonly=True)
         try:
-            last = store.last("train/loss")
-            step = None if last is None else int(last[0])
-            vals = [v for _, v in store.query("val/loss") if math.isfinite(v)]
-            best = min(vals) if vals else None
+            step, best = store.progress()
         finally:
             store.close()
     return {

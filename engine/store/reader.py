@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import json
+import math
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 from urllib.parse import quote
 
+from podium.engine import series as series_names
 from podium.engine.errors import RunError
 from podium.engine.metrics import Matrix
 from podium.engine.store.rollups import _ROLLUP_SHIFTS, _cover
@@ -208,6 +210,13 @@ class RunReader:
             (sid,),
         ).fetchone()
         return None if row is None else (row[0], _value(row[1]))
+
+    def progress(self) -> tuple[int | None, float | None]:
+        """(the last training step, the best finite validation loss): a run's line in
+        ``podium runs`` and the home screen."""
+        last = self.last(series_names.TRAIN_LOSS)
+        vals = [v for _, v in self.query(series_names.VAL_LOSS) if math.isfinite(v)]
+        return (None if last is None else int(last[0])), (min(vals) if vals else None)
 
     def query(
         self,

@@ -1,16 +1,10 @@
 """A family's own dashboard touches, when it wants any: ``podium.tui.families.<name>`` is looked
 up by the run's family name and is optional; every family gets the generic views.
 
-Such a module may define, all optional:
-
-- ``GROUP_TITLES``: epoch-hook group -> the title of its plot (``{"cond": "conditioning check ·
-  fraction of samples matching"}``); the run screen adds "(h: next)";
-- ``GROUP_LABELS``: epoch-hook group -> its label in the training numbers (``{"cond":
-  "condition"}``).
-
-A group without a title here is titled by the family's own ``EpochHook.title`` when the family
-imports (``get_family``), else generically ("<group> · every few epochs"). A family given by a
-dotted module path (``mylab.families.gru``) has no such module.
+Such a module may define ``GROUP_LABELS``: epoch-hook group -> its label in the training
+numbers (``{"cond": "condition"}``). A group's plot is titled by the family's own
+``EpochHook.title`` when the family imports (``get_family``), else generically ("<group> · every
+few epochs"). A family given by a dotted module path (``mylab.families.gru``) has no such module.
 """
 
 from __future__ import annotations
@@ -51,8 +45,7 @@ def hook_titles(family: str) -> dict[str, str]:
 
 def group_title(family: str, group: str) -> str:
     """The plot title of an epoch-hook group (without the key hint)."""
-    titles = getattr(view_module(family), "GROUP_TITLES", {})
-    return titles.get(group) or hook_titles(family).get(group) or f"{group} · every few epochs"
+    return hook_titles(family).get(group) or f"{group} · every few epochs"
 
 
 def group_label(family: str, group: str) -> str:

@@ -523,21 +523,13 @@ class RunScreen(Screen):
                 label = " ".join(str(v) for v in used.values() if v)
                 ended = str(answer.get("ended", "?"))
             else:
-                name, weights, data_info = form.checkpoint, None, None
-                # Trained here: build the sampling model like the live one (meta device), so
-                # no weight init draws from the RNG the training thread's dropout uses.
                 here = isinstance(live, LiveRun) and live.session is not None and live.training
-                like = live.session.trainer.model if here else None
-                if name == LIVE:
-                    if not isinstance(live, LiveRun) or live.session is None or not live.training:
-                        raise ValueError("live weights exist only while the run trains")
-                    trainer = live.session.trainer
-                    step, weights = trainer.snapshot_weights().result(timeout=PREVIEW_TIMEOUT)
-                    data_info = dict(getattr(trainer, "extra_state", {}) or {}).get("data_info")
-                    name = f"live-step{step}"
-                sample, path = generate_from_run(
-                    run_dir.path, name, request, weights=weights, data_info=data_info, like=like
-                )
+                if here:  # this process trains it: the session samples without moving its RNG
+                    sample, path = live.session.generate(form.checkpoint, request)
+                elif form.checkpoint == LIVE:
+                    raise ValueError("live weights exist only while the run trains")
+                else:
+                    sample, path = generate_from_run(run_dir.path, form.checkpoint, request)
                 label, ended = sample.label, sample.ended
         except Exception as exc:
             self.post_message(

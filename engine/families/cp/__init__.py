@@ -13,7 +13,12 @@ import difflib
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from podium.engine.families.cp.config import CPTransformerConfig, DataConfig, GenerateConfig
+from podium.engine.families.cp.config import (
+    CHECK_GROUP,
+    CPTransformerConfig,
+    DataConfig,
+    GenerateConfig,
+)
 from podium.engine.families.cp.vocab import EMOTIONS, FIELDS
 from podium.engine.families.registry import (
     ConditionOption,
@@ -132,7 +137,7 @@ def _run_check(model: nn.Module, profile: Profile, epoch: int) -> Mapping[str, f
 
 CONDITIONING_CHECK = EpochHook(
     name="conditioning check",
-    group="cond",
+    group=CHECK_GROUP,
     title="conditioning check · fraction of samples matching",
     every_epochs=_check_every,
     run=_run_check,

@@ -24,10 +24,12 @@ from typing import Any
 import pretty_midi
 
 from podium.engine.families.cp import vocab as V
+from podium.engine.families.cp.config import CHECK_GROUP
 from podium.engine.families.cp.sampler import sample_batch
 from podium.engine.families.cp.tokens import decode_tokens
 from podium.engine.families.registry import SampleRequest
 from podium.engine.music_stats import MusicStats, analyse
+from podium.engine.series import hook_series
 
 POSITIVE = ("Q1", "Q4")
 """Quadrants of positive valence: major mode expected."""
@@ -38,7 +40,7 @@ TEMPO_SPLIT_BPM = 104.0
 DENSITY_SPLIT = 5.0
 """Notes per second. The demo corpus measures 6.5-13.5 for high arousal and 2.5-4.1 for low
 (8ths and 16ths against quarters and halves); split in between."""
-METRICS = ("cond/valence", "cond/arousal", "cond/both")
+METRICS = tuple(hook_series(CHECK_GROUP, name) for name in ("valence", "arousal", "both"))
 
 
 def key_for(emotion: str, i: int) -> str:

@@ -209,3 +209,8 @@ class GenerateConfig:
         for head, p in self.top_ps.items():
             if not 0.0 < p <= 1.0:
                 raise ValueError(f"top_ps: {head} must be in (0, 1] (got {p})")
+
+
+CHECK_GROUP = "cond"
+"""The series group of the conditioning check (``cond/valence``, ``cond/arousal``,
+``cond/both``), which ``check_every_epochs`` turns on."""
