@@ -4,6 +4,10 @@ The run screen has two: the total loss, and a second plot whose view ``h`` cycle
 any family: every head's training loss, each head's training and validation loss, then each
 validation metric (``val/<metric>``), then each epoch hook's group (``<group>/*``, titled by the
 family's optional ``podium.tui.families.<name>`` module). Both take the same ``PlotOptions``.
+
+"Best" is each series' minimum (↓) or maximum (↑), as its family declares which way it improves
+(``Family.direction``: losses fall, scores such as the conditioning check's rise). Without colour
+(NO_COLOR) every series sharing a plot is drawn in its own ASCII glyph, shown in the legend too.
 """
 
 from __future__ import annotations
