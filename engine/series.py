@@ -8,6 +8,10 @@ metrics`` and ``podium runs`` read them. The names::
     val/<metric>          a family's validation metric (accuracy, top5, perplexity...)
     <group>/<name>        an epoch hook's values (the CP conditioning check: cond/valence...)
     lr  grad_norm  throughput/tokens_per_s  throughput/samples_per_s
+
+Each plotted series also has a direction, the way it improves: losses fall ("min"); a metric or
+an epoch hook's value is a score that rises ("max") unless its family declares it "min"
+(``Family.direction``). The dashboard's "best" follows it.
 """
 
 from __future__ import annotations
@@ -25,6 +29,9 @@ STATS = (LR, GRAD_NORM, TOKENS_PER_S, SAMPLES_PER_S)
 """Per-step readings that are shown as numbers, not plotted with the losses."""
 
 Kind = Literal["train_loss", "val_loss", "metric", "hook", "stat"]
+Direction = Literal["min", "max"]
+"""Which way a series improves: "min" (a loss, an error) or "max" (accuracy, a match rate)."""
+DIRECTIONS: tuple[Direction, ...] = ("min", "max")
 
 
 def train_loss(head: str | None = None) -> str:
@@ -54,6 +61,20 @@ def kind(name: str) -> Kind:
     if name.startswith("val/"):
         return "metric"
     return "hook"
+
+
+def default_direction(name: str) -> Direction:
+    """The direction of a series whose family declares none: losses fall, everything else is
+    taken for a score (the stats, lr and grad norm, have no better way and are never judged)."""
+    return "min" if kind(name) in ("train_loss", "val_loss") else "max"
+
+
+def best(values: Iterable[float], direction: Direction) -> float | None:
+    """The best of ``values`` (NaNs left out) in ``direction``; None when there is none."""
+    finite = [v for v in values if v == v]
+    if not finite:
+        return None
+    return min(finite) if direction == "min" else max(finite)
 
 
 def head_of(name: str) -> str | None:

@@ -57,12 +57,12 @@ async def test_home_panel_shows_each_gpu_state_gauges_and_processes(tmp_path, mo
                 ["2", "LEASED"],
                 ["3", "FREE"],
             ]
-            assert heads[0].split()[2:] == ["97%", "70.0/80G", "71°C", "380W"]
+            assert heads[0].split()[2:] == ["97%", "70/80", "GiB", "71°C", "380W"]
             text = panel.text()
             assert "lab-wide as '0'" in text
-            assert "user bob" in text and "5001 bob 30.0G python train_big.py" in text
+            assert "user bob" in text and "5001 bob 30.0 GiB python train_big.py" in text
             assert "(run someone-elses-run)" in text
-            assert "4000 prod 69.0G tritonserver" in text
+            assert "4000 prod 69.0 GiB tritonserver" in text
             assert panel.border_title == "GPUs (1/4 GPUs free)"
             assert len(monitor_threads()) == 1  # one monitor, in its own thread
 
@@ -127,7 +127,7 @@ async def test_run_screen_shows_the_gpus_its_run_leases(tmp_path, monkeypatch):
             await wait_for(
                 pilot, lambda: resources.gpu_lines()[0].startswith("GPU 2:"), 10, "its GPU"
             )
-            assert resources.gpu_lines() == ["GPU 2: 35%    2.0/80G 55°C 200W"]
+            assert resources.gpu_lines() == ["GPU 2: 35% 2.0/80 GiB 55°C 200W"]
             end(holder)  # the run let its GPU go
             await wait_for(
                 pilot,

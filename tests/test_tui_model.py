@@ -57,7 +57,7 @@ def test_events_fill_series_numbers_and_the_log():
                 name="best",
                 path="x",
                 kind="best",
-                size=10**6,
+                size=1 << 20,
                 val_loss=4.5,
             ),
             Message(step=5, wall=1006.0, level="info", text="learning rate set", data={"lr": 5e-4}),
@@ -70,7 +70,7 @@ def test_events_fill_series_numbers_and_the_log():
     assert m.checkpoints_version == 1
     texts = [e.text for e in m.log]
     assert texts[0] == "state running"
-    assert "val 4.5000 new best · patience 3" in texts and "saved best (1.0 MB)" in texts
+    assert "val 4.5000 new best · patience 3" in texts and "saved best (1.0 MiB)" in texts
     xs, _ = m.xy("train/loss", "wall")
     assert xs[0] == 2.0  # seconds since the first event (the state change at wall 999)
 

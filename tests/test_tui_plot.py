@@ -118,7 +118,7 @@ def test_number_formats():
     assert fmt.num(2810.4) == "2,810" and fmt.num(12345) == "12.3k" and fmt.num(None) == "–"
     assert fmt.num(3.6e-4) == "3.6e-04" and fmt.num(float("nan")) == "–"
     assert fmt.duration(3725) == "1h02m" and fmt.duration(59) == "59s"
-    assert fmt.short_size(4.2e6) == "4.0M" and fmt.short_duration(5400) == "1h30"
+    assert fmt.short_duration(5400) == "1h30"
     assert fmt.bar(0.5, 10) == "█████░░░░░" and len(fmt.bar(0.33, 7)) == 7
     assert fmt.age(100.0, now=100.0 + 7200) == "2h"
 
@@ -147,3 +147,17 @@ def test_the_heatmap_writes_labels_numbers_and_density_glyphs():
     assert labels == [f"c{i}" for i in range(len(labels))] and len(lines[1]) == 3 + 3 * len(labels)
     assert lines[1].split()[0] == "r0" and "█" not in lines[1] and "▒▒" in lines[1]
     assert [t.plain for t in heatmap_lines(Matrix.of([], [], []), 40)] == ["(empty matrix)"]
+
+
+def test_without_colour_glyph_series_draw_their_glyph_and_braille_series_stay_braille():
+    xs = list(range(30))
+    line = PlotSeries("train", xs, [2.0] * 30, "red")  # no glyph: braille even in mono
+    low = PlotSeries("a", xs, [0.0] * 30, "blue", glyph="x")
+    mid = PlotSeries("b", xs, [1.0] * 30, "green", glyph="o")
+    over = PlotSeries("c", xs, [1.0] * 30, "grey", glyph="+")  # drawn last: wins shared cells
+    text = rows_text(draw_plot([line, low, mid, over], 40, 10, mono=True))
+    assert "x" in text and "+" in text and "o" not in text and dots(text) > 0
+    colour = rows_text(draw_plot([line, low, mid, over], 40, 10))
+    assert not {"x", "o", "+"} & set(colour) and dots(colour) > dots(text)
+    runs = [r for row in draw_plot([low], 30, 8, mono=True) for r in row if "x" in r[0]]
+    assert runs and all(r[1:] == ("plot", "blue") for r in runs)  # the colour stays, for grey

@@ -30,6 +30,7 @@ from podium.engine.events import (
     event_from_dict,
 )
 from podium.engine.metrics import Matrix
+from podium.tui import format as fmt
 
 XAxis = Literal["step", "wall"]
 SMOOTHING_LEVELS = (0.0, 0.3, 0.6, 0.8, 0.9, 0.95, 0.98, 0.99)
@@ -211,7 +212,7 @@ def describe(event: Event) -> LogEntry | None:
         return LogEntry(event.wall, event.step, event.level, event.text)
     if isinstance(event, CheckpointSaved):
         return LogEntry(
-            event.wall, event.step, "info", f"saved {event.name} ({event.size / 1e6:.1f} MB)"
+            event.wall, event.step, "info", f"saved {event.name} ({fmt.size(event.size)})"
         )
     if isinstance(event, CheckpointDeleted):
         return LogEntry(event.wall, event.step, "info", f"removed checkpoint {event.name}")

@@ -26,7 +26,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
+from podium.engine import series as names
 from podium.engine.errors import ProfileError
+from podium.engine.series import Direction
 
 if TYPE_CHECKING:
     import numpy as np
@@ -202,6 +204,9 @@ class EpochHook:
     run: Callable[[nn.Module, Profile, int], Mapping[str, float]]
     """``(bare model, profile, epoch) -> {"<group>/<name>": value}``; a ``GenerateError``
     skips one check with a warning."""
+    direction: Direction = "max"
+    """Which way its values improve: "max" for a score (a fraction matching), "min" for an
+    error. The dashboard's "best" of each ``<group>/*`` series follows it."""
 
 
 class StateDictAdapter(Protocol):
@@ -247,6 +252,9 @@ class Family(Generic[ModelCfg, DataCfg]):
     ``ValueError("section.field: message")``."""
     metrics: tuple[str, ...] = ()
     """Scalar validation metrics beyond the loss (series ``val/<name>``)."""
+    metric_directions: Mapping[str, Direction] = field(default_factory=dict)
+    """Which way a metric improves, where it is not a score that rises ("max", the default):
+    ``{"perplexity": "min"}``. Losses always improve downward."""
     matrices: tuple[str, ...] = ()
     """Matrix validation metrics (a confusion matrix...), stored latest per step."""
     build_metrics: Callable[[ModelCfg, DataInfo], ValidationMetrics] | None = None
@@ -261,9 +269,39 @@ class Family(Generic[ModelCfg, DataCfg]):
     def __post_init__(self) -> None:
         if (self.metrics or self.matrices) and self.build_metrics is None:
             raise TypeError(f"family {self.name}: metrics are declared but build_metrics is None")
+        for metric, direction in self.metric_directions.items():
+            if metric not in self.metrics:
+                raise TypeError(
+                    f"family {self.name}: metric_directions names undeclared metric {metric!r}"
+                )
+            if direction not in names.DIRECTIONS:
+                raise TypeError(
+                    f"family {self.name}: metric {metric!r}: direction {direction!r} is not "
+                    "'min' or 'max'"
+                )
+        for hook in self.epoch_hooks:
+            if hook.direction not in names.DIRECTIONS:
+                raise TypeError(
+                    f"family {self.name}: epoch hook {hook.name!r}: direction "
+                    f"{hook.direction!r} is not 'min' or 'max'"
+                )
         clash = set(self.sections) & {"name", "family", "description", *CORE_SECTIONS}
         if clash:
             raise TypeError(f"family {self.name}: section {sorted(clash)[0]!r} is podium's own")
+
+    def direction(self, series: str) -> Direction:
+        """Which way the stored series ``series`` improves: "min" for losses, else as the
+        metric or epoch hook that publishes it declares (``names.default_direction`` when no
+        declaration names it)."""
+        kind = names.kind(series)
+        if kind == "metric":
+            return self.metric_directions.get(names.metric_of(series), "max")
+        if kind == "hook":
+            group = names.group_of(series)
+            for hook in self.epoch_hooks:
+                if hook.group == group:
+                    return hook.direction
+        return names.default_direction(series)
 
 
 CORE_SECTIONS = ("model", "data", "train", "checkpoint", "loss_weights")

@@ -65,7 +65,7 @@ class CheckpointTable(DataTable):
                 Text(str(i.step), justify="right"),
                 Text(f"{i.epoch:.2f}", justify="right"),
                 Text(fmt.num(i.val_loss, 4) if i.val_loss is not None else "", justify="right"),
-                Text(fmt.short_size(i.size), justify="right"),
+                Text(fmt.size(i.size), justify="right"),
                 Text(fmt.age(i.wall), justify="right"),
                 "✓" if i.keep else "",
                 key=i.name,

@@ -28,8 +28,8 @@ from podium.engine.errors import PodiumError
 from podium.engine.gpus.config import GpuConfig, load_gpu_config
 from podium.engine.gpus.nvml import GpuInfo, GpuMonitor, GpuSnapshot, is_na
 from podium.engine.gpus.select import GpuStatus, overview
+from podium.tui import format as fmt
 
-GIB = 1 << 30
 STATE_STYLES = {
     "RESERVED": "bold magenta",
     "LEASED": "bold yellow",
@@ -178,7 +178,7 @@ def gauges_text(gpu: GpuInfo) -> str:
     if is_na(gpu.memory_used) or is_na(gpu.memory_total):
         mem = "N/A"
     else:
-        mem = f"{gpu.memory_used / GIB:.1f}/{gpu.memory_total / GIB:.0f}G"
+        mem = fmt.size_pair(gpu.memory_used, gpu.memory_total)
     temp = "N/A" if is_na(gpu.temperature) else f"{gpu.temperature}°C"
     power = "N/A" if is_na(gpu.power_draw) else f"{gpu.power_draw / 1000:.0f}W"
     return f"{util:>4} {mem:>10} {temp:>4} {power:>4}"
@@ -201,7 +201,7 @@ def who_text(status: GpuStatus) -> str:
 
 
 def _mem(n: int | object) -> str:
-    return "N/A" if is_na(n) else f"{n / GIB:.1f}G"  # type: ignore[operator]
+    return "N/A" if is_na(n) else fmt.size(n)  # type: ignore[arg-type]
 
 
 def gpu_lines(reading: GpuReading | None, *, height: int, processes: bool = True) -> list[Text]:

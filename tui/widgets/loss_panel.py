@@ -4,12 +4,17 @@ The run screen has two: the total loss, and a second plot whose view ``h`` cycle
 any family: every head's training loss, each head's training and validation loss, then each
 validation metric (``val/<metric>``), then each epoch hook's group (``<group>/*``, titled by the
 family's optional ``podium.tui.families.<name>`` module). Both take the same ``PlotOptions``.
+
+"Best" is each series' minimum (↓) or maximum (↑), as its family declares which way it improves
+(``Family.direction``: losses fall, scores such as the conditioning check's rise). Without colour
+(NO_COLOR) every series sharing a plot is drawn in its own ASCII glyph, shown in the legend too.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -17,13 +22,19 @@ from textual.containers import Vertical
 from textual.widget import Widget
 
 from podium.engine import series as names
+from podium.engine.series import Direction
 from podium.tui import format as fmt
 from podium.tui.families import group_title
 from podium.tui.model import SMOOTHING_LEVELS, RunModel, Series, XAxis, train_name, val_name
 from podium.tui.widgets.plot import LinePlot, PlotSeries, tick_label
 
+if TYPE_CHECKING:
+    from podium.engine.families.registry import Family
+
 TRAIN_COLOR = "#5fafff"
 VAL_COLOR = "#ffaf00"
+VAL_GLYPH = "●"
+"""Validation points, in the legend and (without colour) on the plot."""
 # xterm-256 colours (so a 256-colour terminal shows them exactly), distinct in hue.
 HEAD_COLORS = (
     "#5fafff",
@@ -39,6 +50,33 @@ HEAD_COLORS = (
     "#87afaf",
     "#d7af87",
 )
+HEAD_GLYPHS = ("o", "x", "+", "*", "#", "@", "%", "=", "~", "^", "&", "$")
+"""Without colour (NO_COLOR), series that share a plot are told apart by these characters, one
+per colour of ``HEAD_COLORS`` (ASCII: every terminal font draws them one cell wide)."""
+
+
+def _style(i: int) -> tuple[str, str]:
+    """The colour and the no-colour glyph of the ``i``-th series on a plot."""
+    return HEAD_COLORS[i % len(HEAD_COLORS)], HEAD_GLYPHS[i % len(HEAD_GLYPHS)]
+
+
+@functools.cache
+def _family(name: str) -> Family | None:
+    from podium.engine.families.registry import get_family
+
+    if not name:
+        return None
+    try:
+        return get_family(name)
+    except Exception:  # unknown or broken here (a remote run's family): the defaults
+        return None
+
+
+def direction(family: str, series: str) -> Direction:
+    """Which way ``series`` of a run of ``family`` improves (the family's declaration, else
+    losses "min" and everything else "max")."""
+    spec = _family(family)
+    return spec.direction(series) if spec is not None else names.default_direction(series)
 
 
 @dataclass(frozen=True)
@@ -84,39 +122,38 @@ class LegendEntry:
     name: str
     last: float | None
     best: float | None
-    high: float | None = None
-    """The highest value, shown (with ``best`` as the lowest) for readings whose better
-    direction is not known: metrics and hook values."""
+    direction: Direction = "min"
+    """Which way the series improves: ``best`` is its minimum (↓) or its maximum (↑)."""
+    mark: str | None = None
+    """The series' character on the plot without colour, shown instead of ``glyph`` then."""
 
-    def text(self, width: int | None = None) -> Text:
-        """The entry, cut or padded to ``width`` cells when given."""
+    def text(self, width: int | None = None, *, mono: bool = False) -> Text:
+        """The entry, cut or padded to ``width`` cells when given; ``mono``: no colour."""
         t = Text()
-        t.append(self.glyph + " ", style=self.color)
+        t.append((self.mark if mono and self.mark else self.glyph) + " ", style=self.color)
         t.append(self.name + " ", style="bold")
         t.append(fmt.num(self.last, 3))
-        t.append(f" ↓{fmt.num(self.best, 3)}", style="dim")
-        if self.high is not None:
-            t.append(f" ↑{fmt.num(self.high, 3)}", style="dim")
+        arrow = "↓" if self.direction == "min" else "↑"
+        t.append(f" {arrow}{fmt.num(self.best, 3)}", style="dim")
         if width is not None:
             t.truncate(width)
             t.pad_right(width - t.cell_len)
         return t
 
 
-def _entry(series: Series | None, glyph: str, color: str, name: str) -> LegendEntry:
+def _entry(
+    series: Series | None,
+    glyph: str,
+    color: str,
+    name: str,
+    direction: Direction = "min",
+    mark: str | None = None,
+) -> LegendEntry:
+    """A series' entry: its last value and its best one in ``direction``."""
     if series is None:
-        return LegendEntry(glyph, color, name, None, None)
-    return LegendEntry(glyph, color, name, series.last, series.best_or_none)
-
-
-def _reading(series: Series | None, color: str, name: str) -> LegendEntry:
-    """A metric's or hook value's entry: last, lowest and highest."""
-    if series is None:
-        return LegendEntry("●", color, name, None, None)
-    values = [v for v in series.values if v == v]
-    if not values:
-        return LegendEntry("●", color, name, series.last, None)
-    return LegendEntry("●", color, name, series.last, min(values), max(values))
+        return LegendEntry(glyph, color, name, None, None, direction, mark)
+    best = series.best_or_none if direction == "min" else names.best(series.values, direction)
+    return LegendEntry(glyph, color, name, series.last, best, direction, mark)
 
 
 class Legend(Widget):
@@ -144,7 +181,8 @@ class Legend(Widget):
         return 2 if self.screen.size.height < 32 else 3
 
     def _rows(self, width: int) -> list[Text]:
-        texts = [e.text() for e in self.entries]
+        mono = self.app.no_color
+        texts = [e.text(mono=mono) for e in self.entries]
         rows: list[list[Text]] = []
         used = 0
         for t in texts:  # greedy packing, two spaces apart
@@ -177,14 +215,22 @@ class Legend(Widget):
 
 def build_total(model: RunModel, opts: PlotOptions) -> tuple[list[PlotSeries], list[LegendEntry]]:
     """Series and legend of the total-loss plot."""
-    series = []
-    tx, ty = model.xy(train_name(None), opts.x, opts.smoothing)
-    vx, vy = model.xy(val_name(None), opts.x)
-    series.append(PlotSeries("train", tx, ty, TRAIN_COLOR))
-    series.append(PlotSeries("val", vx, vy, VAL_COLOR, markers=True))
+    return _train_and_val(model, opts, None)
+
+
+def _train_and_val(
+    model: RunModel, opts: PlotOptions, head: str | None
+) -> tuple[list[PlotSeries], list[LegendEntry]]:
+    """A loss's training line (braille even without colour) and validation points."""
+    tx, ty = model.xy(train_name(head), opts.x, opts.smoothing)
+    vx, vy = model.xy(val_name(head), opts.x)
+    series = [
+        PlotSeries("train", tx, ty, TRAIN_COLOR),
+        PlotSeries("val", vx, vy, VAL_COLOR, markers=True, glyph=VAL_GLYPH),
+    ]
     legend = [
-        _entry(model.series.get(train_name(None)), "━", TRAIN_COLOR, "train"),
-        _entry(model.series.get(val_name(None)), "●", VAL_COLOR, "val"),
+        _entry(model.series.get(train_name(head)), "━", TRAIN_COLOR, "train"),
+        _entry(model.series.get(val_name(head)), VAL_GLYPH, VAL_COLOR, "val"),
     ]
     return series, legend
 
@@ -224,33 +270,29 @@ def build_heads(
     if view is not None and view.kind == "metric":
         name = names.val_metric(view.name)
         xs, ys = model.xy(name, opts.x)
-        series.append(PlotSeries(view.name, xs, ys, VAL_COLOR, markers=True))
-        legend.append(_reading(model.series.get(name), VAL_COLOR, view.name))
+        series.append(PlotSeries(view.name, xs, ys, VAL_COLOR, markers=True, glyph=VAL_GLYPH))
+        way = direction(model.family, name)
+        legend.append(_entry(model.series.get(name), VAL_GLYPH, VAL_COLOR, view.name, way))
         return series, legend, f"val {view.name} · each validation (h: next)"
     if view is not None and view.kind == "group":
         for i, name in enumerate(model.hook_groups[view.name]):
-            color = HEAD_COLORS[i % len(HEAD_COLORS)]
+            color, glyph = _style(i)
             xs, ys = model.xy(name, opts.x)
-            series.append(PlotSeries(name, xs, ys, color, markers=True))
+            series.append(PlotSeries(name, xs, ys, color, markers=True, glyph=glyph))
             label = name.removeprefix(view.name + "/")
-            legend.append(_reading(model.series.get(name), color, label))
+            way = direction(model.family, name)
+            legend.append(_entry(model.series.get(name), VAL_GLYPH, color, label, way, glyph))
         return series, legend, f"{group_title(model.family, view.name)} (h: next)"
     if view is None:
         for i, head in enumerate(heads):
-            color = HEAD_COLORS[i % len(HEAD_COLORS)]
+            color, glyph = _style(i)
             xs, ys = model.xy(train_name(head), opts.x, opts.smoothing)
-            series.append(PlotSeries(head, xs, ys, color))
-            legend.append(_entry(model.series.get(train_name(head)), "━", color, head))
+            series.append(PlotSeries(head, xs, ys, color, glyph=glyph))
+            train = model.series.get(train_name(head))
+            legend.append(_entry(train, "━", color, head, mark=glyph))
         return series, legend, f"heads · train · all {len(heads)} (h: one head)"
     head = view.name
-    tx, ty = model.xy(train_name(head), opts.x, opts.smoothing)
-    vx, vy = model.xy(val_name(head), opts.x)
-    series.append(PlotSeries("train", tx, ty, TRAIN_COLOR))
-    series.append(PlotSeries("val", vx, vy, VAL_COLOR, markers=True))
-    legend = [
-        _entry(model.series.get(train_name(head)), "━", TRAIN_COLOR, "train"),
-        _entry(model.series.get(val_name(head)), "●", VAL_COLOR, "val"),
-    ]
+    series, legend = _train_and_val(model, opts, head)
     return series, legend, f"head {head} ({opts.head_index + 1}/{len(heads)}) · train and val"
 
 

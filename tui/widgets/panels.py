@@ -201,19 +201,19 @@ class ResourcesPanel(Static):
         rss = rss_bytes() if pid is None else rss_bytes(pid)
         cpu = self._cpu.percent()
         t.append(f"{'process' if pid is None else 'trainer':<11}", style="dim")
-        t.append(f"RAM {fmt.short_size(rss)} · CPU {fmt.percent(cpu)}")
+        t.append(f"RAM {fmt.size(rss)} · CPU {fmt.percent(cpu)}")
         if pid is not None:
             t.append(f" · pid {pid}", style="dim")
         elif self._total:
-            t.append(f" of {fmt.short_size(self._total)} host RAM", style="dim")
+            t.append(f" of {fmt.size(self._total)} host RAM", style="dim")
         t.append(f"\n{'CUDA':<11}", style="dim")
         mem = cuda_memory() if pid is None else getattr(live, "cuda_memory", None)
         if mem is None:
             t.append("CPU run")
         else:
             t.append(
-                f"alloc {fmt.short_size(mem.allocated)} · reserved "
-                f"{fmt.short_size(mem.reserved)} · peak {fmt.short_size(mem.peak)}"
+                f"alloc {fmt.size(mem.allocated)} · reserved "
+                f"{fmt.size(mem.reserved)} · peak {fmt.size(mem.peak)}"
             )
         self._top = t
         self._gpu_line = gpu_line

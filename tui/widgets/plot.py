@@ -5,8 +5,10 @@ enough to see a loss curve's shape at 80x24. The drawing is a pure function (``d
 series to rows of ``(text, role, colour)`` runs, which the ``LinePlot`` widget turns into Rich
 Strips once per data change and caches per size (``render_line`` only indexes the cache).
 
-Colour is one per series; with NO_COLOR, Textual turns colours to grey, so sparse series
-(validation) are also drawn with bigger dots (``markers``) to stay distinguishable by shape.
+Colour is one per series. With NO_COLOR, Textual turns colours to grey, so a series that has a
+``glyph`` is drawn with that character instead of braille dots (one per cell its line crosses):
+every head of the all-heads plot keeps its own shape, and the legend shows the same characters.
+In colour, sparse series (validation) are drawn with bigger dots (``markers``).
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ class PlotSeries:
     color: str
     markers: bool = False
     """Draw each point as a 2x2 dot block too: for sparse series such as validation losses."""
+    glyph: str | None = None
+    """The character that draws this series without colour (``mono``); None: braille dots."""
 
 
 def nice_step(span: float, n: int) -> float:
@@ -125,11 +129,14 @@ def draw_plot(
     x_label: Callable[[float, float], str] = default_x_label,
     x_min_step: float = 0.0,
     empty: str = "no data yet",
+    mono: bool = False,
 ) -> list[list[Run]]:
     """Draw ``series`` into ``height`` rows of ``width`` cells: y labels, braille area, x axis.
 
     Args:
         series: drawn in order; where two series share a cell, the later one's colour shows.
+        mono: no colour to tell series apart: a series with a ``glyph`` marks each cell its
+            line crosses with that character (later series win shared cells, as in colour).
         log_y: plot log10 of the values (non-positive values are left out).
         x_label: formats an x tick value given the tick step (steps, or elapsed seconds).
         x_min_step: the smallest x tick interval (1 for steps: no fractional steps).
@@ -183,6 +190,8 @@ def draw_plot(
     pw, ph = plot_w * 2, plot_h * 4
     bits = [0] * (plot_w * plot_h)
     colors: list[int] = [-1] * (plot_w * plot_h)
+    marked = [False] * (plot_w * plot_h)  # last drawn by a glyph series: shows its glyph
+    glyph_of = [s.glyph if mono else None for s, _ in pts]
 
     def px_of(x: float) -> int:
         return round((x - x0) / (x1 - x0) * (pw - 1))
@@ -193,7 +202,11 @@ def draw_plot(
     def dot(px: int, py: int, ci: int) -> None:
         if 0 <= px < pw and 0 <= py < ph:
             cell = (py >> 2) * plot_w + (px >> 1)
-            bits[cell] |= _DOTS[py & 3][px & 1]
+            if glyph_of[ci] is None:
+                bits[cell] |= _DOTS[py & 3][px & 1]
+                marked[cell] = False
+            else:
+                marked[cell] = True
             colors[cell] = ci
 
     def line(ax: int, ay: int, bx: int, by: int, ci: int) -> None:
@@ -224,7 +237,7 @@ def draw_plot(
                 dot(*cur, ci)
             elif prev != cur:
                 line(*prev, *cur, ci)
-            if s.markers:
+            if s.markers and glyph_of[ci] is None:
                 for ddx in (0, 1):
                     for ddy in (-1, 0, 1):
                         dot(cur[0] + ddx, cur[1] + ddy, ci)
@@ -250,12 +263,16 @@ def draw_plot(
         cur_color = -2
         for c in range(plot_w):
             b = bits[base + c]
-            ci = colors[base + c] if b else -1
+            mark = marked[base + c]
+            ci = colors[base + c] if b or mark else -1
             if ci != cur_color and text:
                 runs.append(("".join(text), "plot", palette[cur_color] if cur_color >= 0 else None))
                 text = []
             cur_color = ci
-            text.append(chr(_BRAILLE + b) if b else " ")
+            if mark:
+                text.append(glyph_of[ci] or " ")
+            else:
+                text.append(chr(_BRAILLE + b) if b else " ")
         if text:
             runs.append(("".join(text), "plot", palette[cur_color] if cur_color >= 0 else None))
         rows.append(runs)
@@ -351,6 +368,7 @@ class LinePlot(Widget):
             x_label=self._x_label,
             x_min_step=self._x_min_step,
             empty=self._empty,
+            mono=self.app.no_color,
         )
 
     def _build(self, width: int, height: int) -> list[Strip]:
@@ -377,7 +395,7 @@ class LinePlot(Widget):
 
     def render_line(self, y: int) -> Strip:
         width, height = self.content_size
-        key = (width, height, self._version, self.rich_style)
+        key = (width, height, self._version, self.rich_style, self.app.no_color)
         if key != self._cache_key:
             self._strips = self._build(width, height)
             self._cache_key = key

@@ -141,6 +141,7 @@ CONDITIONING_CHECK = EpochHook(
     title="conditioning check · fraction of samples matching",
     every_epochs=_check_every,
     run=_run_check,
+    direction="max",  # each value is a fraction of samples that match: higher is better
 )
 
 
