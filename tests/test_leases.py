@@ -197,6 +197,23 @@ def test_a_lease_on_an_unlinked_file_is_never_trusted(lease_dir, monkeypatch):
             acquire(GPU, "second", lease_dir=lease_dir, admins=ME, wait_seconds=0.05)
 
 
+def test_a_lease_file_deleted_while_held_still_excludes(lease_dir):
+    """Its owner (or root) may delete a lease file; the holder's record still names the lock."""
+    child = hold_lease(GPU, "child-run", lease_dir)
+    try:
+        lease_path(GPU, lease_dir).unlink()
+        info = holders(GPU, lease_dir=lease_dir, admins=ME)
+        assert info is not None and [h.run_id for h in info.holders] == ["child-run"]
+        with pytest.raises(LeaseBusy, match=f"run child-run, pid {child.pid}"):
+            acquire(GPU, "second", lease_dir=lease_dir, admins=ME, wait_seconds=0.05)
+        with pytest.raises(LeaseBusy, match="exclusively"):
+            acquire(GPU, "sharer", shared=True, lease_dir=lease_dir, admins=ME, wait_seconds=0.05)
+    finally:
+        end(child)
+    with acquire(GPU, "second", lease_dir=lease_dir, admins=ME):  # its lock died with it
+        pass
+
+
 @pytest.mark.parametrize("kind", ["symlink", "fifo", "directory"])
 def test_a_lease_file_podium_cannot_use_is_reported_not_leased(lease_dir, tmp_path, kind):
     ensure_lease_dir(lease_dir, admins=ME)
@@ -480,9 +497,24 @@ def test_another_user_cannot_forge_the_holder_of_a_lease(users, shared_dir):
     assert holders(GPU, lease_dir=lease_dir) is None  # the forged record leases nothing
 
 
+def test_the_owner_of_a_lease_file_cannot_break_the_lease_by_deleting_it(users, shared_dir):
+    bob, carol = users
+    lease_dir = ensure_lease_dir(shared_dir / "leases")
+    assert run_as(carol, _TRY_ACQUIRE, GPU, str(lease_dir)) == "granted"  # carol's file now
+    assert lease_path(GPU, lease_dir).stat().st_uid == carol.pw_uid
+    holder = as_user(bob, _HOLD_AS, GPU, "bobs-run", str(lease_dir))
+    try:
+        assert holder.stdout.readline().strip() == "held", holder.stderr.read()
+        run_as(carol, "os.unlink(sys.argv[3])", str(lease_path(GPU, lease_dir)))
+        said = run_as(carol, _TRY_ACQUIRE, GPU, str(lease_dir))
+        assert said != "granted" and f"{bob.pw_name} (run bobs-run, pid {holder.pid}" in said
+    finally:
+        end(holder)
+
+
 _PROBE = """
 info = leases.holders(sys.argv[3], lease_dir=sys.argv[4])
-print("free" if info is None else info.problem or "LEASED " + info.describe())
+print("free" if info is None else getattr(info, "problem", None) or "LEASED " + info.describe())
 """
 
 

@@ -352,28 +352,33 @@ def _try_lock(fd: int, op: int) -> bool:
 # Who holds a lock: the kernel's word, then the holder's own record
 
 
-def _lock_pids(inode: int) -> list[tuple[int, bool]] | None:
-    """(pid, shared) of each flock held on ``inode``, from /proc/locks; None if unreadable.
+LockTable = dict[int, list[tuple[int, bool]]]
+"""inode -> [(pid, shared)] of every flock on this machine, from /proc/locks."""
+
+
+def _lock_table() -> LockTable | None:
+    """Every flock held on this machine by inode; None if /proc/locks cannot be read.
 
     /proc/locks prints ``1: FLOCK  ADVISORY  WRITE 4242 fe:00:2157621 0 EOF`` per lock, the pid
     being the process that took it (in our pid namespace), and ``1: -> FLOCK …`` for waiters,
-    which hold nothing. The device field is left out of the match: on btrfs and overlayfs it is
-    not the ``st_dev`` that ``stat`` reports, and the pid has to match too.
+    which hold nothing. Locks are keyed by inode alone: on btrfs and overlayfs the device field
+    is not the ``st_dev`` that ``stat`` reports, and a match needs the pid as well.
     """
     try:
-        with open(PROC_LOCKS, "rb") as f:
+        with open(PROC_LOCKS, "rb") as f:  # bytes: no codec lookup (see _pid_start)
             text = f.read().decode(errors="replace")
     except OSError:
         return None
-    out: list[tuple[int, bool]] = []
+    table: LockTable = {}
     for line in text.splitlines():
         fields = line.split()
         if len(fields) < 6 or fields[1] != "FLOCK":
             continue
         with contextlib.suppress(ValueError):
-            if int(fields[5].rsplit(":", 1)[-1]) == inode and int(fields[4]) > 0:
-                out.append((int(fields[4]), fields[3] == "READ"))
-    return out
+            pid, inode = int(fields[4]), int(fields[5].rsplit(":", 1)[-1])
+            if pid > 0:
+                table.setdefault(inode, []).append((pid, fields[3] == "READ"))
+    return table
 
 
 def _pid_uid(pid: int) -> int | None:
@@ -392,90 +397,124 @@ def _pid_start(pid: int) -> int | None:
         return None
 
 
-def _record_prefix(uuid: str, pid: int) -> str:
-    return f"{_safe(uuid)}.{pid}."
+@dataclass(frozen=True)
+class _Record:
+    """A holder record file that passed every check: its holder, and the inode it locked."""
+
+    name: str
+    holder: Holder
+    inode: int
 
 
-def _record_names(dfd: int, uuid: str, pid: int) -> list[str]:
-    prefix = _record_prefix(uuid, pid)
+def _record_files(dfd: int, uuid: str) -> list[tuple[str, int, int, dict[str, Any]]]:
+    """(name, pid in the name, owner uid, JSON) of each readable record file of ``uuid``."""
+    prefix = _safe(uuid) + "."
     try:
-        names = os.listdir(dfd)
+        names = sorted(os.listdir(dfd))
     except OSError:
         return []
-    return sorted(n for n in names if n.startswith(prefix) and n.endswith(RECORD_SUFFIX))
-
-
-def _read_record(dfd: int, name: str, uid: int) -> dict[str, Any] | None:
-    """The JSON record in ``name`` if it is a regular file of user ``uid``; else None."""
-    try:
-        fd = os.open(name, os.O_RDONLY | _OPEN_FLAGS, dir_fd=dfd)
-    except OSError:
-        return None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_uid != uid:
-            return None  # somebody else's file posing as this holder's record
-        record = json.loads(os.pread(fd, _RECORD_MAX, 0).decode())
-    except (OSError, ValueError):
-        return None
-    finally:
-        os.close(fd)
-    return record if isinstance(record, dict) else None
-
-
-def _verified(record: dict[str, Any], uuid: str, pid: int, uid: int, start: int | None) -> bool:
-    try:
-        return (
-            (int(record["pid"]), int(record["uid"])) == (pid, uid)
-            and str(record["gpu"]).strip().lower() == uuid.strip().lower()
-            and (start is None or int(record["proc_start"]) == start)
-        )
-    except (KeyError, TypeError, ValueError):
-        return False
-
-
-def _holders_of(dfd: int, uuid: str, pid: int, locks: list[bool]) -> list[Holder]:
-    """One Holder per lock ``pid`` holds (``locks``: shared or not), with verified records."""
-    uid = _pid_uid(pid)
-    user = "?" if uid is None else _user_name(uid)
-    here = socket.gethostname()
-    out: list[Holder] = []
-    if uid is not None:
-        start = _pid_start(pid)
-        for name in _record_names(dfd, uuid, pid):
-            record = _read_record(dfd, name, uid)
-            if record is None or not _verified(record, uuid, pid, uid, start):
-                continue
-            with contextlib.suppress(KeyError, TypeError, ValueError):
-                out.append(
-                    Holder(
-                        user=user,
-                        uid=uid,
-                        pid=pid,
-                        run_id=str(record["run_id"]),
-                        host=str(record["host"]),
-                        started=float(record["started"]),
-                        shared=bool(record.get("shared", False)),
-                    )
-                )
-    out = out[: len(locks)]
-    for shared in locks[len(out) :]:  # locked, but no record (yet): the kernel's word only
-        out.append(Holder(user, -1 if uid is None else uid, pid, "?", here, 0.0, shared))
+    out = []
+    for name in names:
+        if not (name.startswith(prefix) and name.endswith(RECORD_SUFFIX)):
+            continue
+        try:
+            pid = int(name[len(prefix) :].split(".", 1)[0])
+            fd = os.open(name, os.O_RDONLY | _OPEN_FLAGS, dir_fd=dfd)
+        except (ValueError, OSError):
+            continue
+        try:
+            st = os.fstat(fd)
+            if stat.S_ISREG(st.st_mode):
+                record = json.loads(os.pread(fd, _RECORD_MAX, 0).decode())
+                if isinstance(record, dict):
+                    out.append((name, pid, st.st_uid, record))
+        except (OSError, ValueError):
+            pass
+        finally:
+            os.close(fd)
     return out
 
 
-def _holders(dfd: int, fd: int, uuid: str, *, shared: bool) -> LeaseInfo:
-    locks: dict[int, list[bool]] = {}
-    for pid, mode in _lock_pids(os.fstat(fd).st_ino) or []:
-        locks.setdefault(pid, []).append(mode)
-    found = [h for pid, modes in locks.items() for h in _holders_of(dfd, uuid, pid, modes)]
-    found.sort(key=lambda h: (not h.recorded, h.started, h.pid))
-    return LeaseInfo(uuid=uuid, shared=shared, holders=tuple(found))
+def _live_records(dfd: int, uuid: str, table: LockTable) -> list[_Record]:
+    """The records whose process holds a flock on the inode they name, checked every way.
+
+    A record counts only if: the pid in its name and in it is a live process; the file belongs
+    to that process's user, who is also the uid it states; the process started when it says
+    (a reused pid is not the record's); it names this GPU; and the kernel lists that pid as
+    holding a flock on the record's inode. The user's name comes from the uid.
+    """
+    out = []
+    for name, pid, owner, record in _record_files(dfd, uuid):
+        uid = _pid_uid(pid)
+        if uid is None or uid != owner:
+            continue  # a dead process's, or somebody else's file posing as its record
+        start = _pid_start(pid)
+        try:
+            if (int(record["pid"]), int(record["uid"])) != (pid, uid):
+                continue
+            if str(record["gpu"]).strip().lower() != uuid.strip().lower():
+                continue
+            if start is not None and int(record["proc_start"]) != start:
+                continue
+            inode = int(record["ino"])
+            if not any(p == pid for p, _ in table.get(inode, ())):
+                continue
+            holder = Holder(
+                user=_user_name(uid),
+                uid=uid,
+                pid=pid,
+                run_id=str(record["run_id"]),
+                host=str(record["host"]),
+                started=float(record["started"]),
+                shared=bool(record.get("shared", False)),
+            )
+        except (KeyError, TypeError, ValueError):
+            continue
+        out.append(_Record(name, holder, inode))
+    return out
+
+
+def _who(dfd: int, uuid: str, inode: int | None) -> tuple[list[Holder], list[Holder]]:
+    """(holders of the lease file ``inode``, holders of lease files deleted under them).
+
+    Every lock on the current file is named, by its record if it has a live one, else by its
+    pid and that pid's user. A live record naming another inode is a lease on a lease file that
+    was unlinked while held (by its owner or root): it still excludes, though no file shows it.
+    """
+    table = _lock_table()
+    if table is None:
+        return [], []
+    records = _live_records(dfd, uuid, table)
+    current: list[Holder] = []
+    here = socket.gethostname()
+    by_pid: dict[int, list[Holder]] = {}
+    for r in records:
+        if r.inode == inode:
+            by_pid.setdefault(r.holder.pid, []).append(r.holder)
+    for pid, shared in table.get(inode, []) if inode is not None else []:
+        named = by_pid.get(pid)
+        if named:
+            current.append(named.pop(0))
+        else:  # locked, but no record (yet, or not podium): the kernel's word only
+            uid = _pid_uid(pid)
+            user = "?" if uid is None else _user_name(uid)
+            current.append(Holder(user, -1 if uid is None else uid, pid, "?", here, 0.0, shared))
+    orphans = [r.holder for r in records if r.inode != inode]
+    order = lambda h: (not h.recorded, h.started, h.pid)  # noqa: E731
+    return sorted(current, key=order), sorted(orphans, key=order)
+
+
+def _info(uuid: str, shared: bool, current: list[Holder], orphans: list[Holder]) -> LeaseInfo:
+    return LeaseInfo(
+        uuid=uuid,
+        shared=shared and all(h.shared for h in orphans),
+        holders=(*current, *orphans),
+    )
 
 
 def _write_record(dfd: int, uuid: str, record: dict[str, Any]) -> str | None:
     """Write this holder's record to a new file of its own; its name, or None if not written."""
-    name = f"{_record_prefix(uuid, os.getpid())}{secrets.token_hex(4)}{RECORD_SUFFIX}"
+    name = f"{_safe(uuid)}.{os.getpid()}.{secrets.token_hex(4)}{RECORD_SUFFIX}"
     try:
         fd = os.open(
             name,
@@ -496,26 +535,17 @@ def _write_record(dfd: int, uuid: str, record: dict[str, Any]) -> str | None:
     return name
 
 
-def _clear_stale_records(dfd: int, uuid: str, inode: int) -> None:
-    """Remove this user's records of ``uuid`` whose process holds no lock on it (a kill -9)."""
-    locks = _lock_pids(inode)
-    if locks is None:
+def _clear_stale_records(dfd: int, uuid: str) -> None:
+    """Remove this user's records of ``uuid`` that name no live lock (left by a kill -9)."""
+    table = _lock_table()
+    if table is None:
         return
-    live = {pid for pid, _ in locks}
+    live = {r.name for r in _live_records(dfd, uuid, table)}
     me = os.geteuid()
-    prefix = _safe(uuid) + "."
-    with contextlib.suppress(OSError):
-        for name in os.listdir(dfd):
-            if not (name.startswith(prefix) and name.endswith(RECORD_SUFFIX)):
-                continue
-            try:
-                pid = int(name[len(prefix) :].split(".", 1)[0])
-                st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
-            except (ValueError, OSError):
-                continue
-            if st.st_uid == me and pid not in live:
-                with contextlib.suppress(OSError):
-                    os.unlink(name, dir_fd=dfd)
+    for name, _, owner, _ in _record_files(dfd, uuid):
+        if owner == me and name not in live:
+            with contextlib.suppress(OSError):
+                os.unlink(name, dir_fd=dfd)
 
 
 class Lease:
@@ -617,9 +647,16 @@ def acquire(
         started=time.time(),
         shared=shared,
     )
-    _clear_stale_records(dfd, uuid, os.fstat(fd).st_ino)
+    _clear_stale_records(dfd, uuid)
     record = _write_record(
-        dfd, uuid, {"gpu": uuid, "proc_start": _pid_start(os.getpid()), **asdict(holder)}
+        dfd,
+        uuid,
+        {
+            "gpu": uuid,
+            "ino": os.fstat(fd).st_ino,
+            "proc_start": _pid_start(os.getpid()),
+            **asdict(holder),
+        },
     )
     return Lease(uuid, path, dfd, fd, record, holder)
 
@@ -629,6 +666,7 @@ def _locked(dfd: int, path: Path, uuid: str, shared: bool, wait_seconds: float) 
     deadline = time.monotonic() + wait_seconds
     fd = _open(dfd, path, create=True)
     assert fd is not None
+    relocks = 0
     while True:
         locked = False
         if _try_lock(fd, fcntl.LOCK_EX):
@@ -637,12 +675,21 @@ def _locked(dfd: int, path: Path, uuid: str, shared: bool, wait_seconds: float) 
             locked = not shared or _try_lock(fd, fcntl.LOCK_SH)
         elif shared:
             locked = _try_lock(fd, fcntl.LOCK_SH)
+        if locked and _names_inode(dfd, path.name, fd):
+            _, orphans = _who(dfd, uuid, os.fstat(fd).st_ino)
+            if any(not (shared and h.shared) for h in orphans):
+                # Somebody still holds this GPU on a lease file that was deleted under them.
+                info = _info(uuid, True, [], orphans)
+                os.close(fd)
+                raise LeaseBusy(busy_message(info, shared_request=shared), info)
+            return fd
         if locked:
-            if _names_inode(dfd, path.name, fd):
-                return fd
             # The file was unlinked (or replaced) between our open and our lock: a lock on it
             # excludes nobody. Start again on whatever the name leads to now.
             os.close(fd)
+            relocks += 1
+            if relocks > 10:
+                raise LeaseError(f"{path}: the lease file keeps being deleted; ask the admin")
             fd = _open(dfd, path, create=True)
             assert fd is not None
             continue
@@ -654,17 +701,23 @@ def _locked(dfd: int, path: Path, uuid: str, shared: bool, wait_seconds: float) 
         time.sleep(0.02)
 
 
-def _probe(dfd: int, fd: int, uuid: str) -> LeaseInfo | None:
-    """The lease on the file behind ``fd`` (which holds no lock), or None if it is free."""
-    try:
-        if not _try_lock(fd, fcntl.LOCK_SH):
-            return _holders(dfd, fd, uuid, shared=False)
-        # Converting our shared lock to exclusive succeeds only if nobody else holds one.
-        if _try_lock(fd, fcntl.LOCK_EX):
-            return None
-        return _holders(dfd, fd, uuid, shared=True)
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
+def _probe(dfd: int, fd: int | None, uuid: str) -> LeaseInfo | None:
+    """The lease on the file behind ``fd`` (which holds no lock; None: there is no file), or on
+    a lease file deleted while held; None if the GPU is free."""
+    shared: bool | None = None  # None: the file is not locked
+    if fd is not None:
+        try:
+            if not _try_lock(fd, fcntl.LOCK_SH):
+                shared = False
+            # Converting our shared lock to exclusive succeeds only if nobody else holds one.
+            elif not _try_lock(fd, fcntl.LOCK_EX):
+                shared = True
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    current, orphans = _who(dfd, uuid, None if fd is None else os.fstat(fd).st_ino)
+    if shared is None:
+        return _info(uuid, True, [], orphans) if orphans else None
+    return _info(uuid, shared, current, orphans)
 
 
 def holders(
@@ -684,12 +737,11 @@ def holders(
         return LeaseInfo(uuid=uuid, shared=False, holders=(), problem=str(err))
     try:
         fd = _open(dfd, path, create=False)
-        if fd is None:
-            return None
         try:
             return _probe(dfd, fd, uuid)
         finally:
-            os.close(fd)
+            if fd is not None:
+                os.close(fd)
     except LeaseError as err:
         return LeaseInfo(uuid=uuid, shared=False, holders=(), problem=str(err))
     finally:
