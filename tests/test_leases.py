@@ -308,7 +308,7 @@ def test_only_root_or_the_admin_may_create_the_lease_dir(lease_dir):
         ensure_lease_dir(lease_dir, admins=(), euid=54321)  # a user who is neither
     assert "does not exist" in str(err.value) and "sudo install -d -m 1777" in str(err.value)
     assert not lease_dir.exists()
-    ensure_lease_dir(lease_dir, admins=(54321,), euid=54321)  # the admin may
+    ensure_lease_dir(lease_dir, admins=ME, euid=os.getuid())  # the admin may
     assert stat.S_IMODE(lease_dir.stat().st_mode) == 0o1777
     assert holders(GPU, lease_dir=lease_dir.parent / "never-created") is None  # nor a lease
 

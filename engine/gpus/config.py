@@ -226,7 +226,7 @@ def load_gpu_config(
         for key, value in layer.table.items():
             source = f"{path}:{layer.line(key)}"
             if key == "reserved":
-                reserved += _reservations(value, layer, lab_wide)
+                reserved += _reservations(value, layer, full)  # an additive override: "by you"
             elif key == "final" and lab_wide:
                 continue
             elif key in _UNRESERVE_KEYS and not full:
