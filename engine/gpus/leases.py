@@ -18,7 +18,9 @@ no stale-lease cleanup to get wrong, and no timestamps are trusted.
   path afterwards changes nothing.
 * Lease files (mode 0644) are only lock targets: flock needs no write access. After taking the
   lock podium checks that the name still leads to the locked inode, so a lock on a file that was
-  unlinked meanwhile is never trusted. Lease files are never deleted by podium.
+  unlinked meanwhile is never trusted. Lease files are never deleted by podium; their owner (or
+  root) may delete one while somebody holds it, and then the holder's record, which names the
+  inode it locked, still makes the GPU busy.
 * Who holds a lease is told by the kernel, not by a file anybody may write: ``/proc/locks``
   lists each flock with its pid and inode. Each holder also writes a record (run id, start time)
   to ``<uuid>.<pid>.<token>.holder``, a file of its own (0644). A record counts only if its pid
@@ -363,6 +365,9 @@ def _lock_table() -> LockTable | None:
     being the process that took it (in our pid namespace), and ``1: -> FLOCK …`` for waiters,
     which hold nothing. Locks are keyed by inode alone: on btrfs and overlayfs the device field
     is not the ``st_dev`` that ``stat`` reports, and a match needs the pid as well.
+
+    Why not ``fcntl(F_OFD_GETLK)``: on Linux flock and fcntl locks are separate kinds, so GETLK
+    never sees a flock; it names one conflicting lock, not all; and OFD locks report pid -1.
     """
     try:
         with open(PROC_LOCKS, "rb") as f:  # bytes: no codec lookup (see _pid_start)
