@@ -59,9 +59,17 @@ def write_fake(path: Path, devices: list[dict[str, Any]], state: str | None = No
 
 
 def isolate(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """No real /etc/podium or ~/.config/podium, no inherited GPU variables. Returns the sandbox."""
+    """No real /etc/podium or ~/.config/podium, no inherited GPU variables. Returns the sandbox.
+
+    In this process the fixed lab file moves into the sandbox (absent), so the
+    ``PODIUM_SYSTEM_CONFIG`` file stands in for it; child processes read the real one, which CI
+    machines do not have.
+    """
+    from podium.engine.gpus import config
+
     box = tmp_path / "gpu-env"
     (box / "xdg").mkdir(parents=True)
+    monkeypatch.setattr(config, "SYSTEM_CONFIG", str(box / "no-fixed-lab-config.toml"))
     monkeypatch.setenv("PODIUM_SYSTEM_CONFIG", str(box / "etc-podium-config.toml"))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(box / "xdg"))
     for name in ("PODIUM_RESERVED_GPUS", "PODIUM_FAKE_NVML", "CUDA_VISIBLE_DEVICES"):
@@ -70,7 +78,10 @@ def isolate(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 
 
 def lab_config(box: Path, lease_dir: Path, extra: str = "") -> Path:
-    """The lab-wide file: GPUs 0 (by index) and 1 (by PCI bus id, lspci's short form) reserved."""
+    """The lab-wide file: GPUs 0 (by index) and 1 (by PCI bus id, lspci's short form) reserved.
+
+    The test's user is the lab's admin, so that a lease directory it creates is trusted.
+    """
     path = Path(os.environ["PODIUM_SYSTEM_CONFIG"])
     path.write_text(
         "# lab-wide podium configuration\n"
@@ -79,7 +90,8 @@ def lab_config(box: Path, lease_dir: Path, extra: str = "") -> Path:
         '    "0",          # production inference\n'
         '    "37:00.0",    # GPU 1, by bus id\n'
         "]\n"
-        f'lease_dir = "{lease_dir}"\n' + extra
+        f'lease_dir = "{lease_dir}"\n'
+        f"admin = {os.getuid()}\n" + extra
     )
     return path
 
@@ -87,7 +99,10 @@ def lab_config(box: Path, lease_dir: Path, extra: str = "") -> Path:
 _HOLD = """
 import sys, time
 from podium.engine.gpus.leases import acquire
-lease = acquire(sys.argv[1], sys.argv[2], sys.argv[3] == "shared", lease_dir=sys.argv[4])
+lease = acquire(
+    sys.argv[1], sys.argv[2], sys.argv[3] == "shared", lease_dir=sys.argv[4],
+    admins=[int(sys.argv[5])],
+)
 print("held", flush=True)
 sys.stdin.read()  # hold until the parent closes stdin (or kills us)
 """
@@ -106,6 +121,7 @@ def hold_lease(
             run_id,
             "shared" if shared else "exclusive",
             str(lease_dir),
+            str(os.getuid()),  # the test's user may own the test's lease directory
         ],
         cwd=ROOT,
         stdin=subprocess.PIPE,

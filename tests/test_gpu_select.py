@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from podium.engine.gpus.config import GpuConfigError, load_gpu_config
+from podium.engine.gpus.config import GpuConfigError, GpuSettings, load_gpu_config
 from podium.engine.gpus.leases import Holder, LeaseInfo, holders
 from podium.engine.gpus.nvml import FakeNvmlProvider, GpuSnapshot, read_snapshot
 from podium.engine.gpus.select import (
@@ -98,16 +98,87 @@ def test_user_layers_cannot_shrink_or_loosen_the_lab(box):
     assert any(":3: gpus.unreserve" in w for w in config.warnings)
 
 
-def test_user_may_be_stricter_and_set_what_the_lab_left_unset(box):
+def test_user_may_be_stricter_than_what_the_lab_left_unset(box):
     system_file().write_text('[gpus]\nreserved = ["0"]\n')
-    user_file().write_text(
-        '[gpus]\nbusy_memory_fraction = 0.05\nlease_dir = "/tmp/team-leases"\npoll_seconds = 3\n'
-    )
+    user_file().write_text("[gpus]\nbusy_memory_fraction = 0.05\npoll_seconds = 3\n")
     config = load_gpu_config()
     assert config.settings.busy_memory_fraction == 0.05
-    assert config.settings.lease_dir == "/tmp/team-leases"
     assert config.settings.poll_seconds == 3.0
     assert config.warnings == ()
+
+
+def test_podiums_defaults_are_the_floor_where_the_lab_sets_nothing(box):
+    """A server is multi-user unless the lab says otherwise: no weakening of the defaults."""
+    system_file().write_text('[gpus]\nreserved = ["0"]\n')
+    user_file().write_text(
+        "[gpus]\n"
+        'lease_dir = "/tmp/my-private-leases"\n'
+        "busy_memory_fraction = 1.0\n"
+        "poll_seconds = 0.1\n"
+        "process_poll_seconds = 0.5\n"
+        "admin = 0\n"
+        'final = ["poll_seconds"]\n'
+    )
+    config = load_gpu_config()
+    assert config.settings == GpuSettings()
+    assert config.settings.lease_dir == "/tmp/podium-leases"
+    assert len(config.warnings) == 6 and all("ignored" in w for w in config.warnings)
+    assert any(
+        ":2: gpus.lease_dir: ignored; the lease directory is lab-wide" in w for w in config.warnings
+    )
+    assert any(":6: gpus.admin: ignored; only the lab file sets it" in w for w in config.warnings)
+
+
+def test_the_lab_can_make_settings_final(box):
+    lab_config(
+        box,
+        box / "leases",
+        extra='busy_memory_fraction = 0.2\nfinal = ["busy_memory_fraction", "poll_seconds"]\n',
+    )
+    user_file().write_text(
+        "[gpus]\nbusy_memory_fraction = 0.05\npoll_seconds = 5\nprocess_poll_seconds = 9\n"
+    )
+    config = load_gpu_config()
+    assert config.final == {"busy_memory_fraction", "poll_seconds"}
+    assert config.settings.busy_memory_fraction == 0.2  # even a stricter value: final is final
+    assert config.settings.poll_seconds == 1.0  # final at podium's default
+    assert config.settings.process_poll_seconds == 9.0  # not final: slower is allowed
+    assert [w.split(": ignored; ")[1] for w in config.warnings] == [
+        "the lab file made it final"
+    ] * 2
+
+
+def test_a_bad_final_list_is_one_line(box):
+    system_file().write_text('[gpus]\nfinal = ["poll_second"]\n')
+    with pytest.raises(GpuConfigError, match=r":2: gpus.final: must be a list of setting names"):
+        load_gpu_config()
+
+
+def test_the_lab_file_path_is_fixed_and_the_override_can_only_add(box, monkeypatch, tmp_path):
+    """``PODIUM_SYSTEM_CONFIG=/dev/null`` used to turn a lab-reserved GPU free."""
+    fixed = tmp_path / "etc-podium" / "config.toml"
+    fixed.parent.mkdir()
+    fixed.write_text(
+        '[gpus]\nreserved = ["0"]\nbusy_memory_fraction = 0.2\nfinal = ["poll_seconds"]\n'
+    )
+    monkeypatch.setenv("PODIUM_SYSTEM_CONFIG", "/dev/null")
+    config = load_gpu_config(lab_path=fixed)
+    assert [(r.name, r.source, r.lab_wide) for r in config.reserved] == [("0", f"{fixed}:2", True)]
+    assert config.files[0] == str(fixed)
+    # An override that tries to shrink or loosen the lab adds its reservations and nothing else.
+    override = tmp_path / "mine.toml"
+    override.write_text(
+        '[gpus]\nreserved = ["1"]\nunreserve = ["0"]\nbusy_memory_fraction = 0.9\n'
+        'poll_seconds = 2\nlease_dir = "/tmp/mine"\nadmin = 0\nfinal = ["lease_dir"]\n'
+    )
+    monkeypatch.setenv("PODIUM_SYSTEM_CONFIG", str(override))
+    config = load_gpu_config(lab_path=fixed)
+    assert [r.name for r in config.reserved] == ["0", "1"]
+    assert config.settings.busy_memory_fraction == 0.2
+    assert config.settings.poll_seconds == 1.0 and config.settings.lease_dir == "/tmp/podium-leases"
+    assert config.settings.admin is None and "lease_dir" in config.final  # final may only grow
+    assert len(config.warnings) == 5
+    assert config.files == (str(fixed), str(override))
 
 
 def test_no_files_means_defaults():

@@ -310,6 +310,47 @@ def test_podium_gpus_dry_run_refuses_a_leased_gpu_naming_the_holder(lab, capsys)
     assert "alice-run" in err and f"pid {child.pid}" in err
 
 
+def test_podium_gpus_keeps_the_lab_reservations_whatever_podium_system_config_says(
+    box, monkeypatch, capsys
+):
+    from podium.engine.gpus import config as gpu_config
+
+    fixed = box / "fixed-lab-config.toml"
+    fixed.write_text('[gpus]\nreserved = ["3"]\n')
+    monkeypatch.setattr(gpu_config, "SYSTEM_CONFIG", str(fixed))  # /etc/podium/config.toml
+    monkeypatch.setenv("PODIUM_SYSTEM_CONFIG", "/dev/null")
+    monkeypatch.setenv("PODIUM_FAKE_NVML", str(write_fake(box / "fake.json", lab_devices())))
+    assert cli() == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[2:]}
+    assert rows["3"].split()[1] == "RESERVED" and f"{fixed}:2" in rows["3"]
+    assert cli("--gpus", "3,") == 2
+    assert "reserved lab-wide" in capsys.readouterr().err
+
+
+def test_podium_gpus_shows_an_unusable_lease_file_as_blocked_not_leased(lab, capsys):
+    config, _ = lab
+    os.mkfifo(box_leases(config) / f"{uuid(3).lower()}.lease")  # somebody's FIFO on GPU 3
+    assert cli() == 0
+    rows = {
+        line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line[:1].isdigit()
+    }
+    me = pwd.getpwuid(os.getuid()).pw_name
+    assert rows["3"].split()[1] == "BLOCKED"
+    assert f"is a FIFO, owned by {me}: ask {me} or the admin to remove it" in rows["3"]
+    assert cli("--gpus", "auto") == 2  # nothing else is free, and a blocked GPU is not chosen
+    err = capsys.readouterr().err
+    assert "GPU 3 cannot be leased: lease file" in err and err.count("\n") == 1
+    assert cli("--json", "--gpus", "3,") == 2
+    out = capsys.readouterr()
+    data = json.loads(out.out)
+    assert data["gpus"][3]["status"] == "BLOCKED" and "FIFO" in data["gpus"][3]["lease"]["problem"]
+    assert "cannot be leased" in out.err
+
+
+def box_leases(config: Path) -> Path:
+    return config.parent / "leases"
+
+
 def test_podium_gpus_without_a_driver_prints_the_state_and_exits_0(box, monkeypatch, capsys):
     monkeypatch.setenv(
         "PODIUM_FAKE_NVML",

@@ -6,6 +6,7 @@ leased by another podium run (a real child process holds the lease), GPU 3 free.
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
@@ -29,7 +30,8 @@ def lab(box: Path, *, extra: str = "") -> Path:
     ]
     devices[1]["memory_used"] = 31 * GIB
     (box / "etc-podium-config.toml").write_text(
-        f'[gpus]\nreserved = ["0"]\nlease_dir = "{box / "leases"}"\npoll_seconds = 0.2\n' + extra
+        f'[gpus]\nreserved = ["0"]\nlease_dir = "{box / "leases"}"\npoll_seconds = 0.2\n'
+        f"admin = {os.getuid()}\n" + extra  # the test's user owns the test's lease directory
     )
     return write_fake(box / "fake.json", devices)
 

@@ -1,6 +1,6 @@
 """``podium gpus [--json] [--gpus SPEC [--share-gpu]]``: every GPU, and who may use it.
 
-One row per GPU with its state (RESERVED / LEASED / BUSY / FREE, see ``podium.engine.gpus.select``),
+One row per GPU with its state (RESERVED / LEASED / BLOCKED / BUSY / FREE, see ``podium.engine.gpus.select``),
 why, and its gauges, followed by its compute processes. ``--gpus SPEC`` also shows what
 ``podium train --gpus SPEC`` would choose, as a dry run that takes no lease, and exits 2 where
 training would be refused (a reserved GPU, a leased one, too few free). Without an NVIDIA driver
@@ -60,7 +60,7 @@ def _run(args: argparse.Namespace) -> int:
         statuses = classify(
             snapshot,
             reserved=config.reserved,
-            leases=probe_leases(snapshot, config.settings.lease_dir),
+            leases=probe_leases(snapshot, config.settings.lease_dir, config.settings.lease_admins),
             busy_memory_fraction=config.settings.busy_memory_fraction,
         )
     selection: Selection | None = None
@@ -111,6 +111,7 @@ def _json(
                 else {
                     "shared": s.lease.shared,
                     "holders": [vars(h) for h in s.lease.holders],
+                    "problem": s.lease.problem,
                 },
                 "users": list(s.users),
             }

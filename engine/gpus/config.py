@@ -1,6 +1,6 @@
 """Reserved GPUs and GPU settings, read from three layers.
 
-1. lab-wide ``/etc/podium/config.toml`` (``PODIUM_SYSTEM_CONFIG`` names another file, for tests),
+1. lab-wide ``/etc/podium/config.toml`` (a fixed path; see below for ``PODIUM_SYSTEM_CONFIG``),
 2. the user's ``$XDG_CONFIG_HOME/podium/config.toml`` (default ``~/.config/podium/config.toml``),
 3. the environment: ``PODIUM_RESERVED_GPUS=0,GPU-…,3B:00.0``.
 
@@ -12,13 +12,23 @@
     busy_memory_fraction = 0.1
     poll_seconds = 1.0
     process_poll_seconds = 5.0
+    admin = "labadmin"      # besides root, who may own the lease directory
+    final = ["busy_memory_fraction", "poll_seconds"]   # users may not change these at all
 
 Reserved GPUs serve production and must never be touched, so the layers only ever make podium
 more careful: the user layers and the environment can add reservations but never remove one (a
 user key that tries, such as ``unreserve``, is ignored with a warning); they can poll more slowly
 but not faster; they can lower ``busy_memory_fraction`` but not raise it; and they cannot move
-the lease directory away from the one the lab set, because a run leasing in a private directory
-would be invisible to everybody else's.
+the lease directory, because a run leasing in a private directory would be invisible to
+everybody else's. These rules hold against podium's defaults too when the lab file does not set
+a value (a server is multi-user unless the lab says how), and a setting the lab lists in
+``final`` cannot be changed by a user at all. ``admin`` and ``final`` are read from lab files only.
+
+``PODIUM_SYSTEM_CONFIG`` names another lab file, for tests. Where the fixed lab file exists it is
+always read, and the other file is layered on it like a user file that may also add ``final``
+settings: it can add reservations and tighten settings, never shrink the lab's list, so
+``PODIUM_SYSTEM_CONFIG=/dev/null`` changes nothing. Only where no fixed lab file exists (CI, a
+laptop) does it stand in for it.
 
 Every reservation remembers where it was written (``/etc/podium/config.toml:3`` or
 ``env PODIUM_RESERVED_GPUS``), so a refusal can say who to ask. A bad file is one
@@ -30,6 +40,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import pwd
 import re
 import sys
 from collections.abc import Mapping
@@ -52,6 +63,8 @@ RESERVED_ENV = "PODIUM_RESERVED_GPUS"
 
 _UNRESERVE_KEYS = ("unreserve", "unreserved", "allow", "allowed")
 """User-layer keys that read like an attempt to shrink the lab's list: warned about, ignored."""
+_LAB_ONLY = ("admin", "final")
+"""Keys only a lab layer may set: who may own the lease directory, and what users may not touch."""
 
 
 class GpuConfigError(PodiumError):
@@ -70,6 +83,13 @@ class GpuSettings:
     """Seconds between gauge reads (utilisation, memory, temperature, power)."""
     process_poll_seconds: float = 5.0
     """Seconds between process-table reads, which take a driver-wide lock in NVML."""
+    admin: int | None = None
+    """Uid (``admin = "name"`` or a number in TOML) that may own the lease directory besides root."""
+
+    @property
+    def lease_admins(self) -> tuple[int, ...]:
+        """The owners a lease directory may have besides root (``leases.acquire(admins=…)``)."""
+        return () if self.admin is None else (self.admin,)
 
     def __post_init__(self) -> None:
         if not self.lease_dir or not os.path.isabs(os.path.expanduser(self.lease_dir)):
@@ -128,6 +148,8 @@ class GpuConfig:
     """Ignored user keys and values, one line each, for the CLI to print on stderr."""
     files: tuple[str, ...] = ()
     """The configuration files that existed and were read, lab-wide first."""
+    final: frozenset[str] = frozenset()
+    """Settings the lab made final: user layers cannot change them."""
 
     def reservation_for(self, gpu: GpuInfo) -> Reservation | None:
         """The first reservation (lab-wide ones first) that names ``gpu``, or None."""
@@ -147,6 +169,7 @@ def parse_gpu_name(text: str) -> tuple[Literal["index", "uuid", "pci"], str] | N
 
 
 def system_config_path(environ: Mapping[str, str] | None = None) -> Path:
+    """The lab file to read besides the fixed one: ``PODIUM_SYSTEM_CONFIG``, else the fixed one."""
     env = os.environ if environ is None else environ
     return Path(env.get(SYSTEM_CONFIG_ENV) or SYSTEM_CONFIG)
 
@@ -159,47 +182,70 @@ def user_config_path(environ: Mapping[str, str] | None = None) -> Path:
     return Path(base) / "podium" / "config.toml"
 
 
-def load_gpu_config(environ: Mapping[str, str] | None = None) -> GpuConfig:
-    """Merge the lab-wide file, the user file and ``PODIUM_RESERVED_GPUS``.
+def load_gpu_config(
+    environ: Mapping[str, str] | None = None, *, lab_path: str | Path | None = None
+) -> GpuConfig:
+    """Merge the lab-wide file(s), the user file and ``PODIUM_RESERVED_GPUS``.
+
+    Args:
+        environ: the environment (default ``os.environ``).
+        lab_path: the fixed lab file (default ``/etc/podium/config.toml``); tests pass another.
+            It is a parameter, not a variable, so that no user can point podium elsewhere.
 
     Raises:
         GpuConfigError: a file cannot be read or parsed, a key is unknown, a value is out of
             range, or a GPU name is neither an index, a UUID nor a PCI bus id.
     """
     env = os.environ if environ is None else environ
+    fixed = Path(SYSTEM_CONFIG if lab_path is None else lab_path)
+    override = Path(env[SYSTEM_CONFIG_ENV]) if env.get(SYSTEM_CONFIG_ENV) else None
+    layers: list[tuple[Path, str]] = [(fixed, "lab")]
+    if override is not None and override != fixed:
+        layers.append((override, "override"))
+    layers.append((user_config_path(env), "user"))
+
     warnings: list[str] = []
     reserved: list[Reservation] = []
     files: list[str] = []
+    final: set[str] = set()
     values: dict[str, Any] = {}
     where: dict[str, str] = {}  # field -> "file:line" that set it, for range errors
-    lab: dict[str, Any] = {}
+    lab_read = False
 
-    for path, lab_wide in ((system_config_path(env), True), (user_config_path(env), False)):
+    for path, role in layers:
         layer = _read_layer(path)
         if layer is None:
             continue
         files.append(str(path))
+        # The override stands in for the lab file only where there is none; else it can but add.
+        full = role == "lab" or (role == "override" and not lab_read)
+        lab_wide = role != "user"
+        lab_read = lab_read or role == "lab"
+        if "final" in layer.table and lab_wide:
+            final |= _final_names(layer.table["final"], f"{path}:{layer.line('final')}")
         for key, value in layer.table.items():
             source = f"{path}:{layer.line(key)}"
             if key == "reserved":
-                reserved += _reservations(value, layer, lab_wide)
-            elif key in _UNRESERVE_KEYS and not lab_wide:
+                reserved += _reservations(value, layer, full)  # an additive override: "by you"
+            elif key == "final" and lab_wide:
+                continue
+            elif key in _UNRESERVE_KEYS and not full:
                 warnings.append(
                     f"{source}: gpus.{key}: ignored; the lab-wide reserved GPUs cannot be "
                     "released from a user configuration (ask the admin)"
                 )
+            elif key in _LAB_ONLY and not full:
+                warnings.append(f"{source}: gpus.{key}: ignored; only the lab file sets it")
             elif key in _FIELDS:
                 value = _check_type(key, value, source)
-                if not lab_wide and key in lab:
-                    value = _user_value(key, value, lab[key], source, warnings)
+                if not full:
+                    value = _user_value(key, value, values, final, source, warnings)
                     if value is None:
                         continue
-                if lab_wide:
-                    lab[key] = value
                 values[key] = value
                 where[key] = source
             else:
-                known = ", ".join(("reserved", *_FIELDS))
+                known = ", ".join(("reserved", "final", *_FIELDS))
                 raise GpuConfigError(f"{source}: gpus.{key}: unknown key (known: {known})")
 
     for name in (env.get(RESERVED_ENV) or "").split(","):
@@ -216,10 +262,22 @@ def load_gpu_config(environ: Mapping[str, str] | None = None) -> GpuConfig:
         reserved=tuple(reserved),
         warnings=tuple(warnings),
         files=tuple(files),
+        final=frozenset(final),
     )
 
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(GpuSettings))
+_DEFAULTS = GpuSettings()
+
+
+def _final_names(value: Any, source: str) -> set[str]:
+    names = ("reserved", *(f for f in _FIELDS if f != "admin"))
+    if not isinstance(value, list) or not all(isinstance(v, str) and v in names for v in value):
+        raise GpuConfigError(
+            f"{source}: gpus.final: must be a list of setting names from {', '.join(names)} "
+            f"(got {value!r})"
+        )
+    return set(value)
 
 
 class _Layer(NamedTuple):
@@ -334,6 +392,8 @@ def _reservation(name: str, source: str, lab_wide: bool, where: str) -> Reservat
 
 
 def _check_type(key: str, value: Any, source: str) -> Any:
+    if key == "admin":
+        return _admin_uid(value, source)
     if key == "lease_dir":
         if not isinstance(value, str):
             raise GpuConfigError(f"{source}: gpus.lease_dir: must be a string path")
@@ -343,10 +403,39 @@ def _check_type(key: str, value: Any, source: str) -> Any:
     return float(value)
 
 
-def _user_value(key: str, value: Any, lab: Any, source: str, warnings: list[str]) -> Any:
-    """The user's value where it is at least as careful as the lab's; else None and a warning."""
-    if key == "lease_dir" and value != lab:
-        rule = "the lease directory is lab-wide, so that every user's leases meet"
+def _admin_uid(value: Any, source: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str) and value.strip():
+        if value.strip().isdigit():
+            return int(value)
+        try:
+            return pwd.getpwnam(value.strip()).pw_uid
+        except KeyError:
+            raise GpuConfigError(f"{source}: gpus.admin: no user {value.strip()!r} here") from None
+    raise GpuConfigError(f"{source}: gpus.admin: must be a user name or uid (got {value!r})")
+
+
+def _user_value(
+    key: str,
+    value: Any,
+    values: Mapping[str, Any],
+    final: set[str],
+    source: str,
+    warnings: list[str],
+) -> Any:
+    """The user's value where it is at least as careful as the lab's; else None and a warning.
+
+    "The lab's" is the lab file's value or, where it sets none, podium's default: a server is
+    shared unless its lab file says otherwise, so the defaults are the floor.
+    """
+    lab = values.get(key, getattr(_DEFAULTS, key))
+    if value == lab:
+        return value
+    if key in final:
+        rule = "the lab file made it final"
+    elif key == "lease_dir":
+        rule = f"the lease directory is lab-wide ({lab}), so that every user's leases meet"
     elif key == "busy_memory_fraction" and value > lab:
         rule = f"it may only be lowered below the lab's {lab}"
     elif key in ("poll_seconds", "process_poll_seconds") and value < lab:

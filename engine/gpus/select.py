@@ -12,6 +12,9 @@ The order that keeps reserved GPUs untouched, by construction::
 * RESERVED: named by a reservation (lab-wide or the user's); never chosen, even on request;
 * LEASED: another podium run holds its lease (``podium.engine.gpus.leases``); chosen only on request, and
   only when both runs share (``--share-gpu``);
+* BLOCKED: its lease file (or the lease directory) is unusable, e.g. another user's 0600 file, a
+  FIFO or a symlink: nobody holds a lease, but podium cannot take one; never chosen, and the
+  detail names the file's owner and who to ask;
 * BUSY: a compute process that is not this process runs there, or more than
   ``busy_memory_fraction`` of its memory is in use (containers hide foreign pids, not memory);
   never chosen by ``auto``, used with a warning when named;
@@ -26,7 +29,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Collection, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, NamedTuple
@@ -36,7 +39,7 @@ from podium.engine.gpus.config import GpuConfig, Reservation, load_gpu_config, p
 from podium.engine.gpus.leases import Lease, LeaseBusy, LeaseInfo, acquire, busy_message, holders
 from podium.engine.gpus.nvml import GpuInfo, GpuProvider, GpuSnapshot, is_na, read_snapshot
 
-GpuState = Literal["RESERVED", "LEASED", "BUSY", "FREE"]
+GpuState = Literal["RESERVED", "LEASED", "BLOCKED", "BUSY", "FREE"]
 
 
 class GpuSelectionError(PodiumError):
@@ -186,6 +189,8 @@ def classify(
         if reservation is not None:
             state: GpuState = "RESERVED"
             detail = reservation.describe()
+        elif lease is not None and lease.problem is not None:
+            state, detail = "BLOCKED", lease.problem  # no lease, but none can be taken either
         elif lease is not None:
             state, detail = "LEASED", lease.describe()
         else:
@@ -210,6 +215,8 @@ def _reason(status: GpuStatus) -> str:
         return status.detail
     if status.state == "LEASED":
         return f"leased by {status.detail}"
+    if status.state == "BLOCKED":
+        return f"cannot be leased: {status.detail}"
     return f"busy, {status.detail}"
 
 
@@ -271,6 +278,10 @@ def select_gpus(
                     f"--gpus {spec.text}: {_label(gpu)} is {status.detail}; podium never "
                     "uses a reserved GPU"
                 )
+            if status.lease is not None and status.lease.problem is not None:
+                raise GpuSelectionError(
+                    f"--gpus {spec.text}: {busy_message(status.lease, shared_request=share)}"
+                )
             if status.lease is not None and not (share and status.lease.shared):
                 raise LeasedGpuError(
                     f"--gpus {spec.text}: {busy_message(status.lease, shared_request=share)}"
@@ -303,10 +314,12 @@ def select_gpus(
     return Selection(spec=spec, gpus=tuple(free[: spec.count]), skipped=tuple(skipped))
 
 
-def probe_leases(snapshot: GpuSnapshot, lease_dir: str | Path) -> dict[str, LeaseInfo | None]:
-    """Each GPU's lease by UUID, probed without taking any."""
+def probe_leases(
+    snapshot: GpuSnapshot, lease_dir: str | Path, admins: Collection[int] = ()
+) -> dict[str, LeaseInfo | None]:
+    """Each GPU's lease by UUID, probed without taking any (``admins``: ``gpus.admin``)."""
     return {
-        str(g.uuid): holders(str(g.uuid), lease_dir=lease_dir)
+        str(g.uuid): holders(str(g.uuid), lease_dir=lease_dir, admins=admins)
         for g in snapshot.gpus
         if not is_na(g.uuid)
     }
@@ -317,7 +330,7 @@ def overview(snapshot: GpuSnapshot, config: GpuConfig) -> tuple[GpuStatus, ...]:
     return classify(
         snapshot,
         reserved=config.reserved,
-        leases=probe_leases(snapshot, config.settings.lease_dir),
+        leases=probe_leases(snapshot, config.settings.lease_dir, config.settings.lease_admins),
         busy_memory_fraction=config.settings.busy_memory_fraction,
     )
 
@@ -370,7 +383,7 @@ def claim_gpus(
     lost: dict[str, LeaseInfo] = {}
     for _ in range(3):
         leases: dict[str, LeaseInfo | None] = {
-            **probe_leases(snapshot, config.settings.lease_dir),
+            **probe_leases(snapshot, config.settings.lease_dir, config.settings.lease_admins),
             **lost,
         }
         selection = select_gpus(
@@ -384,7 +397,15 @@ def claim_gpus(
         held: list[Lease] = []
         try:
             for uuid in selection.uuids:
-                held.append(acquire(uuid, run_id, share, lease_dir=config.settings.lease_dir))
+                held.append(
+                    acquire(
+                        uuid,
+                        run_id,
+                        share,
+                        lease_dir=config.settings.lease_dir,
+                        admins=config.settings.lease_admins,
+                    )
+                )
         except LeaseBusy as err:
             for lease in held:
                 lease.release()
