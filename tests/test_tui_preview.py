@@ -119,7 +119,7 @@ def test_the_preview_says_where_a_sample_came_from_and_why_it_ended_short():
     meta = {
         "checkpoint": "latest", "step": 120, "seed": 3, "ended": "max_len",
         "conditioning": {"emotion": "Q1", "key": "A:min"}, "drawn": [],
-        "note": "4 of 8 bars: the model holds at most 256 tokens (model.max_len, 62 tokens a bar)",
+        "note": "4 of 8 bars: the model holds at most 256 tokens (model.max_len; 248 tokens made 4 bars)",
     }  # fmt: skip
     first, why = (line.plain for line in describe_meta(meta, stats))
     assert first == "from checkpoint latest (step 120) · seed 3 · emotion Q1 · key requested " \

@@ -235,7 +235,7 @@ def why_it_ended(
         got = f"{bars} bars"
     else:
         return ""
-    rate = f", {tokens / bars:.0f} tokens a bar" if bars else ""
+    rate = f"; {tokens} tokens made {bars} bar{'s' if bars != 1 else ''}"
     if ended == "max_len":
         return (
             f"{got}: the model holds at most {max_len} tokens (model.max_len{rate}); ask for "
