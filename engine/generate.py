@@ -12,9 +12,10 @@ writing and rendering the result.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -180,6 +181,15 @@ def _model_with(
     return model.eval()
 
 
+def checkpoint_step(state: Mapping[str, Any]) -> int | None:
+    """The training step a checkpoint's state was saved at (None for a state that says not)."""
+    saved = state.get("saved")
+    step = saved.get("step") if isinstance(saved, Mapping) else None
+    if step is None:
+        step = (state.get("train_state") or {}).get("step")
+    return int(step) if isinstance(step, int) else None
+
+
 def sample_name(checkpoint: str, sample: Sample) -> str:
     """A file stem: checkpoint, conditioning values and seed ("latest-Q1-Cmaj-seed3")."""
     parts = [checkpoint, *(v for v in sample.conditioning.values() if v), f"seed{sample.seed}"]
@@ -196,6 +206,80 @@ def write_midi(sampler: SamplerSpec, sample: Sample, path: Path) -> Path:
     return path
 
 
+def meta_path(midi_path: Path) -> Path:
+    """Where a sample's metadata lives: beside its MIDI, same stem, ``.json``."""
+    return midi_path.with_suffix(".json")
+
+
+def sample_meta(run_path: Path, family: str, request: SampleRequest, sample: Sample) -> dict:
+    """What a sample came from and what ended it, JSON-able: the sidecar's content, so that a
+    script can tell two samples of the same seed apart when ``latest`` moved in between."""
+    return {
+        "run": run_path.name,
+        "family": family,
+        "checkpoint": sample.checkpoint,
+        "step": sample.step,
+        "seed": sample.seed,
+        "requested": dict(sample.requested),
+        "conditioning": dict(sample.conditioning),
+        "drawn": list(sample.drawn),
+        "bars_asked": request.bars,
+        "seconds_asked": request.seconds,
+        "tokens_asked": request.tokens,
+        "temperature": request.temperature,
+        "top_p": request.top_p,
+        "tokens": len(sample.tokens),
+        "bars": sample.bars,
+        "ended": sample.ended,
+        "note": sample.note,
+    }
+
+
+def write_meta(meta: Mapping[str, Any], midi_path: Path) -> Path:
+    """The sidecar, written atomically before its MIDI (a listed sample always has one)."""
+    path = meta_path(midi_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def read_meta(midi_path: Path) -> dict[str, Any] | None:
+    """A sample's sidecar, or None when it has none (an older sample, a file from elsewhere)."""
+    try:
+        meta = json.loads(meta_path(midi_path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+def source_words(checkpoint: str, step: int | None) -> str:
+    """ "checkpoint latest (step 120)", "live weights (step 37)"."""
+    what = "live weights" if checkpoint == "live" else f"checkpoint {checkpoint}"
+    return what + (f" (step {step})" if step is not None else "")
+
+
+def conditioning_words(
+    conditioning: Mapping[str, str], drawn: Sequence[str] = (), detected_key: str | None = None
+) -> str:
+    """ "emotion Q1 · key requested A:min · detected E:maj": each value, whether it was asked or
+    drawn by the seed, and (for an option named ``key``, the musical key) what the analyser
+    hears, so that a detected key is never taken for the one asked."""
+    parts = []
+    for name, value in conditioning.items():
+        if not value:
+            continue
+        how = "drawn" if name in drawn else "requested"
+        if name == "key" and detected_key is not None:
+            parts.append(f"key {how} {value} · detected {detected_key}")
+        else:
+            parts.append(f"{name} {value}" + (" (drawn)" if name in drawn else ""))
+    if "key" not in conditioning and detected_key is not None:
+        parts.append(f"detected key {detected_key}")
+    return " · ".join(parts)
+
+
 def generate_from_run(
     run_path: Path,
     checkpoint: str,
@@ -206,25 +290,31 @@ def generate_from_run(
     weights: Mapping[str, Any] | None = None,
     data_info: Mapping[str, Any] | None = None,
     like: nn.Module | None = None,
+    step: int | None = None,
 ) -> tuple[Sample, Path]:
-    """Sample from a checkpoint (or from ``weights``, e.g. a copy of the live ones) and write
-    the MIDI under ``RUN/samples/`` (or ``out``). In a process that trains the run, pass its
-    live model as ``like`` (see ``model_from_weights``): sampling then never moves the run's
-    RNG."""
+    """Sample from a checkpoint (or from ``weights``, e.g. a copy of the live ones, taken at
+    ``step``) and write the MIDI under ``RUN/samples/`` (or ``out``), with its metadata beside
+    it (``meta_path``). Blank conditioning values are drawn first, by the family's ``draw``
+    from the checkpoint's data info (what the training data pairs). In a process that trains
+    the run, pass its live model as ``like`` (see ``model_from_weights``): sampling then never
+    moves the run's RNG. The sample says which checkpoint and step it came from."""
     import torch
 
     profile = run_profile(run_path)
     sampler = sampler_of(profile.family_spec)
-    conditioning = check_request(sampler, request.conditioning, profile.family)
+    asked = check_request(sampler, request.conditioning, profile.family)
+    stem = checkpoint if step is None else f"{checkpoint}-step{step}"  # live weights
     if weights is None:
         state = _checkpoint_state(run_path, checkpoint)
         weights, data_info = state["model"], state.get("data_info")
+        step, stem = checkpoint_step(state), checkpoint
     model = _model_with(profile, weights, data_info, device, like)
-    request = dataclasses.replace(request, conditioning=conditioning)
+    used = sampler.draw(asked, data_info or {}, request.seed) if sampler.draw else asked
+    request = dataclasses.replace(request, conditioning=used)
     sample = sampler.sample(model, profile, [request], torch.device(device))[0]
-    path = (
-        out if out is not None else run_path / "samples" / f"{sample_name(checkpoint, sample)}.mid"
-    )
+    sample = dataclasses.replace(sample, requested=asked, checkpoint=checkpoint, step=step)
+    path = out if out is not None else run_path / "samples" / f"{sample_name(stem, sample)}.mid"
+    write_meta(sample_meta(run_path, profile.family, request, sample), path)
     return sample, write_midi(sampler, sample, path)
 
 

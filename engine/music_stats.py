@@ -28,7 +28,7 @@ class MusicStats:
     """Mean number of sounding notes while any note sounds."""
     notes_per_s: float
     key: str
-    """"C:maj" .. "B:min"."""
+    """"C:maj" .. "B:min": the key the notes sound in, whatever key a sample was asked for."""
     mode: str
     """"maj" or "min" (valence)."""
     bpm: float
@@ -36,10 +36,11 @@ class MusicStats:
     """True when the file states no tempo and ``bpm`` was estimated from the onsets."""
 
     def line(self) -> str:
+        """One line; the key is called detected, so that it is not taken for one asked for."""
         rng = f"{self.pitch_low}-{self.pitch_high}" if self.notes else "-"
         return (
             f"{self.notes} notes · {self.seconds:.1f} s · pitch {rng} · polyphony "
-            f"{self.polyphony:.2f} · {self.notes_per_s:.2f} notes/s · key {self.key} · "
+            f"{self.polyphony:.2f} · {self.notes_per_s:.2f} notes/s · detected key {self.key} · "
             f"{'~' if self.bpm_estimated else ''}{self.bpm:.0f} bpm"
         )
 

@@ -106,18 +106,17 @@ def generate_here(
     so the run's RNG never moves and training goes on as if nobody had asked."""
     from podium.engine.generate import generate_from_run
 
-    weights = None
-    name = checkpoint
+    weights, step = None, None
     if checkpoint == "live":
         step, weights = trainer.snapshot_weights().result(timeout=COMMAND_TIMEOUT)
-        name = f"live-step{step}"
     return generate_from_run(
         run.path,
-        name,
+        checkpoint,
         request,
         weights=weights,
         data_info=assembly.data.model_info,
         like=assembly.model,
+        step=step,
     )
 
 

@@ -115,6 +115,33 @@ def test_the_length_caps_end_a_model_that_never_says_eos():
     assert s.ended == "bars" and len(s.tokens) == 4  # the prompt and three bars
 
 
+def test_a_bar_request_is_not_cut_by_the_token_cap_and_says_why_it_ended_short():
+    """The form said 8 bars, the sample had 4: which cap ended it, and how to raise it."""
+    model = tiny_model()
+    with torch.no_grad():  # never EOS; every token a new bar
+        model.heads[V.FIELDS.index("type")].bias[V.TYPE_EOS] = -1e4
+        model.heads[V.FIELDS.index("type")].bias[V.TYPE_METRICAL] = 1e4
+        model.heads[V.FIELDS.index("bar_beat")].bias[V.BAR] = 1e4
+    # generate.max_tokens caps a request without bars, not 30 bars that fit in max_len.
+    s = sample_one(model, GenerateConfig(max_tokens=20), cp_request(bars=30, seed=0))
+    assert s.ended == "bars" and len(s.tokens) == 31 and s.bars == 30 and s.note == ""
+    s = sample_one(model, GenerateConfig(max_tokens=20), cp_request(bars=None, seed=0))
+    assert s.ended == "length" and len(s.tokens) == 21
+    assert s.note.startswith("20 bars: the token cap generate.max_tokens = 20 ended it")
+
+    short = tiny_model(max_len=16)
+    with torch.no_grad():
+        short.heads[V.FIELDS.index("type")].bias[V.TYPE_EOS] = -1e4
+    s = sample_one(short, GenerateConfig(), cp_request(emotion="Q1", key="C:maj", bars=8))
+    assert s.ended == "max_len" and len(s.tokens) == 17 and s.bars < 8
+    assert s.note.startswith(
+        f"{s.bars} of 8 bars: the model holds at most 16 tokens (model.max_len"
+    )
+    assert "ask for fewer bars, or train a model with a larger model.max_len" in s.note
+    s = sample_one(model, GenerateConfig(), cp_request(bars=8, tokens=5))
+    assert s.ended == "length" and "5 of 8 bars: the token cap --tokens 5 ended it" in s.note
+
+
 def test_bad_conditioning_and_broken_logits_are_clear_errors():
     model, cfg = tiny_model(), GenerateConfig()
     with pytest.raises(GenerateError, match="Q1, Q2, Q3, Q4"):
@@ -137,6 +164,33 @@ def test_generate_from_a_checkpoint_writes_the_same_midi_bytes_for_a_seed(traine
     assert default.parent == trained / "samples" and default.suffix == ".mid"
 
 
+def test_a_sample_says_which_checkpoint_and_step_it_came_from(trained, tmp_path):
+    """Same seed, other MIDI after ``latest`` moved: the sidecar tells the two apart."""
+    import json
+
+    saved = json.loads((trained / "checkpoints" / "latest.json").read_text())
+    req = cp_request(emotion="Q3", key="", bars=2, seed=1)
+    sample, path = generate_from_run(trained, "latest", req, out=tmp_path / "s.mid")
+    assert (sample.checkpoint, sample.step) == ("latest", saved["step"]) and saved["step"] == 4
+    meta = json.loads((tmp_path / "s.json").read_text())
+    assert meta["checkpoint"] == "latest" and meta["step"] == 4 and meta["run"] == "g"
+    assert meta["requested"] == {"emotion": "Q3", "key": ""} and meta["drawn"] == ["key"]
+    assert meta["conditioning"] == sample.conditioning and meta["seed"] == 1
+    assert meta["ended"] == sample.ended and meta["tokens"] == len(sample.tokens)
+    assert meta["bars_asked"] == 2 and meta["note"] == sample.note
+    # The drawn key is one the run's training data pairs with Q3 (minor, in the demo corpus).
+    from podium.engine.checkpoints import load_state
+
+    table = load_state(trained / "checkpoints" / "latest.pt")["data_info"]["emotion_keys"]
+    assert sample.conditioning["key"] in table["Q3"]
+    # A drawn key samples what the same key asked for does.
+    asked, again = generate_from_run(
+        trained, "latest", cp_request(emotion="Q3", key=sample.conditioning["key"], bars=2, seed=1),
+        out=tmp_path / "t.mid",
+    )  # fmt: skip
+    assert again.read_bytes() == path.read_bytes() and asked.drawn == ()
+
+
 def test_the_generate_command_and_its_errors(trained, capsys):
     runs = str(trained.parent)
     ok = podium("generate", "g", "--runs-dir", runs, "--emotion", "Q2", "--key", "a:min",
@@ -145,6 +199,13 @@ def test_the_generate_command_and_its_errors(trained, capsys):
     assert "Q2, A:min" in ok.stdout and "notes" in ok.stdout
     mid = trained / "samples" / "latest-Q2-Amin-seed2.mid"
     assert mid.exists() and mid.with_suffix(".wav").exists()
+    # Which weights, and the key asked beside the key heard (never "key E:maj" alone).
+    assert "from checkpoint latest (step 4) · seed 2 · emotion Q2 · key requested A:min · " \
+        "detected " in ok.stdout, ok.stdout  # fmt: skip
+    assert "· detected key " in ok.stdout and f"metadata: {mid.with_suffix('.json')}" in ok.stdout
+    drawn = podium("generate", "g", "--runs-dir", runs, "--emotion", "Q1", "--bars", "1")
+    assert drawn.returncode == 0, drawn.stderr
+    assert "emotion Q1 · key drawn " in drawn.stdout and "(step 4)" in drawn.stdout, drawn.stdout
     capsys.readouterr()
     for args, words in (  # in-process: the same main() the console script calls, no torch import
         (["--emotion", "Q5"], "Q1, Q2, Q3, Q4"),
@@ -327,7 +388,7 @@ def test_a_model_rebuilt_like_the_live_one_draws_nothing_from_the_global_rng(tra
 
     plain, _ = load_model(trained, "latest")
     state = load_state(trained / "checkpoints" / "latest.pt")
-    assert state["family"] == "cp" and state["data_info"] == {"vocab_sizes": V.vocab_sizes()}
+    assert state["family"] == "cp" and state["data_info"]["vocab_sizes"] == V.vocab_sizes()
     torch.manual_seed(11)
     before = torch.random.get_rng_state()
     rebuilt, profile = model_from_weights(trained, state["model"], state["data_info"], like=plain)
@@ -345,3 +406,27 @@ def test_a_model_rebuilt_like_the_live_one_draws_nothing_from_the_global_rng(tra
     torch.manual_seed(11)
     load_model(trained, "latest")  # a plain build does draw (why ``like`` exists)
     assert not torch.equal(torch.random.get_rng_state(), before)
+
+
+def test_every_generate_option_has_help_and_the_familys_flags_are_listed(capsys):
+    import argparse
+
+    from podium.engine.cli.main import build_parser
+
+    parser = build_parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    generate = sub.choices["generate"]
+    for action in generate._actions:
+        assert action.help and action.help != argparse.SUPPRESS, action.option_strings or action
+    with pytest.raises(SystemExit):
+        cli_main(["generate", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for flag, words in (
+        ("--checkpoint", "latest (default)"),
+        ("--temperature", "0 (greedy) to 10"),
+        ("--top-p", "nucleus mass"),
+        ("--seed", "random seed"),
+        ("--emotion VALUE", "cp: Q1..Q4"),
+        ("--key VALUE", "cp: e.g. C:maj"),
+    ):
+        assert f"{flag} " in text and words in text, (flag, text)

@@ -43,7 +43,12 @@ async def test_preview_from_the_live_weights_while_training_goes_on(tmp_path):
             n.startswith("preview written") and "(Q4 G:maj, ended by" in n for n in app.notices
         )
         pretty_midi.PrettyMIDI(str(path))
-        assert "notes" in str(preview.query_one("#preview-stats").render())
+        stats = str(preview.query_one("#preview-stats").render())
+        step = int(path.name.removeprefix("live-step").split("-")[0])
+        # Which weights, and the key asked beside the key the analyser hears.
+        assert f"from live weights (step {step}) · seed 11 · emotion Q4 · key requested G:maj · " \
+            "detected " in stats, stats  # fmt: skip
+        assert "notes" in stats and "ended by " in stats
         assert preview.query_one("#samples").option_count == 1
         await wait_for(pilot, lambda: live.model.numbers.step > step_then, 30, "training to go on")
         await pilot.press("escape")
@@ -60,6 +65,8 @@ async def test_preview_from_the_live_weights_while_training_goes_on(tmp_path):
         await wait_for(pilot, lambda: app.screen.current is not None, 20, "the sample")
         assert app.screen.current.name.startswith("latest-")
         assert app.screen.query_one("#samples").option_count == 2
+        stats = str(app.screen.query_one("#preview-stats").render())
+        assert "from checkpoint latest (step " in stats and "key drawn " in stats, stats
 
 
 def test_the_form_checks_its_numbers_and_the_roll_draws_notes():
@@ -102,3 +109,24 @@ def test_the_form_checks_its_numbers_and_the_roll_draws_notes():
     assert lines[0][4:14] == "█" * 10 and lines[0][14:].strip(" │") == ""  # loud, first half
     assert lines[-1][14:24] == "░" * 10  # soft, second half
     assert PianoRoll().midi is None
+
+
+def test_the_preview_says_where_a_sample_came_from_and_why_it_ended_short():
+    from podium.engine.music_stats import MusicStats
+    from podium.tui.screens.preview import describe_meta
+
+    stats = MusicStats(40, 9.5, 50, 80, 1.2, 4.2, "E:maj", "maj", 120.0)
+    meta = {
+        "checkpoint": "latest", "step": 120, "seed": 3, "ended": "max_len",
+        "conditioning": {"emotion": "Q1", "key": "A:min"}, "drawn": [],
+        "note": "4 of 8 bars: the model holds at most 256 tokens (model.max_len; 248 tokens made 4 bars)",
+    }  # fmt: skip
+    first, why = (line.plain for line in describe_meta(meta, stats))
+    assert first == "from checkpoint latest (step 120) · seed 3 · emotion Q1 · key requested " \
+        "A:min · detected E:maj"  # fmt: skip
+    assert why == f"ended by max_len: {meta['note']}"
+    meta |= {"drawn": ["key"], "note": "", "ended": "bars", "step": None}
+    first, why = (line.plain for line in describe_meta(meta, stats))
+    assert "checkpoint latest · seed 3 · emotion Q1 · key drawn A:min · detected E:maj" in first
+    assert why == "ended by bars"
+    assert "detected key E:maj" in stats.line()  # the analyser's own line says so too

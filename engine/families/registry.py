@@ -167,11 +167,30 @@ class Sample:
     """Wall time the generation took."""
     seed: int
     """The seed actually used (the request's, or the next after a retry)."""
+    note: str = ""
+    """Why it ended, in words a user can act on, when it ended short of what was asked ("4 of
+    8 bars: the model holds at most 256 tokens (model.max_len)..."); "" when it ended as asked."""
+    bars: int | None = None
+    """Bars the sample holds, when the family counts bars."""
+    requested: dict[str, str] = field(default_factory=dict)
+    """The conditioning as asked (blank: drawn); filled in by ``generate_from_run``."""
+    checkpoint: str = ""
+    """Which weights made it: a checkpoint's name, or "live"; filled in by ``generate_from_run``."""
+    step: int | None = None
+    """The training step of those weights, when known."""
 
     @property
     def label(self) -> str:
         """The conditioning in a few words ("Q1 C:maj"), for messages and file names."""
         return " ".join(v for v in self.conditioning.values() if v)
+
+    @property
+    def drawn(self) -> tuple[str, ...]:
+        """The options left blank in the request whose values were drawn (none when the
+        request is not known)."""
+        if not self.requested:
+            return ()
+        return tuple(n for n, v in self.conditioning.items() if v and not self.requested.get(n))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -186,6 +205,11 @@ class SamplerSpec:
     """One sample per request, in one batch; the model's train/eval mode is restored."""
     to_midi: Callable[[Sample], pretty_midi.PrettyMIDI]
     """The sample as a MIDI file."""
+    draw: Callable[[Mapping[str, str], DataInfo, int], dict[str, str]] | None = None
+    """``(checked conditioning, the checkpoint's data info, seed) -> conditioning`` with every
+    blank value drawn, by the seed, from what the training data pairs with the given ones (a
+    key the pieces of the asked emotion were in), for data info that says so. Called before
+    ``sample``; None: ``sample`` draws blank values itself."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -188,6 +188,8 @@ class SampleShown(Message):
     midi: Any
     stats: Any
     error: str | None = None
+    meta: dict[str, Any] | None = None
+    """The sample's sidecar (``generate.read_meta``): where it came from, what ended it."""
 
 
 class PreviewScreen(Screen):
@@ -241,6 +243,7 @@ class PreviewScreen(Screen):
     def load(self, path: Path) -> None:
         import pretty_midi
 
+        from podium.engine.generate import read_meta
         from podium.engine.music_stats import analyse
 
         try:
@@ -249,7 +252,7 @@ class PreviewScreen(Screen):
         except Exception as exc:
             self.post_message(SampleShown(path, None, None, f"{path.name}: {exc}"))
             return
-        self.post_message(SampleShown(path, midi, stats))
+        self.post_message(SampleShown(path, midi, stats, meta=read_meta(path)))
 
     def on_sample_shown(self, message: SampleShown) -> None:
         from podium.tui.widgets.piano_roll import PianoRoll
@@ -265,7 +268,10 @@ class PreviewScreen(Screen):
             title.append(f"\n         {wav}", style="dim")
         self.query_one("#preview-title", Static).update(title)
         self.query_one(PianoRoll).show(message.midi)
-        self.query_one("#preview-stats", Static).update(describe_stats(message.stats))
+        stats = describe_stats(message.stats)
+        if message.meta is not None:
+            stats = Text("\n").join([*describe_meta(message.meta, message.stats), stats])
+        self.query_one("#preview-stats", Static).update(stats)
 
     @work(thread=True, group="wav", exit_on_error=False)
     def action_wav(self) -> None:
@@ -284,6 +290,32 @@ class PreviewScreen(Screen):
 
     def action_back(self) -> None:
         self.app.pop_screen()
+
+
+def describe_meta(meta: dict[str, Any], stats: Any = None) -> list[Text]:
+    """A sample's sidecar in a line or two: the weights and seed it came from, each
+    conditioning value asked or drawn (the key beside the one the analyser detects), and, when
+    it ended short of what was asked, why and what to change."""
+    from podium.engine.generate import conditioning_words, source_words
+
+    conditioning = meta.get("conditioning")
+    conditioning = conditioning if isinstance(conditioning, dict) else {}
+    drawn = meta.get("drawn") if isinstance(meta.get("drawn"), list) else []
+    step = meta.get("step") if isinstance(meta.get("step"), int) else None
+    detected = getattr(stats, "key", None) if getattr(stats, "notes", 0) else None
+    first = Text(f"from {source_words(str(meta.get('checkpoint') or '?'), step)}", style="bold")
+    first.append(f" · seed {meta.get('seed', '?')}")
+    words = conditioning_words({str(k): str(v) for k, v in conditioning.items()}, drawn, detected)
+    if words:
+        first.append(f" · {words}")
+    lines = [first]
+    note = str(meta.get("note") or "")
+    ended = str(meta.get("ended") or "?")
+    if note:
+        lines.append(Text(f"ended by {ended}: {note}", style="yellow"))
+    else:
+        lines.append(Text(f"ended by {ended}", style="dim"))
+    return lines
 
 
 def describe_stats(stats: Any) -> Text:

@@ -104,6 +104,12 @@ def _sample(
     return sample_batch(model, profile.section("generate"), requests, device)
 
 
+def _draw(conditioning: Mapping[str, str], info: DataInfo, seed: int) -> dict[str, str]:
+    from podium.engine.families.cp.keys import draw_conditioning
+
+    return draw_conditioning(conditioning, info, seed)
+
+
 def _to_midi(sample: Sample) -> pretty_midi.PrettyMIDI:
     from podium.engine.families.cp.tokens import decode_tokens
 
@@ -113,11 +119,15 @@ def _to_midi(sample: Sample) -> pretty_midi.PrettyMIDI:
 SAMPLER = SamplerSpec(
     options=(
         ConditionOption(name="emotion", help="Q1..Q4 (blank: drawn by the seed)", choices=EMOTIONS),
-        ConditionOption(name="key", help="e.g. C:maj, a:min (blank: drawn by the seed)"),
+        ConditionOption(
+            name="key",
+            help="e.g. C:maj, a:min (blank: one the training data pairs with the emotion)",
+        ),
     ),
     check=_check_conditioning,
     sample=_sample,
     to_midi=_to_midi,
+    draw=_draw,
 )
 
 

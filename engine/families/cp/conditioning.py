@@ -25,14 +25,13 @@ import pretty_midi
 
 from podium.engine.families.cp import vocab as V
 from podium.engine.families.cp.config import CHECK_GROUP
+from podium.engine.families.cp.keys import POSITIVE
 from podium.engine.families.cp.sampler import sample_batch
 from podium.engine.families.cp.tokens import decode_tokens
 from podium.engine.families.registry import SampleRequest
 from podium.engine.music_stats import MusicStats, analyse
 from podium.engine.series import hook_series
 
-POSITIVE = ("Q1", "Q4")
-"""Quadrants of positive valence: major mode expected."""
 HIGH_AROUSAL = ("Q1", "Q2")
 """Quadrants of high arousal: fast and dense expected."""
 TEMPO_SPLIT_BPM = 104.0

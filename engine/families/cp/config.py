@@ -177,7 +177,8 @@ class GenerateConfig:
     conditioning check."""
 
     max_tokens: int = 1024
-    """Hard cap on generated tokens, so a model that never emits EOS still ends."""
+    """Hard cap on generated tokens, so a model that never emits EOS still ends, for a request
+    that asks for neither bars nor seconds (those end it themselves, within ``model.max_len``)."""
     temperature: float = 1.0
     """Default temperature for every head without an entry in ``temperatures``."""
     top_p: float = 0.9

@@ -48,6 +48,7 @@ from podium.engine.data.midi_io import estimate_key, load_midi, piano_notes
 from podium.engine.errors import DataError
 from podium.engine.families.cp import vocab as cp_vocab
 from podium.engine.families.cp.config import DataConfig
+from podium.engine.families.cp.keys import PAIRS, pair_table
 from podium.engine.families.cp.tokens import encode_midi
 
 PREPARED_FORMAT = 1
@@ -181,11 +182,17 @@ class DataBundle:
     """Pieces that tokenised (train + val)."""
     info: dict[str, Any] = field(default_factory=dict)
     """JSON-able summary: source, paths, counts, skipped files, emotion balance."""
+    emotion_keys: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Training pieces per (emotion, key): what a sample that leaves its key blank draws from
+    (``keys.draw_conditioning``)."""
 
     @property
     def model_info(self) -> dict[str, Any]:
-        """What the model needs of this data (saved with checkpoints)."""
-        return {"vocab_sizes": dict(self.vocab_sizes)}
+        """What the model and its sampler need of this data (saved with checkpoints)."""
+        return {
+            "vocab_sizes": dict(self.vocab_sizes),
+            PAIRS: {e: dict(k) for e, k in self.emotion_keys.items()},
+        }
 
 
 # -- building --------------------------------------------------------------------------------
@@ -287,6 +294,9 @@ def _bundle(
         prepared_dir=prepared_dir,
         n_pieces=len(ids),
         info=info,
+        emotion_keys=pair_table(
+            (meta["pieces"][i]["emotion"], meta["pieces"][i]["key"]) for i in train_i
+        ),
     )
 
 

@@ -22,6 +22,7 @@ import torch
 
 from podium.engine.families.cp import vocab as V
 from podium.engine.families.cp.config import GenerateConfig
+from podium.engine.families.cp.keys import draw_conditioning
 from podium.engine.families.cp.stepper import CPStepper
 from podium.engine.families.cp.tokens import emotion_token
 from podium.engine.families.registry import Sample, SampleRequest
@@ -111,14 +112,13 @@ def _sample_batch(
     B = len(requests)
     gens = [np.random.Generator(np.random.PCG64(int(r.seed))) for r in requests]
     conds = []
-    for r, gen in zip(requests, gens, strict=True):
-        checked = check_conditioning(r.conditioning)
-        emotion, key = checked["emotion"], checked["key"]
-        emotion = emotion or V.EMOTIONS[int(gen.integers(len(V.EMOTIONS)))]
-        key = key or V.KEYS[int(gen.integers(len(V.KEYS)))]
-        conds.append((emotion, key))
-    caps = [r.tokens if r.tokens is not None else gen_cfg.max_tokens for r in requests]
+    for r in requests:
+        # Blank values not drawn by the caller (``generate_from_run`` draws them from the
+        # checkpoint's pair table): a key of the emotion's mode.
+        drawn = draw_conditioning(check_conditioning(r.conditioning), None, r.seed)
+        conds.append((drawn["emotion"], drawn["key"]))
     max_len = int(model.cfg.max_len)
+    caps = [token_cap(r, gen_cfg, max_len) for r in requests]
     settings = [_head_settings(gen_cfg, r) for r in requests]
     # (B,) for the type head; (B * 8,) row-major (row, head) for the other heads.
     type_t = np.array([s["type"][0] for s in settings])
@@ -187,16 +187,72 @@ def _sample_batch(
     finally:
         model.train(was_training)
     seconds = time.perf_counter() - t0
-    return [
-        Sample(
-            tokens=np.stack(rows[b]).astype(np.int64),
-            conditioning={"emotion": conds[b][0], "key": conds[b][1]},
-            ended=ended[b] or ("length" if len(rows[b]) - 1 >= caps[b] else "max_len"),
-            seconds=seconds,
-            seed=requests[b].seed,
+    out = []
+    for b, r in enumerate(requests):
+        end = ended[b] or ("length" if len(rows[b]) - 1 >= caps[b] else "max_len")
+        made = bars[b] - (end in ("bars", "seconds"))  # the Bar that ended it is not kept
+        out.append(
+            Sample(
+                tokens=np.stack(rows[b]).astype(np.int64),
+                conditioning={"emotion": conds[b][0], "key": conds[b][1]},
+                ended=end,
+                seconds=seconds,
+                seed=r.seed,
+                note=why_it_ended(end, r, made, len(rows[b]) - 1, music_s[b], gen_cfg, max_len),
+                bars=made,
+            )
         )
-        for b in range(B)
-    ]
+    return out
+
+
+def token_cap(request: SampleRequest, gen_cfg: GenerateConfig, max_len: int) -> int:
+    """The most tokens a request may generate. An explicit ``tokens``; else, when bars or
+    seconds are asked, none short of the model's ``max_len`` (past it: they end the piece, and
+    ``generate.max_tokens`` must not cut an 8-bar request at 4); else ``generate.max_tokens``."""
+    if request.tokens is not None:
+        return request.tokens
+    if request.bars is not None or request.seconds is not None:
+        return max_len + 1
+    return gen_cfg.max_tokens
+
+
+def why_it_ended(
+    ended: str,
+    request: SampleRequest,
+    bars: int,
+    tokens: int,
+    music_s: float,
+    gen_cfg: GenerateConfig,
+    max_len: int,
+) -> str:
+    """The stop reason in words a user can act on, when a sample ended short of what was asked
+    ("" when it ended as asked: its bars, its seconds, its token cap alone)."""
+    if request.bars is not None and ended != "bars":
+        got = f"{bars} of {request.bars} bars"
+    elif request.seconds is not None and ended != "seconds":
+        got = f"{music_s:.0f} of {request.seconds:g} s of music ({bars} bars)"
+    elif ended == "length" and request.tokens is None:
+        got = f"{bars} bars"
+    else:
+        return ""
+    rate = f"; {tokens} tokens made {bars} bar{'s' if bars != 1 else ''}"
+    if ended == "max_len":
+        return (
+            f"{got}: the model holds at most {max_len} tokens (model.max_len{rate}); ask for "
+            "fewer bars, or train a model with a larger model.max_len"
+        )
+    if ended == "length":
+        cap = (
+            f"--tokens {request.tokens}"
+            if request.tokens is not None
+            else f"generate.max_tokens = {gen_cfg.max_tokens}"
+        )
+        return (
+            f"{got}: the token cap {cap} ended it{rate}; raise it (up to model.max_len {max_len})"
+        )
+    if ended == "eos":
+        return f"{got}: the model ended the piece itself (its end token)"
+    return f"{got}: ended by {ended}"
 
 
 class _Layout:
