@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -93,9 +94,10 @@ def inspect_store(path: Path, *, thorough: bool = True) -> StoreState:
         if version == 0:
             return StoreState("empty", "0 bytes" if size == 0 else "no metrics tables")
         if thorough:
-            problems = [r[0] for r in con.execute("PRAGMA quick_check(5)")]
-            if problems != ["ok"]:
-                return StoreState("damaged", "; ".join(problems))
+            problems = _problems(con.execute("PRAGMA quick_check(5)"))
+            if problems:
+                more = f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
+                return StoreState("damaged", "; ".join(problems[:3]) + more)
         row = con.execute("SELECT value FROM meta WHERE key = ?", (HISTORY_FROM,)).fetchone()
         con.execute("SELECT count(*) FROM series").fetchone()
     except sqlite3.DatabaseError as exc:
@@ -115,12 +117,18 @@ def integrity_check(path: Path, *, limit: int = 20) -> list[str]:
     except sqlite3.Error as exc:
         return [str(exc)]
     try:
-        rows = [r[0] for r in con.execute(f"PRAGMA integrity_check({int(limit)})")]
+        return _problems(con.execute(f"PRAGMA integrity_check({int(limit)})"))
     except sqlite3.DatabaseError as exc:
         return [str(exc)]
     finally:
         con.close()
-    return [] if rows == ["ok"] else rows
+
+
+def _problems(rows: Iterable[tuple[str]]) -> list[str]:
+    """The lines of an integrity or quick check ([] for "ok"); SQLite may put several lines in
+    one row, under a "*** in database main ***" heading."""
+    lines = [ln.strip() for (text,) in rows for ln in str(text).splitlines()]
+    return [ln for ln in lines if ln and ln != "ok" and not ln.startswith("***")]
 
 
 def set_aside(path: Path) -> Path | None:
