@@ -306,8 +306,14 @@ def resolve_run(arg: str, root: Path) -> RunDir:
     else:
         candidates += [root / arg, as_path]
     for path in candidates:
-        if (path / "run.json").is_file():
-            return RunDir(path)
+        try:
+            if (path / "run.json").is_file():
+                return RunDir(path)
+        except PermissionError:
+            raise RunError(
+                f"run {arg!r}: {path} is private to {_owner_of(path)} (only its owner, or a group "
+                "it is shared with, may read it)"
+            ) from None
     if "/" not in arg:
         check_run_id(arg, what="RUN")
     raise RunError(f"no run {arg!r} under {root} (podium runs lists them)")
@@ -407,6 +413,16 @@ def lock_holders(path: Path, fd: int | None = None) -> list[LockHolder]:
         found.append(LockHolder(pid=pid, exclusive=parts[3] == "WRITE", user=_user_of(pid)))
     found.sort(key=lambda h: not h.exclusive)
     return found
+
+
+def _owner_of(path: Path) -> str:
+    try:
+        uid = path.stat().st_uid
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"user {uid}"
+    except OSError:
+        return "another user"
 
 
 def _user_of(pid: int) -> str:

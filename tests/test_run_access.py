@@ -168,3 +168,69 @@ def test_a_lock_held_by_another_process_names_that_process_not_a_dead_run(tmp_pa
     assert f"pid {dead.pid}, has ended" in line and "is live" not in line
     user = pwd.getpwuid(os.getuid()).pw_name
     assert f"user {user}" in line
+
+
+def _as_other_user(fn, gid: int) -> str:
+    """``fn()``'s result (text), run in a forked child that became ``nobody`` in group ``gid``."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: another user, a member of the run's group only
+        try:
+            os.close(read)
+            os.setgroups([])
+            os.setgid(gid)
+            os.setuid(pwd.getpwnam("nobody").pw_uid)
+            out = str(fn())
+        except BaseException as exc:  # reported to the parent
+            out = f"{type(exc).__name__}: {exc}"
+        os.write(write, out.encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as fh:
+        text = fh.read()
+    os.waitpid(pid, 0)
+    return text
+
+
+def test_a_member_of_the_group_reads_a_finished_shared_run_but_cannot_write_it(open_root):
+    """A finished run's store has no ``-shm`` index left and a group member may not create one
+    in the run directory: SQLite's read-only open failed there ("attempt to write a readonly
+    database") until the reader fell back to reading the complete file as immutable."""
+    from podium.engine.run_access import RunAccess
+    from podium.engine.runs import list_runs, resolve_run
+    from podium.engine.store import RunReader
+
+    gid = grp.getgrnam("nogroup").gr_gid if IS_ROOT else os.getegid()
+    access = RunAccess(group="nogroup", gid=gid) if IS_ROOT else RunAccess()
+    run = create_run(open_root, profile_name="toy", name="s", access=access)
+    run.write_info(new_info(run, profile="toy", family="toy", source="toy.toml"))
+    run.acquire()
+    store = RunStore.open(run.db_path)
+    store.add_scalars(5, 0.0, 1.0, {"train/loss": 0.25})
+    store.close()
+    run.release()
+    assert not run.db_path.with_name("metrics.db-shm").exists()
+
+    def read_it() -> str:
+        with RunReader.open(run.db_path) as reader:
+            return repr(reader.last("train/loss"))
+
+    if not IS_ROOT:  # the same situation for this user: a run directory it may not write in
+        os.chmod(run.path, 0o550)
+        try:
+            assert read_it() == "(5, 0.25)"
+        finally:
+            os.chmod(run.path, 0o700)
+        return
+    assert _as_other_user(read_it, gid) == "(5, 0.25)"
+    write = lambda: (run.path / "checkpoints").mkdir()  # noqa: E731
+    assert _as_other_user(write, gid).startswith("PermissionError")
+    private = create_run(open_root, profile_name="toy", name="p", access=RunAccess())
+    private.write_info(new_info(private, profile="toy", family="toy", source="toy.toml"))
+    listing = lambda: [r.id for r in list_runs(open_root)]  # noqa: E731
+    assert _as_other_user(listing, gid) == "['s']"  # another user's private run is not listed
+    resolve = lambda: resolve_run("p", open_root)  # noqa: E731
+    assert _as_other_user(resolve, gid) == (
+        f"RunError: run 'p': {private.path} is private to root (only its owner, or a group it "
+        "is shared with, may read it)"
+    )

@@ -50,9 +50,36 @@ def is_damage(exc: BaseException) -> bool:
     return any(t in str(exc) for t in _DAMAGE_TEXT)
 
 
-def _connect_ro(path: Path) -> sqlite3.Connection:
-    uri = f"file:{quote(str(Path(path).resolve()))}?mode=ro"
-    return sqlite3.connect(uri, uri=True, timeout=5.0, isolation_level=None)
+_SQLITE_READONLY = 8
+_SQLITE_CANTOPEN = 14
+
+
+def connect_ro(path: Path, *, timeout: float = 5.0) -> sqlite3.Connection:
+    """A read-only connection to the store at ``path``, also for a reader who may not write in
+    its directory (a group a run is shared with).
+
+    A WAL-mode file needs its ``-shm`` index: while a writer has the store open it exists and
+    a read-only reader uses it; once the writer is gone SQLite removed it, and a reader that
+    cannot create it fails ("attempt to write a readonly database"). The file is then complete
+    on its own (the writer folded the WAL back on close), so it is read as immutable.
+    """
+    path = Path(path)
+    # quote() keeps '/' but escapes '?', '#', '%' and spaces that would break the URI.
+    base = f"file:{quote(str(path.resolve()))}?mode=ro"
+    con = sqlite3.connect(base, uri=True, timeout=timeout, isolation_level=None)
+    try:
+        con.execute("PRAGMA user_version").fetchone()
+        return con
+    except sqlite3.OperationalError as exc:
+        con.close()
+        code = (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF
+        shm = path.with_name(path.name + "-shm")
+        if code not in (_SQLITE_READONLY, _SQLITE_CANTOPEN) or shm.exists():
+            raise
+    except BaseException:
+        con.close()
+        raise
+    return sqlite3.connect(f"{base}&immutable=1", uri=True, timeout=timeout, isolation_level=None)
 
 
 StoreKind = Literal["ok", "missing", "empty", "damaged"]
@@ -86,9 +113,11 @@ def inspect_store(path: Path, *, thorough: bool = True) -> StoreState:
     except OSError as exc:
         return StoreState("damaged", f"cannot read it ({exc.strerror or exc})")
     try:
-        con = _connect_ro(path)
+        con = connect_ro(path)
     except sqlite3.Error as exc:
-        return StoreState("damaged", str(exc))
+        if is_damage(exc):
+            return StoreState("damaged", str(exc))
+        raise RunError(f"{path}: cannot read the metrics store ({exc})") from None
     try:
         version = con.execute("PRAGMA user_version").fetchone()[0]
         if version == 0:
@@ -113,7 +142,7 @@ def inspect_store(path: Path, *, thorough: bool = True) -> StoreState:
 def integrity_check(path: Path, *, limit: int = 20) -> list[str]:
     """SQLite's ``PRAGMA integrity_check`` of the store: its problems, [] when it is sound."""
     try:
-        con = _connect_ro(path)
+        con = connect_ro(path)
     except sqlite3.Error as exc:
         return [str(exc)]
     try:

@@ -20,12 +20,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
-from urllib.parse import quote
 
 from podium.engine import series as series_names
 from podium.engine.errors import RunError
 from podium.engine.metrics import Matrix
-from podium.engine.store.health import StoreDamaged, is_damage
+from podium.engine.store.health import StoreDamaged, connect_ro, is_damage
 from podium.engine.store.rollups import _ROLLUP_SHIFTS, _cover
 from podium.engine.store.schema import SCHEMA_VERSION
 
@@ -93,11 +92,6 @@ class EventRow:
     payload: dict[str, Any]
 
 
-def _ro_uri(path: Path) -> str:
-    # quote() keeps '/' but escapes '?', '#', '%' and spaces that would break the URI.
-    return f"file:{quote(str(path.resolve()))}?mode=ro"
-
-
 def _value(v: float | None) -> float:
     return _NAN if v is None else v
 
@@ -150,7 +144,12 @@ class RunReader:
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"{path}: no metrics store")
-        con = sqlite3.connect(_ro_uri(path), uri=True, timeout=busy_timeout, isolation_level=None)
+        try:
+            con = connect_ro(path, timeout=busy_timeout)
+        except sqlite3.DatabaseError as exc:
+            if is_damage(exc):
+                raise StoreDamaged(path, str(exc)) from None
+            raise
         return cls._start(con, path, True, busy_timeout)
 
     @classmethod
