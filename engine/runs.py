@@ -342,7 +342,7 @@ def _created(run: RunDir) -> float:
         return 0.0
 
 
-_INFO_TYPES: dict[str, tuple[type, ...]] = {
+_INFO_TYPES: dict[str, tuple[type, ...]] = {  # a field missing here is not type-checked
     "id": (str,),
     "profile": (str,),
     "family": (str,),
@@ -365,7 +365,7 @@ def _info_problem(data: Any) -> str:
     missing = sorted(_REQUIRED - set(data))
     if missing:
         return f"missing {', '.join(missing)}"
-    unknown = sorted(set(data) - set(_INFO_TYPES))
+    unknown = sorted(set(data) - {f.name for f in fields(RunInfo)})
     if unknown:
         return f"unknown key {unknown[0]!r}"
     for key, types in _INFO_TYPES.items():

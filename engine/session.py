@@ -55,6 +55,7 @@ from podium.engine.run_access import resolve_access
 from podium.engine.runs import RunDir, create_run, new_info
 from podium.engine.sinks import LineSink, StoreSink
 from podium.engine.store import RunStore, StoreWriter
+from podium.engine.store.health import inspect_store
 from podium.engine.trainer import Trainer, TrainResult, pick_device
 
 
@@ -537,8 +538,6 @@ def branch_session(
 def _parent_history(parent: RunDir, info: CheckpointInfo, allow_new_history: bool) -> bool:
     """Whether a branch can copy ``parent``'s history; refuses a lost or damaged one unless
     ``allow_new_history`` (then False: the branch starts a new history)."""
-    from podium.engine.store.health import inspect_store
-
     state = inspect_store(parent.db_path)
     if state.kind == "ok":
         return True

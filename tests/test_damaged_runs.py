@@ -151,3 +151,20 @@ async def test_the_home_screen_lists_good_runs_beside_a_damaged_one(tmp_path):
         runs = app.screen.query_one("#runs")
         await wait_for(pilot, lambda: runs.row_count == 4, 15, "the runs table")
         assert str(runs.get_cell("good", "step")) == "50"
+
+
+def test_a_branch_from_a_run_whose_store_is_damaged_asks_first(trained, tmp_path, capsys):
+    parent = _copy(trained, tmp_path, "parent")
+    _truncated(parent / "metrics.db")
+    before = (parent / "metrics.db").read_bytes()
+    args = ("resume", "parent", "--checkpoint", "latest", "--name", "child", "--headless",
+            "--max-steps", "7", "--runs-dir", str(tmp_path))  # fmt: skip
+    code, _, err = run_cli(capsys, *args)  # the copy of its history raised DatabaseError
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "run parent's metrics store is damaged" in err and "--allow-new-history" in err
+    assert not (tmp_path / "child").exists()
+    code, _, _ = run_cli(capsys, *args, "--allow-new-history")
+    assert code == 0 and (parent / "metrics.db").read_bytes() == before  # the parent untouched
+    with RunReader.open(tmp_path / "child" / "metrics.db") as store:
+        assert store.meta_get(HISTORY_FROM) == "6"
+        assert [s for s, _ in store.query("train/loss")] == [7]
