@@ -50,9 +50,12 @@ from podium.engine.gpus.select import (
     check_visible_devices,
     claim_gpus,
 )
+from podium.engine.resume_history import check_history, start_new_history
+from podium.engine.run_access import resolve_access
 from podium.engine.runs import RunDir, create_run, new_info
 from podium.engine.sinks import LineSink, StoreSink
 from podium.engine.store import RunStore, StoreWriter
+from podium.engine.store.health import inspect_store
 from podium.engine.trainer import Trainer, TrainResult, pick_device
 
 
@@ -327,12 +330,14 @@ def new_session(
     gpus: str | None = None,
     share_gpu: bool = False,
     cpu_ranks: int | None = None,
+    share_group: str | None = None,
 ) -> Session:
     """Create a run directory for ``profile`` and everything needed to train it.
 
     ``cpu_ranks``: how many gloo ranks train a run placed on the CPU (None: ``PODIUM_CPU_RANKS``,
-    else 1); a run on N GPUs always has N ranks (see podium.engine.distributed)."""
-    run = create_run(root, profile_name=profile.name, name=name)
+    else 1); a run on N GPUs always has N ranks (see podium.engine.distributed).
+    ``share_group``: a group that may read the run (None: the lab's setting, else nobody else)."""
+    run = create_run(root, profile_name=profile.name, name=name, access=resolve_access(share_group))
     run.write_info(
         new_info(
             run, profile=profile.name, family=profile.family, source=profile.source, parent=parent
@@ -374,10 +379,13 @@ def resume_session(
     gpus: str | None = None,
     share_gpu: bool = False,
     cpu_ranks: int | None = None,
+    allow_new_history: bool = False,
 ) -> Session:
     """Continue ``run`` in place from its newest complete checkpoint (or the one named).
 
-    The rank count may differ from the run's so far: a checkpoint is the same for any."""
+    The rank count may differ from the run's so far: a checkpoint is the same for any.
+    A missing, empty or damaged metrics store is refused unless ``allow_new_history``
+    (``podium.engine.resume_history``)."""
     run.acquire()  # refuses a live run
     try:
         profile = load_profile(run.profile_path)
@@ -394,6 +402,9 @@ def resume_session(
                 f"{run.profile_path}: the profile changed since checkpoint {info.name} was saved; "
                 "start a new run instead of resuming this one"
             )
+        history_note = check_history(
+            run, info.step, checkpoint=info.name, allow_new_history=allow_new_history
+        )
         session = _build(
             run,
             profile,
@@ -423,6 +434,10 @@ def resume_session(
                 data={"checkpoint": info.name},
             )
         )
+        if history_note:
+            session.bus.publish(
+                Message(step=info.step, wall=time.time(), level="warning", text=history_note)
+            )
         return session
     except BaseException:
         run.release()
@@ -442,12 +457,14 @@ def branch_session(
     gpus: str | None = None,
     share_gpu: bool = False,
     cpu_ranks: int | None = None,
+    allow_new_history: bool = False,
 ) -> Session:
     """Start a new run that continues ``parent`` from one of its checkpoints.
 
     The parent is left untouched (it may even be live). The new run records its parent and
     checkpoint, and starts with the parent's history up to that checkpoint's step, so its curves
-    read as one line.
+    read as one line. A parent whose store is lost or damaged is refused unless
+    ``allow_new_history`` (the new run's history then starts at the checkpoint's step).
     """
     profile = load_profile(parent.profile_path)
     info = read_info(parent.checkpoint_dir / f"{checkpoint}.json")
@@ -461,6 +478,7 @@ def branch_session(
         raise CheckpointError(
             f"{parent.profile_path}: the profile changed since checkpoint {info.name} was saved"
         )
+    copy_history = _parent_history(parent, info, allow_new_history)
     run = create_run(root, profile_name=profile.name, name=name)
     origin = {
         "run": parent.id,
@@ -480,7 +498,10 @@ def branch_session(
     )
     run.acquire()
     try:
-        _copy_history(parent, run, info.step)
+        if copy_history:
+            _copy_history(parent, run, info.step)
+        else:
+            start_new_history(run, info.step)
         session = _build(
             run,
             profile,
@@ -511,6 +532,24 @@ def branch_session(
         )
         run.release()
         raise
+
+
+def _parent_history(parent: RunDir, info: CheckpointInfo, allow_new_history: bool) -> bool:
+    """Whether a branch can copy ``parent``'s history; refuses a lost or damaged one unless
+    ``allow_new_history`` (then False: the branch starts a new history)."""
+    state = inspect_store(parent.db_path)
+    if state.kind == "ok":
+        return True
+    if state.kind != "damaged" and info.step <= 0:
+        return False  # nothing before step 0 to copy
+    if not allow_new_history:
+        what = "damaged" if state.kind == "damaged" else state.kind
+        raise RunError(
+            f"{parent.db_path}: run {parent.id}'s metrics store is {what} ({state.detail}), so "
+            f"its history up to step {info.step} cannot be copied; --allow-new-history starts "
+            f"the new run with a history from step {info.step} (run {parent.id} is left as it is)"
+        )
+    return False
 
 
 def _copy_history(parent: RunDir, run: RunDir, step: int) -> None:

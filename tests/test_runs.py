@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -128,7 +129,36 @@ def test_a_liveness_probe_at_the_moment_of_acquire_is_not_a_live_run(tmp_path):
     fd = os.open(run.path / "lock", os.O_RDONLY)
     fcntl.flock(fd, fcntl.LOCK_SH)
     try:
-        with pytest.raises(RunError, match="is live"):
+        with pytest.raises(RunError, match=r"is held \(a shared lock\) by pid"):
             RunDir(run.path).acquire()
     finally:
         os.close(fd)
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("\x00\x13garbage{", "not a readable run.json"),
+        ('["a list"]', "expected a JSON object"),
+        (None, "created: expected int or float, got 'x'"),
+        ('{"id": "bad"}', "missing created, family, host, profile, user"),
+    ],
+)
+def test_a_damaged_run_json_is_named_and_the_other_runs_are_still_listed(tmp_path, text, problem):
+    good = create_run(tmp_path, profile_name="demo", name="good")
+    good.write_info(new_info(good, profile="demo", family="cp", source="demo.toml"))
+    bad = create_run(tmp_path, profile_name="demo", name="bad")
+    bad.write_info(new_info(bad, profile="demo", family="cp", source="demo.toml"))
+    if text is None:  # a run.json whose value has the wrong type, e.g. edited by hand
+        data = json.loads((bad.path / "run.json").read_text())
+        (bad.path / "run.json").write_text(json.dumps({**data, "created": "x"}))
+    else:
+        (bad.path / "run.json").write_text(text)
+    later = create_run(tmp_path, profile_name="demo", name="later")
+    later.write_info(new_info(later, profile="demo", family="cp", source="demo.toml"))
+    runs = list_runs(tmp_path)  # sorting by "created" compared 'x' with a float: TypeError
+    assert [r.id for r in runs] == ["bad", "good", "later"]
+    with pytest.raises(RunError) as err:
+        runs[0].info()
+    assert str(bad.path / "run.json") in str(err.value) and problem in str(err.value)
+    assert runs[1].info().id == "good"

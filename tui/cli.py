@@ -183,6 +183,7 @@ def dashboard(args: argparse.Namespace) -> int:
             overrides=tuple(parse_overrides(args.seed, args.overrides)),
             root=root,
             name=name,
+            share_group=getattr(args, "share_group", None),
             **common,
         )
     elif getattr(args, "checkpoint", None) is not None:

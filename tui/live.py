@@ -50,6 +50,8 @@ class StartRequest:
     share_gpu: bool = False
     cpu_ranks: int | None = None
     """``--cpu-ranks``: data-parallel processes for a run on the CPU (None: the default)."""
+    share_group: str | None = None
+    """``--share-group``: a group that may read the run (None: the lab's setting)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -297,6 +299,8 @@ class LiveRun:
         limits = {"max_steps": req.max_steps, "max_epochs": req.max_epochs}
         if isinstance(req, StartRequest):
             profile = load_profile(req.profile_path, list(req.overrides))
+            if req.share_group is not None:
+                limits["share_group"] = req.share_group
             return new_session(profile, root=req.root, name=req.name, **limits, **devices)
         if isinstance(req, BranchRequest):
             from podium.engine.session import branch_session

@@ -86,6 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=whole_number, metavar="N", help="same as --set train.seed=N")
     p.add_argument("--name", metavar="NAME", help="run id (default: profile name and start time)")
     p.add_argument(
+        "--share-group",
+        metavar="GROUP",
+        help="let GROUP read the run (default: the lab's [runs] share_group, else only you)",
+    )
+    p.add_argument(
         "--set",
         dest="overrides",
         action="append",
@@ -116,7 +121,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="branch a NEW run from this checkpoint of RUN (RUN itself is left as it is)",
     )
     p.add_argument("--name", metavar="NAME", help="run id of the new run, with --checkpoint")
+    p.add_argument(
+        "--allow-new-history",
+        action="store_true",
+        help="continue even though the metrics store is missing, empty or damaged "
+        "(a damaged one is kept aside); the curves then start at the checkpoint",
+    )
     _placement_flags(p)
+    runs_dir(p)
+
+    p = sub.add_parser("doctor", help="check a run's files: run.json, metrics store, checkpoints")
+    p.add_argument("run", metavar="RUN")
+    p.add_argument("--json", action="store_true")
     runs_dir(p)
 
     p = sub.add_parser("attach", help="open the dashboard on a run training in another process")
@@ -208,6 +224,7 @@ def _train(args: argparse.Namespace, dashboard: DashboardHook | None) -> int:
 
     profile = load_profile(args.profile, parse_overrides(args.seed, args.overrides))
     root = runs_root(args.runs_dir)
+    _check_share_group(args)
     if args.detach and not args.detached_child:
         return _spawn_detached(args, profile.name, root)
     if not args.headless and not args.detached_child and dashboard is not None:
@@ -226,6 +243,7 @@ def _train(args: argparse.Namespace, dashboard: DashboardHook | None) -> int:
         gpus=args.gpus,
         share_gpu=args.share_gpu,
         cpu_ranks=args.cpu_ranks,
+        share_group=args.share_group,
     )
     if args.detached_child:
         from podium.engine.detach import repoint_std_fds
@@ -260,7 +278,17 @@ def _spawn_detached(args: argparse.Namespace, profile_name: str, root: Path) -> 
         argv.append("--share-gpu")
     if args.cpu_ranks is not None:
         argv += ["--cpu-ranks", str(args.cpu_ranks)]
+    if args.share_group:
+        argv += ["--share-group", args.share_group]
     return spawn_detached(argv, name, root)
+
+
+def _check_share_group(args: argparse.Namespace) -> None:
+    """``--share-group`` (or the lab's setting) names a group the user is in: checked before a
+    dashboard or a detached child starts, so the refusal is the usual one line."""
+    from podium.engine.run_access import resolve_access
+
+    resolve_access(args.share_group)
 
 
 def _resume(args: argparse.Namespace, dashboard: DashboardHook | None) -> int:
@@ -271,6 +299,8 @@ def _resume(args: argparse.Namespace, dashboard: DashboardHook | None) -> int:
     run = resolve_run(args.run, root)
     if args.name is not None and args.checkpoint is None:
         raise PodiumError("--name is for a new run: use it with --checkpoint NAME")
+    if args.checkpoint is None and not args.headless and not args.detached_child:
+        _check_resume_history(run, args)  # before a dashboard or a detached child starts
     if args.detach and not args.detached_child:
         return _spawn_detached_resume(args, run, root)
     if not args.headless and not args.detached_child and dashboard is not None:
@@ -289,6 +319,7 @@ def _resume(args: argparse.Namespace, dashboard: DashboardHook | None) -> int:
             gpus=args.gpus,
             share_gpu=args.share_gpu,
             cpu_ranks=args.cpu_ranks,
+            allow_new_history=args.allow_new_history,
         )
         print(
             f"podium: new run {session.run.id} from run {run.id}, checkpoint {args.checkpoint} (step {session.resumed_from.step})"
@@ -302,6 +333,7 @@ def _resume(args: argparse.Namespace, dashboard: DashboardHook | None) -> int:
         gpus=args.gpus,
         share_gpu=args.share_gpu,
         cpu_ranks=args.cpu_ranks,
+        allow_new_history=args.allow_new_history,
     )
     info = session.resumed_from
     assert info is not None
@@ -312,6 +344,28 @@ def _resume(args: argparse.Namespace, dashboard: DashboardHook | None) -> int:
         sys.stdout.flush()
         repoint_std_fds(session.run.log_path)
     return _run_headless(session)
+
+
+def _check_resume_history(run: Any, args: argparse.Namespace) -> None:
+    """Refuse continuing over a lost or damaged metrics history (or, with
+    ``--allow-new-history``, start a new one) here, in one line, before a dashboard or a
+    detached child takes over; ``resume_session`` checks again under the lock it then holds."""
+    from podium.engine.checkpoints import list_checkpoints
+    from podium.engine.resume_history import check_history
+
+    complete = list_checkpoints(run.checkpoint_dir)
+    if not complete or run.is_live():
+        return  # the resume itself says what is wrong
+    newest = complete[-1]
+    run.acquire()
+    try:
+        note = check_history(
+            run, newest.step, checkpoint=newest.name, allow_new_history=args.allow_new_history
+        )
+    finally:
+        run.release()
+    if note:
+        sys.stderr.write(note + "\n")
 
 
 def _spawn_detached_resume(args: argparse.Namespace, run: Any, root: Path) -> int:
@@ -369,6 +423,9 @@ def _runs(args: argparse.Namespace, dashboard: DashboardHook | None) -> int:
 
     root = runs_root(args.runs_dir)
     rows = [_run_row(run) for run in list_runs(root)]
+    for r in rows:
+        if r["state"] == "damaged":
+            sys.stderr.write(f"podium: warning: run {r['id']}: {r['reason']}\n")
     if args.json:
         print(json.dumps(rows, indent=1, default=_json_default))
         return 0
@@ -383,7 +440,9 @@ def _runs(args: argparse.Namespace, dashboard: DashboardHook | None) -> int:
             r["state"],
             "" if r["step"] is None else str(r["step"]),
             "" if r["best_val"] is None else f"{r['best_val']:.4f}",
-            time.strftime("%Y-%m-%d %H:%M", time.localtime(r["created"])),
+            ""
+            if r["created"] is None
+            else time.strftime("%Y-%m-%d %H:%M", time.localtime(r["created"])),
         )
         for r in rows
     ]
@@ -392,17 +451,32 @@ def _runs(args: argparse.Namespace, dashboard: DashboardHook | None) -> int:
 
 
 def _run_row(run: Any) -> dict[str, Any]:
+    """A run's line; a damaged run.json or store gives state "damaged" and the reason."""
+    from podium.engine.errors import RunError
     from podium.engine.store import RunStore
 
-    info = run.info()
+    try:
+        info = run.info()
+    except RunError as exc:
+        return {
+            **dict.fromkeys(("profile", "family", "step", "best_val", "created", "host", "user")),
+            "id": run.id,
+            "profile": "?",
+            "state": "damaged",
+            "reason": str(exc),
+            "path": str(run.path),
+        }
     state, reason = run.status()
     step = best = None
     if run.db_path.exists():
-        store = RunStore.open(run.db_path, readonly=True)
         try:
-            step, best = store.progress()
-        finally:
-            store.close()
+            store = RunStore.open(run.db_path, readonly=True)
+            try:
+                step, best = store.progress()
+            finally:
+                store.close()
+        except RunError as exc:
+            state, reason = "damaged", str(exc)
     return {
         "id": info.id,
         "profile": info.profile,
@@ -508,6 +582,24 @@ def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=False)).rstrip())
 
 
+def _doctor(args: argparse.Namespace, dashboard: DashboardHook | None) -> int:
+    """Exit 0 when every check passed, 1 when one found a problem."""
+    from dataclasses import asdict
+
+    from podium.engine.doctor import diagnose
+    from podium.engine.runs import resolve_run, runs_root
+
+    run = resolve_run(args.run, runs_root(args.runs_dir))
+    findings = diagnose(run)
+    if args.json:
+        print(json.dumps([asdict(f) for f in findings], indent=1))
+    else:
+        width = max(len(f.check) for f in findings)
+        for f in findings:
+            print(f"{'ok ' if f.ok else 'BAD'}  {f.check.ljust(width)}  {f.text}")
+    return 0 if all(f.ok for f in findings) else 1
+
+
 def _control(args: argparse.Namespace, dashboard: DashboardHook | None) -> int:
     from podium.engine.control import ControlClient
     from podium.engine.runs import resolve_run, runs_root
@@ -543,6 +635,7 @@ _HANDLERS: dict[str, Callable[[argparse.Namespace, DashboardHook | None], int]] 
     "checkpoints": _checkpoints,
     "metrics": _metrics,
     "control": _control,
+    "doctor": _doctor,
     "gpus": lambda args, dashboard: _gpus(args),
     "generate": lambda args, dashboard: _generate(args),
 }

@@ -3,25 +3,28 @@
 ``RunStore`` (the writing side, ``runstore.py``) subclasses it, so a writable store reads the same
 way. Readers never block the writer (WAL) and follow a file whose writer is still creating it or
 migrating it: a file without a schema yet reads as empty, one from before the rollups is
-downsampled from the raw rows, one from before the matrices has none.
+downsampled from the raw rows, one from before the matrices has none. A damaged file (SQLite's
+``SQLITE_CORRUPT``/``SQLITE_NOTADB``, whichever call first meets it) raises ``StoreDamaged``, one
+line naming the file and what to do, instead of a bare ``sqlite3.DatabaseError``.
 """
 
 from __future__ import annotations
 
 import bisect
+import functools
 import itertools
 import json
 import math
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
-from urllib.parse import quote
 
 from podium.engine import series as series_names
 from podium.engine.errors import RunError
 from podium.engine.metrics import Matrix
+from podium.engine.store.health import StoreDamaged, connect_ro, is_damage
 from podium.engine.store.rollups import _ROLLUP_SHIFTS, _cover
 from podium.engine.store.schema import SCHEMA_VERSION
 
@@ -89,16 +92,27 @@ class EventRow:
     payload: dict[str, Any]
 
 
-def _ro_uri(path: Path) -> str:
-    # quote() keeps '/' but escapes '?', '#', '%' and spaces that would break the URI.
-    return f"file:{quote(str(path.resolve()))}?mode=ro"
-
-
 def _value(v: float | None) -> float:
     return _NAN if v is None else v
 
 
 _R = TypeVar("_R", bound="RunReader")
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _reports_damage(method: _F) -> _F:
+    """``method`` with SQLite's "the file is broken" errors raised as ``StoreDamaged``."""
+
+    @functools.wraps(method)
+    def wrapper(self: RunReader, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.DatabaseError as exc:
+            if is_damage(exc):
+                raise StoreDamaged(self.path, str(exc)) from None
+            raise
+
+    return wrapper  # type: ignore[return-value]
 
 
 class RunReader:
@@ -130,7 +144,12 @@ class RunReader:
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"{path}: no metrics store")
-        con = sqlite3.connect(_ro_uri(path), uri=True, timeout=busy_timeout, isolation_level=None)
+        try:
+            con = connect_ro(path, timeout=busy_timeout)
+        except sqlite3.DatabaseError as exc:
+            if is_damage(exc):
+                raise StoreDamaged(path, str(exc)) from None
+            raise
         return cls._start(con, path, True, busy_timeout)
 
     @classmethod
@@ -142,8 +161,10 @@ class RunReader:
             con.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
             store = cls(con, path, readonly)
             store._prepare()
-        except BaseException:
+        except BaseException as exc:
             con.close()
+            if is_damage(exc):
+                raise StoreDamaged(path, str(exc)) from None
             raise
         return store
 
@@ -195,12 +216,14 @@ class RunReader:
         self._series_ids[name] = row[0]
         return row[0]
 
+    @_reports_damage
     def series_names(self) -> list[str]:
         """Every series with at least a name stored, sorted by name."""
         if not self._is_ready():
             return []
         return [r[0] for r in self._con.execute("SELECT name FROM series ORDER BY name")]
 
+    @_reports_damage
     def last(self, series: str) -> tuple[int, float] | None:
         """The (step, value) of the highest step stored for ``series``, or None."""
         if not self._is_ready() or (sid := self._series_id(series)) is None:
@@ -211,6 +234,7 @@ class RunReader:
         ).fetchone()
         return None if row is None else (row[0], _value(row[1]))
 
+    @_reports_damage
     def progress(self) -> tuple[int | None, float | None]:
         """(the last training step, the best finite validation loss): a run's line in
         ``podium runs`` and the home screen."""
@@ -218,6 +242,7 @@ class RunReader:
         vals = [v for _, v in self.query(series_names.VAL_LOSS) if math.isfinite(v)]
         return (None if last is None else int(last[0])), (min(vals) if vals else None)
 
+    @_reports_damage
     def query(
         self,
         series: str,
@@ -376,6 +401,7 @@ class RunReader:
                     hi_piece = p
         return out
 
+    @_reports_damage
     def query_many(self, names: Iterable[str], **kw: Any) -> dict[str, list[tuple[float, float]]]:
         """``query`` for several series with the same options, from one snapshot."""
         con = self._con
@@ -390,6 +416,7 @@ class RunReader:
 
     # -- events ----------------------------------------------------------------------------
 
+    @_reports_damage
     def events(
         self,
         kinds: Iterable[str] | None = None,
@@ -419,6 +446,7 @@ class RunReader:
 
     # -- checkpoints -----------------------------------------------------------------------
 
+    @_reports_damage
     def checkpoints(self) -> list[CheckpointRecord]:
         """Every checkpoint row, oldest step first."""
         if not self._is_ready():
@@ -436,6 +464,7 @@ class RunReader:
 
     # -- meta ------------------------------------------------------------------------------
 
+    @_reports_damage
     def meta_get(self, key: str, default: str | None = None) -> str | None:
         if not self._is_ready():
             return default
@@ -444,12 +473,14 @@ class RunReader:
 
     # -- matrices --------------------------------------------------------------------------
 
+    @_reports_damage
     def matrix_names(self) -> list[str]:
         """Every matrix with at least one step stored, sorted by name."""
         if not self._has_matrices():  # also: no schema yet
             return []
         return [r[0] for r in self._con.execute("SELECT DISTINCT name FROM matrices ORDER BY name")]
 
+    @_reports_damage
     def latest_matrix(self, name: str, end_step: int | None = None) -> tuple[int, Matrix] | None:
         """The (step, matrix) of ``name`` at the highest stored step (at most ``end_step``), or
         None when there is none."""
@@ -462,6 +493,7 @@ class RunReader:
         ).fetchone()
         return None if row is None else (row[0], _matrix(row[1]))
 
+    @_reports_damage
     def matrices(self, name: str) -> list[tuple[int, Matrix]]:
         """Every stored (step, matrix) of ``name``, in step order (``[]`` for an unknown name)."""
         if not self._has_matrices():  # also: no schema yet
