@@ -548,6 +548,7 @@ def branch_session(
         )
         return session
     except BaseException as exc:
+        pinned.unlink(missing_ok=True)
         run.mark_end(
             "failed", str(exc).splitlines()[0] if str(exc) else type(exc).__name__, info.step
         )
