@@ -32,6 +32,7 @@ from podium.engine.config import load_profile
 from podium.engine.errors import CheckpointError
 from podium.engine.runs import RunDir
 from podium.engine.session import new_session, resume_session
+from podium.engine.store import RunReader
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY = ROOT / "tests" / "families" / "toy" / "toy.toml"
@@ -109,6 +110,12 @@ def test_4kb_of_damage_in_the_middle_is_caught_and_resume_falls_back_saying_so(r
     assert "steps 16-30 are lost" in said, said
     log = run.log_path.read_text()
     assert "checkpoint latest (step 30) skipped: damaged" in log
+    reader = RunReader.open(run.db_path)  # the event log the dashboard shows
+    try:
+        texts = [e.payload.get("text", "") for e in reader.events()]
+    finally:
+        reader.close()
+    assert any(t.startswith("checkpoint latest (step 30) skipped: damaged") for t in texts), texts
 
 
 def test_a_truncated_newest_checkpoint_falls_back_and_says_which_and_why(run):
