@@ -13,11 +13,20 @@ a resume that believed the stale ``.json`` would cut the metrics one step short 
 
 A single save is serialised once; the other names it goes by (``latest``, ``best``) are hard links
 to the same bytes where the filesystem allows, copies elsewhere.
+
+Damage that a crash cannot cause (a bad disk block, a copy cut short) is caught by a checksum:
+SHA-256 over every tensor's bytes and every other value of the state, kept in the ``.pt``'s own
+``"saved"`` (so it can never disagree with the bytes it describes, even between the two renames)
+and in the ``.json`` (so a dialog can pin a checkpoint's content without reading its weights).
+torch.load does not check the zip's CRCs: without this, 4 KB of garbage loads as NaN weights.
+Checkpoints from before the checksum load as "unverified". A state whose model weights are not
+finite is never saved: it would replace the last good ``latest``/``best``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import random
@@ -77,6 +86,8 @@ class CheckpointInfo:
     size: int = 0
     keep: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    checksum: str = ""
+    """``state_checksum`` of the weights file ("" for a checkpoint saved before checksums)."""
 
     @property
     def stem(self) -> str:
@@ -221,10 +232,78 @@ def strip_wrapper_prefixes(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def load_state(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def _feed(h: Any, obj: Any) -> None:
     import torch
 
-    """Load a checkpoint's state. Only tensors and plain containers are accepted (no pickled code)."""
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach()
+        h.update(f"T{t.dtype}{tuple(t.shape)}|".encode())
+        if t.numel():
+            # One tensor at a time on the host: a GPU state is never copied whole.
+            flat = t.reshape(-1).contiguous().cpu()
+            h.update(memoryview(flat.view(torch.uint8).numpy()))
+    elif isinstance(obj, Mapping):
+        h.update(b"{")
+        for key in sorted(obj, key=repr):
+            h.update(repr(key).encode() + b":")
+            _feed(h, obj[key])
+        h.update(b"}")
+    elif isinstance(obj, (list, tuple)):  # a tuple may come back a list: the same content
+        h.update(b"[")
+        for item in obj:
+            _feed(h, item)
+        h.update(b"]")
+    else:
+        h.update(f"{type(obj).__name__}={obj!r};".encode())
+
+
+def state_checksum(state: Mapping[str, Any]) -> str:
+    """SHA-256 of a checkpoint's content: every tensor's dtype, shape and bytes, every other value,
+    with the ``"saved"`` record (which holds the checksum) left out.
+
+    Over the tensors, not the file, so it can live inside the file it describes. SHA-256 rather
+    than blake2b: with the CPU's SHA extensions it hashes ~2x faster here (see tests)."""
+    h = hashlib.sha256()
+    _feed(h, {k: v for k, v in state.items() if k != "saved"})
+    return h.hexdigest()
+
+
+def saved_checksum(state: Mapping[str, Any]) -> str:
+    """The checksum a loaded state was saved with ("" for a checkpoint from before checksums)."""
+    saved = state.get("saved")
+    value = saved.get("checksum") if isinstance(saved, Mapping) else None
+    return value if isinstance(value, str) else ""
+
+
+def nonfinite_weights(state: Mapping[str, Any]) -> list[str]:
+    """Names of the model's floating-point tensors holding NaN or inf (one host sync)."""
+    import torch
+
+    model = state.get("model")
+    if not isinstance(model, Mapping):
+        return []
+    names = [k for k, v in model.items() if isinstance(v, torch.Tensor) and v.is_floating_point()]
+    if not names:
+        return []
+    # A sum is non-finite whenever one element is, and ~40x cheaper than isfinite().all() on a
+    # CPU (23 vs 980 ms on the EMOPIA-size model); a sum that merely overflowed is confirmed
+    # element-wise below.
+    sums = torch.stack([model[k].detach().sum().float() for k in names])
+    suspects = [k for k, ok in zip(names, torch.isfinite(sums).tolist(), strict=True) if not ok]
+    return [k for k in suspects if not bool(torch.isfinite(model[k]).all())]
+
+
+class NonFiniteWeights(CheckpointError):
+    """A save refused: the weights hold NaN/inf, and the last good checkpoint must survive."""
+
+
+def load_state(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint's state and check it against its checksum (when it has one).
+
+    Only tensors and plain containers are accepted (no pickled code). Raises CheckpointError
+    for a missing, unreadable or damaged file."""
+    import torch
+
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
@@ -234,6 +313,9 @@ def load_state(path: Path, map_location: str | torch.device = "cpu") -> dict[str
         raise CheckpointError(f"{path}: not a readable checkpoint ({reason})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
         raise CheckpointError(f"{path}: not a podium checkpoint (format {FORMAT_VERSION} expected)")
+    expected = saved_checksum(state)
+    if expected and state_checksum(state) != expected:
+        raise CheckpointError(f"{path}: damaged (its content does not match its checksum)")
     return state
 
 
@@ -285,6 +367,7 @@ def checked_info(directory: Path, info: CheckpointInfo, state: Mapping[str, Any]
             "val_loss": saved.get("val_loss"),
             "wall": float(saved.get("wall", info.wall)),
             "size": path.stat().st_size if path.exists() else info.size,
+            "checksum": saved_checksum(state),
         }
     )
     with contextlib.suppress(OSError):  # a read-only run dir: the caller still gets the truth
@@ -292,23 +375,92 @@ def checked_info(directory: Path, info: CheckpointInfo, state: Mapping[str, Any]
     return fixed
 
 
-def newest_checkpoint(directory: Path) -> tuple[CheckpointInfo, dict[str, Any]]:
-    """The newest complete checkpoint that loads, with its state.
+@dataclass
+class Skipped:
+    """A checkpoint a resume passed over, and why."""
+
+    info: CheckpointInfo
+    reason: str
+
+    def warning(self) -> str:
+        return f"checkpoint {self.info.name} (step {self.info.step}) skipped: {self.reason}"
+
+
+@dataclass
+class Resumable:
+    """The newest good checkpoint of a run and the newer ones that were not good."""
+
+    info: CheckpointInfo
+    state: dict[str, Any]
+    skipped: list[Skipped]
+
+    def warnings(self) -> list[str]:
+        """One line per skipped checkpoint, then what the fallback costs; [] when none was."""
+        lines = [s.warning() for s in self.skipped]
+        newest = max((s.info.step for s in self.skipped), default=self.info.step)
+        if newest > self.info.step:
+            lines.append(
+                f"resuming from checkpoint {self.info.name} (step {self.info.step}) instead: "
+                f"steps {self.info.step + 1}-{newest} are lost and will be trained again"
+            )
+        return lines
+
+    @property
+    def verified(self) -> bool:
+        return bool(saved_checksum(self.state))
+
+
+def _why_unloadable(path: Path, info: CheckpointInfo, error: CheckpointError) -> str:
+    reason = str(error).removeprefix(f"{path}: ")
+    with contextlib.suppress(OSError):
+        size = path.stat().st_size
+        if info.size and size < info.size:
+            return f"truncated ({size:,} of {info.size:,} bytes; {reason})"
+    return reason
+
+
+def newest_good_checkpoint(directory: Path) -> Resumable:
+    """The newest complete checkpoint that loads, matches its checksum and has finite weights.
 
     Tries candidates newest first so that one damaged file (a disk error, not a crash: crashes
-    cannot leave partial files) falls back to the one before it.
-    """
-    errors = []
+    cannot leave partial files) falls back to the one before it; every one passed over is in
+    ``skipped`` with its reason, for the caller to tell the user."""
+    skipped: list[Skipped] = []
+    bad_files: dict[tuple[int, int], str] = {}  # names linked to one file fail together
     for info in reversed(list_checkpoints(directory)):
+        path = directory / f"{info.name}.pt"
         try:
-            state = load_state(directory / f"{info.name}.pt")
-        except CheckpointError as exc:
-            errors.append(str(exc))
+            st = path.stat()
+            inode = (st.st_dev, st.st_ino)
+        except OSError:
+            inode = (-1, id(info))
+        if inode in bad_files:
+            skipped.append(Skipped(info, bad_files[inode]))
             continue
-        return checked_info(directory, info, state), state
-    if errors:
-        raise CheckpointError(f"{directory}: no loadable checkpoint ({errors[0]})")
+        try:
+            state = load_state(path)
+        except CheckpointError as exc:
+            bad_files[inode] = _why_unloadable(path, info, exc)
+            skipped.append(Skipped(info, bad_files[inode]))
+            continue
+        nonfinite = nonfinite_weights(state)
+        if nonfinite:
+            bad_files[inode] = f"its weights hold NaN/inf ({nonfinite[0]})"
+            skipped.append(Skipped(info, bad_files[inode]))
+            continue
+        return Resumable(checked_info(directory, info, state), state, skipped)
+    if skipped:
+        raise CheckpointError(
+            f"{directory}: no loadable checkpoint ({skipped[0].warning()})"
+            + (f" and {len(skipped) - 1} more" if len(skipped) > 1 else "")
+        )
     raise CheckpointError(f"{directory}: the run has no complete checkpoint to resume from")
+
+
+def newest_checkpoint(directory: Path) -> tuple[CheckpointInfo, dict[str, Any]]:
+    """``newest_good_checkpoint`` without the list of what it skipped."""
+    found = newest_good_checkpoint(directory)
+    return found.info, found.state
 
 
 # --------------------------------------------------------------------------------------------
@@ -340,17 +492,28 @@ class Checkpointer:
     ) -> tuple[list[CheckpointInfo], list[str]]:
         """Serialise ``state`` once and publish it under each name its ``kinds`` call for.
 
-        Returns the checkpoints written and the names that retention removed.
+        Returns the checkpoints written and the names that retention removed. Raises
+        NonFiniteWeights, writing nothing, when the model's weights hold NaN/inf.
         """
         names = self._names(kinds, step=step, epoch=epoch, val_loss=val_loss)
         if not names:
             return [], []
+        nonfinite = nonfinite_weights(state)
+        if nonfinite:
+            more = f" and {len(nonfinite) - 1} more" if len(nonfinite) > 1 else ""
+            raise NonFiniteWeights(
+                f"checkpoint at step {step} not saved: the weights hold NaN/inf "
+                f"({nonfinite[0]}{more}); the last good checkpoint is kept"
+            )
         wall = time.time()
         first_name, _first_kind = names[0]
         first = self.directory / f"{first_name}.pt"
+        payload = {"format": FORMAT_VERSION, **state}
+        checksum = state_checksum(payload)
         saved = {"step": step, "epoch": epoch, "val_loss": val_loss, "wall": wall}
+        saved["checksum"] = checksum
         with atomic_path(first) as tmp:
-            _save_reporting_os_errors({"format": FORMAT_VERSION, **state, "saved": saved}, tmp)
+            _save_reporting_os_errors({**payload, "saved": saved}, tmp)
         size = first.stat().st_size
         written = []
         for name, kind in names:
@@ -366,6 +529,7 @@ class Checkpointer:
                 val_loss=val_loss,
                 profile_hash=self.profile_hash,
                 size=size,
+                checksum=checksum,
             )
             write_json_atomic(self.directory / f"{name}.json", asdict(info))
             written.append(info)
@@ -380,9 +544,9 @@ class Checkpointer:
         # overwritten by the next save; ``latest``/``best`` are links to them.
         if "manual" in kinds:
             names.append((f"step-{step:08d}", "manual"))
-        if "epoch" in kinds:
-            loss = "nan" if val_loss is None else f"{val_loss:.4f}"
-            names.append((f"epoch-{round(epoch):04d}-val-{loss}", "epoch"))
+        if "epoch" in kinds:  # an epoch end with no validation has no loss to put in its name
+            loss = "" if val_loss is None else f"-val-{val_loss:.4f}"
+            names.append((f"epoch-{round(epoch):04d}{loss}", "epoch"))
         if "best" in kinds and self.cfg.save_best:
             names.append(("best", "best"))
         if self.cfg.save_latest or not names:

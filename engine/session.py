@@ -29,8 +29,9 @@ from podium.engine.checkpoints import (
     CheckpointInfo,
     checked_info,
     load_state,
-    newest_checkpoint,
+    newest_good_checkpoint,
     read_info,
+    saved_checksum,
 )
 from podium.engine.config import Profile, load_profile
 from podium.engine.control import COMMAND_TIMEOUT, ControlServer, trainer_handlers
@@ -389,8 +390,11 @@ def resume_session(
     run.acquire()  # refuses a live run
     try:
         profile = load_profile(run.profile_path)
+        (run.path / BRANCH_ORIGIN).unlink(missing_ok=True)  # a branch killed before it closed
+        warnings: list[str] = []
         if checkpoint is None:
-            info, state = newest_checkpoint(run.checkpoint_dir)
+            found = newest_good_checkpoint(run.checkpoint_dir)
+            info, state, warnings = found.info, found.state, found.warnings()
         else:
             info = read_info(run.checkpoint_dir / f"{checkpoint}.json")
             if info is None:
@@ -425,6 +429,14 @@ def resume_session(
         meta = run.info()
         meta.pids.append(os.getpid())
         run.write_info(meta)
+        if not saved_checksum(state):
+            warnings.append(
+                f"checkpoint {info.name} has no checksum (saved by an older podium): unverified"
+            )
+        for text in warnings:  # to the log, the console, the store's event log and the dashboard
+            session.bus.publish(
+                Message(step=info.step, wall=time.time(), level="warning", text=text)
+            )
         session.bus.publish(
             Message(
                 step=info.step,
@@ -458,6 +470,8 @@ def branch_session(
     share_gpu: bool = False,
     cpu_ranks: int | None = None,
     allow_new_history: bool = False,
+    expect_checksum: str | None = None,
+    expect_step: int | None = None,
 ) -> Session:
     """Start a new run that continues ``parent`` from one of its checkpoints.
 
@@ -465,6 +479,11 @@ def branch_session(
     checkpoint, and starts with the parent's history up to that checkpoint's step, so its curves
     read as one line. A parent whose store is lost or damaged is refused unless
     ``allow_new_history`` (the new run's history then starts at the checkpoint's step).
+
+    ``expect_checksum`` (else ``expect_step``) is the content the caller promised the user, e.g.
+    a dialog's "best (step 250)": a live parent may have saved ``best`` again since, and then the
+    branch is refused rather than started from other weights. The file is pinned by a hard link
+    into the new run before it is read, so every rank of a DDP run loads the same bytes.
     """
     profile = load_profile(parent.profile_path)
     info = read_info(parent.checkpoint_dir / f"{checkpoint}.json")
@@ -472,19 +491,30 @@ def branch_session(
         raise CheckpointError(
             f"run {parent.id}: no checkpoint named {checkpoint!r} (podium checkpoints {parent.id})"
         )
-    state = load_state(parent.checkpoint_dir / f"{checkpoint}.pt")
-    info = checked_info(parent.checkpoint_dir, info, state)
-    if state.get("profile_hash") != profile.hash():
-        raise CheckpointError(
-            f"{parent.profile_path}: the profile changed since checkpoint {info.name} was saved"
-        )
-    copy_history = _parent_history(parent, info, allow_new_history)
     run = create_run(root, profile_name=profile.name, name=name)
+    try:
+        source = parent.checkpoint_dir / f"{checkpoint}.pt"
+        pinned = _pin_checkpoint(source, run)
+        try:
+            state = load_state(pinned)
+        except CheckpointError as exc:  # named as the user knows it, not as the pin
+            raise CheckpointError(str(exc).replace(str(pinned), str(source))) from None
+        info = checked_info(parent.checkpoint_dir, info, state)
+        _check_expected(parent, info, state, expect_checksum, expect_step)
+        if state.get("profile_hash") != profile.hash():
+            raise CheckpointError(
+                f"{parent.profile_path}: the profile changed since checkpoint {info.name} was saved"
+            )
+        copy_history = _parent_history(parent, info, allow_new_history)
+    except BaseException:
+        shutil.rmtree(run.path, ignore_errors=True)  # nothing was started: leave no dead run
+        raise
     origin = {
         "run": parent.id,
         "path": str(parent.path.resolve()),
         "checkpoint": info.name,
         "step": info.step,
+        "checksum": saved_checksum(state),
     }
     run.write_info(
         new_info(
@@ -512,10 +542,21 @@ def branch_session(
             gpus=gpus,
             share_gpu=share_gpu,
             cpu_ranks=cpu_ranks,
-            resume_from=parent.checkpoint_dir / f"{info.name}.pt",
+            resume_from=pinned,
         )
+        session._closers.insert(0, lambda: pinned.unlink(missing_ok=True))  # the ranks loaded it
         session.trainer.load_state_dict(state)
         session.resumed_from = info
+        if not origin["checksum"]:
+            session.bus.publish(
+                Message(
+                    step=info.step,
+                    wall=time.time(),
+                    level="warning",
+                    text=f"checkpoint {info.name} has no checksum (saved by an older podium): "
+                    "unverified",
+                )
+            )
         session.bus.publish(
             Message(
                 step=info.step,
@@ -527,6 +568,7 @@ def branch_session(
         )
         return session
     except BaseException as exc:
+        pinned.unlink(missing_ok=True)
         run.mark_end(
             "failed", str(exc).splitlines()[0] if str(exc) else type(exc).__name__, info.step
         )
@@ -550,6 +592,46 @@ def _parent_history(parent: RunDir, info: CheckpointInfo, allow_new_history: boo
             f"the new run with a history from step {info.step} (run {parent.id} is left as it is)"
         )
     return False
+
+
+BRANCH_ORIGIN = "branch-origin.pt"
+"""The parent's checkpoint file, pinned in a branched run's directory until the run closes."""
+
+
+def _pin_checkpoint(source: Path, run: RunDir) -> Path:
+    """A name for ``source``'s bytes in ``run`` that a later save of the parent cannot change
+    (saves replace a name by rename, so the link keeps the old bytes); a copy across filesystems."""
+    pinned = run.path / BRANCH_ORIGIN
+    try:
+        os.link(source, pinned)
+    except FileNotFoundError:
+        raise CheckpointError(f"{source}: checkpoint file not found") from None
+    except OSError:
+        shutil.copyfile(source, pinned)
+    return pinned
+
+
+def _check_expected(
+    parent: RunDir,
+    info: CheckpointInfo,
+    state: dict,
+    expect_checksum: str | None,
+    expect_step: int | None,
+) -> None:
+    """Refuse a checkpoint that is no longer the one the caller chose (see ``branch_session``)."""
+    checksum = saved_checksum(state)
+    if expect_checksum and checksum:
+        changed = checksum != expect_checksum
+    elif expect_checksum or expect_step is not None:  # a checkpoint from before checksums
+        changed = expect_step is not None and info.step != expect_step
+    else:
+        return
+    if changed:
+        was = f"step {expect_step}" if expect_step is not None else "the one chosen"
+        raise CheckpointError(
+            f"run {parent.id}: checkpoint {info.name} changed since it was chosen ({was}; it now "
+            f"holds step {info.step}): no run was started; choose the checkpoint again"
+        )
 
 
 def _copy_history(parent: RunDir, run: RunDir, step: int) -> None:

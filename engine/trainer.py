@@ -35,6 +35,7 @@ from torch.utils.data._utils.collate import default_collate
 from podium.engine.checkpoints import (
     Checkpointer,
     CheckpointInfo,
+    NonFiniteWeights,
     capture_rng,
     list_checkpoints,
     restore_rng,
@@ -535,21 +536,29 @@ class Trainer:
         validate = (self.cfg.val_every_steps and step % self.cfg.val_every_steps == 0) or (
             not self.cfg.val_every_steps and epoch_done
         )
+        ck = self.checkpointer
+        # Every Nth epoch end, whether or not a validation falls on it (with val_every_steps
+        # the two rarely meet: every_epochs = 5 once gave its first epoch checkpoint at 25).
+        epoch_due = (
+            epoch_done
+            and ck is not None
+            and ck.cfg.every_epochs > 0
+            and self.state.epoch % ck.cfg.every_epochs == 0
+        )
+        kinds: tuple[Any, ...] = ()
+        val_loss: float | None = None
         if validate and self.val_set is not None and len(self.val_set) > 0:
             self._flush_metrics()
             val_loss, improved = self.validate()
-            kinds: tuple[Any, ...] = ("latest",)
-            if improved:
-                kinds += ("best",)
-            ck = self.checkpointer
-            if (
-                epoch_done
-                and ck is not None
-                and ck.cfg.every_epochs
-                and self.state.epoch % ck.cfg.every_epochs == 0
-            ):
-                kinds += ("epoch",)
+            kinds = ("latest", "best") if improved else ("latest",)
+        elif self.save_every_steps and step % self.save_every_steps == 0:
+            kinds = ("latest",)
+        if epoch_due:
+            kinds += ("epoch",)
+        if kinds:
+            self._flush_metrics()
             self._checkpoint_or_pause(kinds, val_loss=val_loss)
+        if val_loss is not None:
             es = self.cfg.early_stopping
             if es.patience and self.state.evals_without_improvement >= es.patience:
                 raise _Stop(
@@ -557,9 +566,6 @@ class Trainer:
                     f"early stopping: no improvement over {self.state.best_val:.4f} "
                     f"in {es.patience} validations",
                 )
-        elif self.save_every_steps and step % self.save_every_steps == 0:
-            self._flush_metrics()
-            self._checkpoint_or_pause(("latest",), val_loss=None)
         if epoch_done and self.on_epoch_end is not None and getattr(self, "lead", True):
             values = self.on_epoch_end()
             if values:
@@ -795,6 +801,8 @@ class Trainer:
         with nothing to fall back to."""
         try:
             self._checkpoint(kinds, val_loss=val_loss)
+        except NonFiniteWeights as exc:  # the run fails on its own if the losses follow
+            self._message("warning", str(exc))
         except OSError as exc:
             reason = f"checkpoint at step {self.state.step} not saved: {exc.strerror or exc}"
             self._message(
@@ -813,6 +821,9 @@ class Trainer:
         ):
             try:
                 self._checkpoint(("latest",), val_loss=None)
+            except NonFiniteWeights as exc:
+                reason = f"{reason}; {exc}"
+                self._message("warning", str(exc))
             except OSError as exc:
                 newest = max(
                     (i.step for i in list_checkpoints(self.checkpointer.directory)), default=0

@@ -234,3 +234,53 @@ def test_history_is_handed_over_before_each_checkpoint_is_written(tmp_path):
     ]  # every 3 steps, the epoch-end validation, the stop
     for step, published, newest_file in seen:
         assert published == step and newest_file < step
+
+
+@pytest.mark.parametrize(("every", "expected"), [(1, [1, 2, 3, 4]), (2, [2, 4])])
+def test_epoch_checkpoints_come_at_every_nth_epoch_end_whatever_the_validation_interval(
+    tmp_path, every, expected
+):
+    """8 steps an epoch, validation every 3 steps: only the end of epoch 3 (step 24) meets a
+    validation. Epoch checkpoints used to wait for that meeting."""
+    cfg = TrainConfig(
+        epochs=4, batch_size=8, lr=1e-2, warmup_steps=2, device="cpu", val_every_steps=3
+    )
+    trainer, events = make(tmp_path, cfg, ck_cfg=CheckpointConfig(every_epochs=every, keep_last=0))
+    assert trainer.train().status == "finished"
+    epochs = [i for i in list_checkpoints(tmp_path / "ck") if i.kind == "epoch"]
+    assert [(round(i.epoch), i.step) for i in epochs] == [(e, 8 * e) for e in expected]
+    # A validated epoch end carries its loss in the name; the others have none to give.
+    for info in epochs:
+        validated = info.step % 3 == 0
+        assert info.name.startswith(f"epoch-{round(info.epoch):04d}")
+        assert ("-val-" in info.name) == validated and (info.val_loss is not None) == validated
+    saved = {e.name for e in events if isinstance(e, CheckpointSaved)}
+    assert {i.name for i in epochs} <= saved
+
+
+def test_nan_weights_never_replace_the_last_good_checkpoint(tmp_path):
+    """Weights gone NaN (as from a damaged file) after the step-8 checkpoint: the validation at
+    16 and the stop must not overwrite ``latest``/``best`` with them, and they say why."""
+    cfg = TrainConfig(
+        epochs=4, batch_size=8, lr=1e-2, warmup_steps=2, device="cpu", max_nonfinite_steps=20
+    )
+    trainer, events = make(tmp_path, cfg, max_steps=8)
+    trainer.train()
+    directory = tmp_path / "ck"
+    good = {i.name: (i.step, (directory / f"{i.name}.pt").read_bytes())
+            for i in list_checkpoints(directory)}  # fmt: skip
+    assert {n: s for n, (s, _) in good.items()} == {"latest": 8, "best": 8}
+    with torch.no_grad():
+        trainer.model.cls.weight.fill_(float("nan"))
+    trainer.max_steps = 17  # past the validation at step 16
+    manual = trainer.save_now()  # served at the first step boundary
+    result = trainer.train()
+    assert result.status == "stopped" and result.step == 17
+    assert "checkpoint at step 17 not saved: the weights hold NaN/inf (cls.weight)" in result.reason
+    after = {i.name: (i.step, (directory / f"{i.name}.pt").read_bytes())
+             for i in list_checkpoints(directory)}  # fmt: skip
+    assert after == good
+    warnings = [e.text for e in events if isinstance(e, Message) and e.level == "warning"]
+    assert any("checkpoint at step 16 not saved: the weights hold NaN/inf" in t for t in warnings)
+    assert newest_checkpoint(directory)[0].step == 8
+    assert "not saved: the weights hold NaN/inf" in str(manual.exception(timeout=0))

@@ -75,6 +75,11 @@ class BranchRequest:
     checkpoint: str
     root: Path
     """The runs root the new run directory is created in."""
+    expect_checksum: str | None = None
+    """The checkpoint's checksum when the user chose it: ``branch_session`` refuses one that was
+    saved again since (``best`` of a live run), instead of branching from other weights."""
+    expect_step: int | None = None
+    """The step the user was shown (what is checked for a checkpoint without a checksum)."""
     name: str | None = None
     max_steps: int | None = None
     max_epochs: int | None = None
@@ -306,8 +311,13 @@ class LiveRun:
             from podium.engine.session import branch_session
 
             parent = RunDir(req.parent_path)
+            pinned: dict[str, object] = {}
+            if req.expect_checksum:
+                pinned["expect_checksum"] = req.expect_checksum
+            if req.expect_step is not None:
+                pinned["expect_step"] = req.expect_step
             return branch_session(
-                parent, req.checkpoint, root=req.root, name=req.name, **limits, **devices
+                parent, req.checkpoint, root=req.root, name=req.name, **limits, **devices, **pinned
             )
         run = RunDir(req.run_path)
         check_resumable(run)

@@ -643,6 +643,10 @@ class RunScreen(Screen):
             return
         info = self.table.infos.get(checkpoint)
         step = f" (step {info.step})" if info is not None else ""
+        # Pinned now, by content: by the time the user answers, a live run may have saved
+        # ``best`` or ``latest`` again, and the branch must start from what this dialog says.
+        expect_checksum = info.checksum if info is not None else None
+        expect_step = info.step if info is not None else None
 
         def answered(yes: bool | None) -> None:
             if yes:
@@ -650,6 +654,8 @@ class RunScreen(Screen):
                     parent_path=parent,
                     checkpoint=checkpoint,
                     root=self.app.root,  # type: ignore[attr-defined]
+                    expect_checksum=expect_checksum or None,
+                    expect_step=expect_step,
                 )
                 self.app.start_run(request)  # type: ignore[attr-defined]
 
