@@ -27,6 +27,7 @@ from podium.engine.events import (
     event_to_dict,
 )
 from podium.engine.store import CheckpointRecord, StoreWriter
+from podium.engine.units import size
 
 
 def step_series(event: StepMetrics) -> dict[str, float]:
@@ -138,7 +139,7 @@ class LineSink:
                 f"val  step {event.step} loss {event.loss:.4f} (best {event.best:.4f}) | {heads}{patience}"
             )
         elif isinstance(event, CheckpointSaved):
-            self._write(f"checkpoint {event.name} at step {event.step} ({event.size / 1e6:.1f} MB)")
+            self._write(f"checkpoint {event.name} at step {event.step} ({size(event.size)})")
         elif isinstance(event, StateChanged):
             reason = f": {event.reason}" if event.reason else ""
             self._write(f"state {event.state} at step {event.step}{reason}")

@@ -80,3 +80,25 @@ async def test_the_checkpoint_table_and_the_event_log_give_a_size_the_same_way()
     entry = describe(saved)
     assert entry is not None
     assert cell.plain == "4.2 MiB" and "(4.2 MiB)" in entry.text
+
+
+def test_the_headless_console_gives_a_checkpoint_size_as_the_dashboard_does():
+    """The engine's line sink (``podium train --headless``, train.log) said ``4.4 MB``."""
+    import io
+
+    from podium.engine.sinks import LineSink
+
+    out = io.StringIO()
+    event = CheckpointSaved(
+        step=7,
+        epoch=1.0,
+        wall=0.0,
+        name="latest",
+        path="x",
+        kind="latest",
+        size=4_400_000,
+        val_loss=None,
+    )
+    LineSink(out)(event)
+    assert out.getvalue().strip() == "checkpoint latest at step 7 (4.2 MiB)"
+    assert fmt.size(event.size) in describe(event).text

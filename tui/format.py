@@ -3,11 +3,9 @@
 Every function returns a short string and never raises: a reading that is missing or not finite
 shows as "–", so a half-started run renders without special cases.
 
-One formatter per kind of quantity, so the same thing reads the same on every panel: bytes go
-through ``size`` (and ``size_pair`` for used/total), counts through ``count``. Bytes use binary
-units with IEC names (1 MiB = 2**20 bytes): GPU memory is binary (an "80 GB" card is 80 GiB, as
-nvidia-smi and ``podium gpus`` report it), and one base for checkpoints and RAM too means no
-column mixes them. Counts use SI suffixes with "B" for billions (``4.2M params``, ``7.0B``).
+One formatter per kind of quantity, so the same thing reads the same on every panel and in the
+CLI: bytes through ``size`` (``size_pair`` for used/total), counts through ``count``; both live in
+``podium.engine.units`` so the engine's log lines use them too.
 """
 
 from __future__ import annotations
@@ -16,7 +14,14 @@ import math
 import time
 from collections.abc import Callable
 
-DASH = "–"
+from podium.engine.units import BINARY_UNITS, DASH, count, size
+
+__all__ = [
+    "DASH",
+    "count",
+    "size",
+]  # re-exported: the one formatter per quantity lives in the engine
+
 
 clock: Callable[[], float] = time.time
 """The wall clock that ages and start dates are measured against (snapshot tests fix it)."""
@@ -57,24 +62,6 @@ def lr(value: float | None) -> str:
     return f"{value:.2e}"
 
 
-_BINARY = ((1 << 40, "TiB"), (1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB"), (1, "B"))
-
-
-def _scaled(value: float) -> str:
-    """Three significant digits at most: ``4.2``, ``23.5``, ``300``."""
-    return f"{value:.1f}" if round(value, 1) < 100 else f"{value:.0f}"
-
-
-def size(n_bytes: float | None) -> str:
-    """A number of bytes: ``512 B``, ``4.2 MiB``, ``23.5 GiB``, ``300 MiB`` (binary units)."""
-    if n_bytes is None or not math.isfinite(n_bytes) or n_bytes < 0:
-        return DASH
-    for div, unit in _BINARY:
-        if n_bytes >= div:
-            return f"{int(n_bytes)} B" if div == 1 else f"{_scaled(n_bytes / div)} {unit}"
-    return "0 B"
-
-
 def size_pair(used: float | None, total: float | None) -> str:
     """Used of total bytes, both in the total's unit and to two digits (for narrow gauges):
     ``70/80 GiB``, ``0.5/80 GiB``, ``2.0/16 GiB``."""
@@ -82,7 +69,7 @@ def size_pair(used: float | None, total: float | None) -> str:
         return f"{size(used)}/{DASH}"
     if used is None or not math.isfinite(used):
         return f"{DASH}/{size(total)}"
-    div, unit = next((d, u) for d, u in _BINARY if total >= d or d == 1)
+    div, unit = next((d, u) for d, u in BINARY_UNITS if total >= d or d == 1)
     if div == 1:
         return f"{int(used)}/{int(total)} B"
 
@@ -90,21 +77,6 @@ def size_pair(used: float | None, total: float | None) -> str:
         return f"{value:.1f}" if round(value, 1) < 10 else f"{value:.0f}"
 
     return f"{short(used / div)}/{short(total / div)} {unit}"
-
-
-_SI_COUNTS = ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k"))
-
-
-def count(n: float | None, unit: str = "") -> str:
-    """A count with an SI suffix: ``950``, ``12.3k``, ``4.2M params``, ``7.0B params``."""
-    if n is None or not math.isfinite(n):
-        text = DASH
-    elif abs(n) < 1e3:
-        text = f"{n:,.0f}"
-    else:
-        div, suffix = next((d, s) for d, s in _SI_COUNTS if abs(n) >= d)
-        text = ("-" if n < 0 else "") + _scaled(abs(n) / div) + suffix
-    return f"{text} {unit}" if unit else text
 
 
 def duration(seconds: float | None) -> str:
