@@ -87,6 +87,18 @@ def test_metrics_into_a_closed_pipe_ends_quietly(runs, finished, fmt):
     assert proc.returncode == PIPE_CLOSED and proc.stderr == ""
 
 
+def test_help_and_listings_into_a_closed_pipe_end_quietly(runs, finished):
+    for args in (
+        ["--help"],
+        ["runs", "--runs-dir", str(runs)],
+        ["checkpoints", finished, "--runs-dir", str(runs)],
+    ):
+        proc = closed_pipe(*args)
+        # argparse drops a failed write of its help itself: 0 is the convention's other answer.
+        ok = {0, PIPE_CLOSED} if args == ["--help"] else {PIPE_CLOSED}
+        assert proc.returncode in ok and proc.stderr == "", (args, proc.returncode, proc.stderr)
+
+
 def test_metrics_json_can_be_indented_and_narrowed(runs, finished):
     flat = podium("metrics", finished, "--json", "--runs-dir", str(runs)).stdout
     assert flat.count("\n") == 1  # one line: a reader needs --indent
@@ -207,6 +219,14 @@ def test_a_run_stopped_by_a_limit_resumes_to_a_later_one_only(runs):
     assert "run short stopped at step 20" in out
 
 
+def test_attach_to_a_run_that_is_not_live_says_so_without_a_terminal(runs, finished):
+    line = one_line_error(podium("attach", finished, "--runs-dir", str(runs), check=False))
+    assert f"run {finished} is not live (finished" in line
+    assert "no run 'nope'" in one_line_error(
+        podium("attach", "nope", "--runs-dir", str(runs), check=False)
+    )
+
+
 def test_the_dashboard_in_a_terminal_opens_no_ui_for_a_mistake(runs, finished):
     """A real pty: the refusal is printed and podium exits 2 before Textual takes the screen."""
     pid, fd = pty.fork()
@@ -286,3 +306,18 @@ def test_set_lr_without_a_value_is_a_one_line_usage_error(runs):
         podium("control", "anyrun", "set-lr", "fast", "--runs-dir", str(runs), check=False)
     )
     assert "set-lr fast: the learning rate must be a number" in line
+
+
+# ----------------------------------------------------------------------------------------------
+# 18. The README's run screen is the real program's
+
+
+def test_the_readme_capture_is_the_one_the_capture_script_makes():
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "readme_capture.py"), "--check"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr

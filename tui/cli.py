@@ -160,11 +160,12 @@ def dashboard(args: argparse.Namespace) -> int:
     """``podium.engine.cli.main``'s hook: open the dashboard on a new or resumed run."""
     from podium.engine.runs import resolve_run, runs_root
 
-    if not _has_terminal():
-        return _refuse(args.command)
     root = runs_root(args.runs_dir)
-    if args.command == "attach":  # no torch on this path: attaching must be quick
-        return run_dashboard(root, attach=_attach_target(args.run, root))
+    target = _attach_target(args.run, root) if args.command == "attach" else None
+    if not _has_terminal():  # after the checks: a mistake is told as itself
+        return _refuse(args.command)
+    if target is not None:  # no torch on this path: attaching must be quick
+        return run_dashboard(root, attach=target)
     from podium.engine.session import parse_overrides
     from podium.tui.live import BranchRequest, ResumeRequest, StartRequest
 
@@ -233,8 +234,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     the exit status is the shell's for a pipe closed under a writer (128 + SIGPIPE).
     """
     try:
-        code = _main(argv)
-        sys.stdout.flush()  # inside the try: buffered output meets the closed pipe here
+        try:
+            code = _main(argv)
+        finally:  # buffered output meets the closed pipe here, also after --help's SystemExit
+            sys.stdout.flush()
     except BrokenPipeError:
         null = os.open(os.devnull, os.O_WRONLY)
         os.dup2(null, sys.stdout.fileno())
