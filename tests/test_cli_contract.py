@@ -133,11 +133,17 @@ def detached(runs):
     ).stdout  # fmt: skip
     commands = dict(re.findall(r"^\s+(attach|status|stop):\s+(.+)$", out, re.M))
     assert set(commands) == {"attach", "status", "stop"}, out
+    paused = fresh_shell(commands["status"].replace(" status", " pause"), env)
+    assert paused.returncode == 0, paused.stderr  # idle from here on: the tests only read it
     yield commands, env
     fresh_shell(commands["stop"], env)
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and "live" in podium("runs", "--runs-dir", str(runs)).stdout:
-        time.sleep(0.5)
+    while time.monotonic() < deadline:
+        listed = json.loads(podium("runs", "--json", "--runs-dir", str(runs)).stdout)
+        if {r["state"] for r in listed if r["id"] == "bg"} & {"live", "detached"}:
+            time.sleep(0.5)
+        else:
+            break
 
 
 def fresh_shell(command: str, env: dict) -> subprocess.CompletedProcess:
@@ -156,8 +162,20 @@ def test_the_commands_printed_after_a_detach_run_in_a_fresh_shell(detached):
     status = fresh_shell(commands["status"], env)
     assert status.returncode == 0, (commands["status"], status.stderr)
     assert json.loads(status.stdout)["step"] >= 0
-    assert shlex.split(commands["attach"])[1:3] == ["attach", "bg"]
-    assert fresh_shell(commands["status"].replace(" status", " pause"), env).returncode == 0
+    program, *rest = shlex.split(commands["attach"])
+    assert rest[:2] == ["attach", "bg"] and Path(program).is_absolute()  # podium is off PATH
+
+
+def test_the_printed_command_is_plain_podium_only_where_a_new_shell_finds_it():
+    from podium.engine.detach import podium_command
+
+    venv_bin = Path(sys.executable).parent
+    if not (venv_bin / "podium").is_file():
+        pytest.skip("podium is not installed as a console script next to this python")
+    assert podium_command({"PATH": f"{venv_bin}:{FRESH_PATH}"}) == "podium"
+    assert podium_command({"PATH": FRESH_PATH}) == str(venv_bin / "podium")
+    activated = {"PATH": f"{venv_bin}:{FRESH_PATH}", "VIRTUAL_ENV": str(venv_bin.parent)}
+    assert podium_command(activated) == str(venv_bin / "podium")  # a new shell is not activated
 
 
 def test_control_status_into_a_closed_pipe_ends_quietly(detached, runs):
