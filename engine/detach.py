@@ -10,6 +10,8 @@ closes the pipe the parent was reading, and the parent prints how to reach the r
 from __future__ import annotations
 
 import os
+import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -54,12 +56,35 @@ def spawn_detached(argv: list[str], run_id: str, root: Path) -> int:
         sys.stderr.write(early or f"podium: error: the detached run exited with code {code}\n")
         return code if code else 1
     run = RunDir(root / run_id)
+    podium, where = podium_command(), f"{shlex.quote(run_id)} --runs-dir {shlex.quote(str(root))}"
     print(f"podium: run {run_id} is training in the background (pid {proc.pid}, no terminal)")
-    print(f"  attach:  podium attach {run_id} --runs-dir {root}")
-    print(f"  status:  podium control {run_id} status --runs-dir {root}")
-    print(f"  stop:    podium control {run_id} stop --runs-dir {root}")
+    print(f"  attach:  {podium} attach {where}")
+    print(f"  status:  {podium} control {where} status")
+    print(f"  stop:    {podium} control {where} stop")
     print(f"  log:     {run.log_path}")
     return 0
+
+
+def podium_command(environ: dict[str, str] | None = None) -> str:
+    """How a fresh shell runs this very podium, for the commands printed after a detach.
+
+    ``podium`` alone only where the PATH a new login has finds this installation's script: a
+    podium reached as ``.venv/bin/podium`` (``make demo``) or through an activated venv (which a
+    new shell has not activated) gets its full path, else ``python -m podium``.
+    """
+    env = os.environ if environ is None else environ
+    script = Path(sys.executable).parent / "podium"
+    if script.is_file():
+        path = env.get("PATH", "")
+        venv = env.get("VIRTUAL_ENV")
+        if venv:  # `activate` put the venv first; a new shell will not have it
+            bin_dir = str(Path(venv) / "bin")
+            path = os.pathsep.join(d for d in path.split(os.pathsep) if d != bin_dir)
+        found = shutil.which("podium", path=path)
+        if found is not None and Path(found).resolve() == script.resolve():
+            return "podium"
+        return shlex.quote(str(script))
+    return f"{shlex.quote(sys.executable)} -m podium"
 
 
 def repoint_std_fds(log_path: Path) -> None:

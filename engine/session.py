@@ -28,6 +28,7 @@ from podium.engine.checkpoints import (
     Checkpointer,
     CheckpointInfo,
     checked_info,
+    list_checkpoints,
     load_state,
     newest_good_checkpoint,
     read_info,
@@ -486,11 +487,7 @@ def branch_session(
     into the new run before it is read, so every rank of a DDP run loads the same bytes.
     """
     profile = load_profile(parent.profile_path)
-    info = read_info(parent.checkpoint_dir / f"{checkpoint}.json")
-    if info is None:
-        raise CheckpointError(
-            f"run {parent.id}: no checkpoint named {checkpoint!r} (podium checkpoints {parent.id})"
-        )
+    info = check_branchable(parent, checkpoint)
     run = create_run(root, profile_name=profile.name, name=name)
     try:
         source = parent.checkpoint_dir / f"{checkpoint}.pt"
@@ -654,10 +651,84 @@ def _copy_history(parent: RunDir, run: RunDir, step: int) -> None:
         store.close()
 
 
-def check_resumable(run: RunDir) -> None:
-    """Refuse resuming a live run with a message that says what to do instead."""
+def check_resumable(
+    run: RunDir, *, max_steps: int | None = None, max_epochs: int | None = None
+) -> None:
+    """Refuse a resume that could only fail or do nothing, with what to do instead.
+
+    Cheap (no checkpoint is loaded), so the CLI asks it before any mode starts: the dashboard's
+    mistakes then read like ``--headless``'s, one line and exit 2, with no UI opened.
+    """
     if run.is_live():
         raise RunError(f"run {run.id} is live; attach to it or stop it before resuming")
+    state, reason = run.status()
+    if state == "finished":
+        # --max-steps/--max-epochs only end a run early: the schedule (train.epochs) is the
+        # profile's, fixed by the checkpoints' profile hash.
+        raise RunError(
+            f"run {run.id} finished ({reason}): nothing to resume. To train longer, start a new "
+            f"run with more epochs: podium train {run.profile_path} --set train.epochs=N"
+        )
+    infos = list_checkpoints(run.checkpoint_dir)
+    if not infos:
+        raise CheckpointError(
+            f"run {run.id} has no checkpoint to resume from ({state}); start a new run with "
+            "podium train"
+        )
+    newest = infos[-1]
+    if max_steps is not None and newest.step >= max_steps:
+        raise RunError(
+            f"--max-steps {max_steps}: run {run.id} is already at step {newest.step} "
+            f"(checkpoint {newest.name}); ask for more steps"
+        )
+    if max_epochs is not None and newest.epoch >= max_epochs:
+        raise RunError(
+            f"--max-epochs {max_epochs}: run {run.id} is already at epoch {newest.epoch:.2f} "
+            f"(checkpoint {newest.name}); ask for more epochs"
+        )
+
+
+def check_branchable(parent: RunDir, checkpoint: str) -> CheckpointInfo:
+    """The metadata of ``parent``'s checkpoint ``checkpoint``, or the one-line refusal."""
+    info = read_info(parent.checkpoint_dir / f"{checkpoint}.json")
+    if info is None:
+        raise CheckpointError(
+            f"run {parent.id}: no checkpoint named {checkpoint!r} (podium checkpoints {parent.id})"
+        )
+    return info
+
+
+def check_placement(
+    profile: Profile, *, gpus: str | None, share_gpu: bool, cpu_ranks: int | None
+) -> None:
+    """What ``_place`` would refuse (a reserved or leased GPU, too few free, a batch too small
+    for the ranks), as a dry run that takes no lease: before the dashboard opens."""
+    from podium.engine.gpus.config import load_gpu_config
+    from podium.engine.gpus.nvml import read_snapshot
+    from podium.engine.gpus.select import parse_spec, probe_leases, select_gpus
+
+    spec = parse_spec(gpus or ("cpu" if profile.train.device == "cpu" else "auto"))
+    world = cpu_ranks if cpu_ranks is not None else cpu_ranks_from_env()
+    if spec.kind != "cpu":
+        config = load_gpu_config()
+        snapshot = read_snapshot(processes=True)
+        leases = (
+            probe_leases(snapshot, config.settings.lease_dir, config.settings.lease_admins)
+            if snapshot.available
+            else {}
+        )
+        selection = select_gpus(
+            spec,
+            snapshot=snapshot,
+            reserved=config.reserved,
+            leases=leases,
+            busy_memory_fraction=config.settings.busy_memory_fraction,
+            share=share_gpu,
+        )
+        if selection.uuids:
+            world = len(selection.uuids)
+    if world > 1:
+        check_world(world, profile.train.batch_size)
 
 
 def parse_overrides(seed: int | None, overrides: Sequence[str]) -> list[str]:

@@ -117,7 +117,7 @@ HANDOVER_REASON = "handed over to a background process (detach)"
 
 def _hand_over(app, root: Path) -> int:
     """Detach: each run saves a checkpoint and a background process resumes it exactly."""
-    from podium.engine.detach import spawn_detached
+    from podium.engine.detach import podium_command, spawn_detached
 
     runs = app.training
     for live in runs:
@@ -149,20 +149,24 @@ def _hand_over(app, root: Path) -> int:
         code = spawn_detached(argv, run.id, run.path.parent) or code
     for viewer in app.attached:
         if viewer.training:
-            print(f"podium: run {viewer.title} trains on; attach: podium attach {viewer.title}")
+            print(
+                f"podium: run {viewer.title} trains on; "
+                f"attach: {podium_command()} attach {viewer.title}"
+            )
     return code
 
 
 def dashboard(args: argparse.Namespace) -> int:
     """``podium.engine.cli.main``'s hook: open the dashboard on a new or resumed run."""
-    from podium.engine.runs import check_run_id, resolve_run, runs_root
+    from podium.engine.runs import resolve_run, runs_root
 
-    if not _has_terminal():
-        return _refuse(args.command)
     root = runs_root(args.runs_dir)
-    if args.command == "attach":  # no torch on this path: attaching must be quick
-        return run_dashboard(root, attach=_attach_target(args.run, root))
-    from podium.engine.session import check_resumable, parse_overrides
+    target = _attach_target(args.run, root) if args.command == "attach" else None
+    if not _has_terminal():  # after the checks: a mistake is told as itself
+        return _refuse(args.command)
+    if target is not None:  # no torch on this path: attaching must be quick
+        return run_dashboard(root, attach=target)
+    from podium.engine.session import parse_overrides
     from podium.tui.live import BranchRequest, ResumeRequest, StartRequest
 
     common = {
@@ -172,11 +176,7 @@ def dashboard(args: argparse.Namespace) -> int:
         "share_gpu": bool(getattr(args, "share_gpu", False)),
         "cpu_ranks": getattr(args, "cpu_ranks", None),
     }
-    name = getattr(args, "name", None)
-    if name is not None:
-        check_run_id(name)
-        if (root / name).exists():
-            raise PodiumError(f"--name {name!r}: a run with that id already exists in {root}")
+    name = getattr(args, "name", None)  # checked, like everything checkable, before this hook
     if args.command == "train":
         request = StartRequest(
             profile_path=Path(args.profile),
@@ -193,7 +193,6 @@ def dashboard(args: argparse.Namespace) -> int:
         )
     else:
         run = resolve_run(args.run, root)
-        check_resumable(run)
         request = ResumeRequest(run_path=run.path, **common)
     return run_dashboard(root, request)
 
@@ -227,6 +226,32 @@ def _attach_target(arg: str | None, root: Path):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The console script: every command, with a reader that stops early (``| head``) ending it
+    quietly.
+
+    Python ignores SIGPIPE, so a write to a closed pipe raises BrokenPipeError, at the write or at
+    the final flush. Caught here, once for every command: stdout is pointed at /dev/null so the
+    interpreter's own last flush cannot fail again (as the ``signal`` module's docs advise), and
+    the exit status is the shell's for a pipe closed under a writer (128 + SIGPIPE).
+    """
+    try:
+        try:
+            code = _main(argv)
+        finally:  # buffered output meets the closed pipe here, also after --help's SystemExit
+            sys.stdout.flush()
+    except BrokenPipeError:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
+        return PIPE_CLOSED
+    return code
+
+
+PIPE_CLOSED = 128 + signal.SIGPIPE
+"""Exit status after the reader of stdout went away: what a shell reports for a SIGPIPE death."""
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args:
         if not _has_terminal():

@@ -52,6 +52,10 @@ def _placement_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
+RUN_HELP = "run id under the runs root, or a run directory"
+CONTROL_ACTIONS = ("status", "pause", "resume", "stop", "save", "set-lr")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="podium", description="Train symbolic-music models from the terminal.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -103,8 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "resume", help="continue a stopped or interrupted run from its newest checkpoint"
     )
-    p.add_argument("run", metavar="RUN", help="run id under the runs root, or a run directory")
-    p.add_argument("--headless", action="store_true")
+    p.add_argument("run", metavar="RUN", help=RUN_HELP)
+    p.add_argument("--headless", action="store_true", help="no dashboard: print progress lines")
     p.add_argument(
         "--detach",
         action="store_true",
@@ -112,9 +116,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--detached-child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument(
-        "--max-steps", type=positive_int, metavar="N", help="end after N optimizer steps in total"
+        "--max-steps",
+        type=positive_int,
+        metavar="N",
+        help="end at optimizer step N (counted from the run's start; the schedule is unchanged)",
     )
-    p.add_argument("--max-epochs", type=positive_int, metavar="N")
+    p.add_argument(
+        "--max-epochs",
+        type=positive_int,
+        metavar="N",
+        help="end at epoch N (counted from the run's start; the schedule is unchanged)",
+    )
     p.add_argument(
         "--checkpoint",
         metavar="NAME",
@@ -131,31 +143,36 @@ def build_parser() -> argparse.ArgumentParser:
     runs_dir(p)
 
     p = sub.add_parser("doctor", help="check a run's files: run.json, metrics store, checkpoints")
-    p.add_argument("run", metavar="RUN")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("run", metavar="RUN", help="run id or directory")
+    p.add_argument("--json", action="store_true", help="one JSON object of every check's result")
     runs_dir(p)
 
     p = sub.add_parser("attach", help="open the dashboard on a run training in another process")
-    p.add_argument("run", nargs="?", metavar="RUN", help="run id (default: your newest live run)")
+    p.add_argument(
+        "run", nargs="?", metavar="RUN", help="a live run's id or directory (default: your newest)"
+    )
     runs_dir(p)
 
     p = sub.add_parser("runs", help="list runs and their state")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="a JSON list of runs instead of the table")
     runs_dir(p)
 
     p = sub.add_parser("checkpoints", help="list a run's checkpoints")
-    p.add_argument("run", metavar="RUN")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("run", metavar="RUN", help=RUN_HELP)
+    p.add_argument(
+        "--json", action="store_true", help="a JSON list (with each file's path) instead"
+    )
     runs_dir(p)
 
     p = sub.add_parser("metrics", help="print a run's metric series and matrices")
-    p.add_argument("run", metavar="RUN")
+    p.add_argument("run", metavar="RUN", help=RUN_HELP)
     fmt = p.add_mutually_exclusive_group(required=True)
     fmt.add_argument(
         "--json",
         action="store_true",
-        help='one JSON object: {"series": {name: [[step, value], ...]}, "matrices": '
-        '{name: {"step", "rows", "cols", "values"}}} (the latest of each matrix)',
+        help='one JSON object on one line: {"series": {name: [[step, value], ...]}, "matrices": '
+        '{name: {"step", "rows", "cols", "values"}}} (the latest of each matrix); '
+        "--indent N spreads it over lines, --series and --max-points make it smaller",
     )
     fmt.add_argument("--csv", action="store_true", help="long-form CSV: series,step,value")
     p.add_argument(
@@ -170,12 +187,23 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="downsample each series (keeps minima and maxima)",
     )
+    p.add_argument(
+        "--indent",
+        type=positive_int,
+        metavar="N",
+        help="with --json: indent nested values by N spaces, one value a line",
+    )
     runs_dir(p)
 
     p = sub.add_parser("control", help="send a command to a live run over its control socket")
-    p.add_argument("run", metavar="RUN")
-    p.add_argument("action", choices=("status", "pause", "resume", "stop", "save", "set-lr"))
-    p.add_argument("value", nargs="?", metavar="LR", help="the learning rate, for set-lr")
+    p.add_argument("run", metavar="RUN", help="a live run's id or directory")
+    p.add_argument(
+        "action",
+        choices=CONTROL_ACTIONS,
+        metavar="ACTION",
+        help="status (JSON), pause, resume, stop (saves), save (a checkpoint now) or set-lr LR",
+    )
+    p.add_argument("value", nargs="?", metavar="LR", help="the new learning rate, for set-lr")
     runs_dir(p)
     from podium.engine.cli import generate as generate_cli
     from podium.engine.cli import gpus as gpus_cli
@@ -225,6 +253,8 @@ def _train(args: argparse.Namespace, dashboard: DashboardHook | None) -> int:
     profile = load_profile(args.profile, parse_overrides(args.seed, args.overrides))
     root = runs_root(args.runs_dir)
     _check_share_group(args)
+    if not args.detached_child:  # its parent checked
+        _check_before_start(args, profile, root)
     if args.detach and not args.detached_child:
         return _spawn_detached(args, profile.name, root)
     if not args.headless and not args.detached_child and dashboard is not None:
@@ -256,12 +286,7 @@ def _spawn_detached(args: argparse.Namespace, profile_name: str, root: Path) -> 
     from podium.engine.detach import free_run_id, spawn_detached
     from podium.engine.runs import check_run_id
 
-    if args.name is not None:
-        name = check_run_id(args.name)
-        if (root / name).exists():
-            raise PodiumError(f"--name {name!r}: a run with that id already exists in {root}")
-    else:
-        name = free_run_id(root, profile_name)
+    name = check_run_id(args.name) if args.name is not None else free_run_id(root, profile_name)
     argv = ["train", args.profile, "--headless", "--name", name, "--runs-dir", str(root)]
     for flag, value in (
         ("--max-steps", args.max_steps),
@@ -299,6 +324,17 @@ def _resume(args: argparse.Namespace, dashboard: DashboardHook | None) -> int:
     run = resolve_run(args.run, root)
     if args.name is not None and args.checkpoint is None:
         raise PodiumError("--name is for a new run: use it with --checkpoint NAME")
+    if args.detach and args.checkpoint is not None:
+        raise PodiumError("--detach continues RUN in place: it does not take --checkpoint")
+    if not args.detached_child:  # its parent checked
+        from podium.engine.config import load_profile
+        from podium.engine.session import check_branchable, check_resumable
+
+        if args.checkpoint is not None:
+            check_branchable(run, args.checkpoint)
+        else:
+            check_resumable(run, max_steps=args.max_steps, max_epochs=args.max_epochs)
+        _check_before_start(args, load_profile(run.profile_path), root)
     if args.checkpoint is None and not args.headless and not args.detached_child:
         _check_resume_history(run, args)  # before a dashboard or a detached child starts
     if args.detach and not args.detached_child:
@@ -370,11 +406,7 @@ def _check_resume_history(run: Any, args: argparse.Namespace) -> None:
 
 def _spawn_detached_resume(args: argparse.Namespace, run: Any, root: Path) -> int:
     from podium.engine.detach import spawn_detached
-    from podium.engine.session import check_resumable
 
-    if args.checkpoint is not None:
-        raise PodiumError("--detach continues RUN in place: it does not take --checkpoint")
-    check_resumable(run)
     argv = ["resume", str(run.path), "--headless", "--runs-dir", str(root)]
     for flag, value in (("--max-steps", args.max_steps), ("--max-epochs", args.max_epochs)):
         if value is not None:
@@ -386,6 +418,20 @@ def _spawn_detached_resume(args: argparse.Namespace, run: Any, root: Path) -> in
     if args.cpu_ranks is not None:
         argv += ["--cpu-ranks", str(args.cpu_ranks)]
     return spawn_detached(argv, run.id, root)
+
+
+def _check_before_start(args: argparse.Namespace, profile: Any, root: Path) -> None:
+    """What would refuse the run once it starts, asked before any mode does (the dashboard's UI
+    included), so every mode reports a mistake the same way: one line, exit 2."""
+    from podium.engine.runs import check_run_id
+    from podium.engine.session import check_placement
+
+    name = getattr(args, "name", None)
+    if name is not None:
+        check_run_id(name)
+        if (root / name).exists():
+            raise PodiumError(f"--name {name!r}: a run with that id already exists in {root}")
+    check_placement(profile, gpus=args.gpus, share_gpu=args.share_gpu, cpu_ranks=args.cpu_ranks)
 
 
 def _attach(args: argparse.Namespace, dashboard: DashboardHook | None) -> int:
@@ -528,6 +574,8 @@ def _metrics(args: argparse.Namespace, dashboard: DashboardHook | None) -> int:
     from podium.engine.runs import resolve_run, runs_root
     from podium.engine.store import RunStore
 
+    if args.indent is not None and not args.json:
+        raise PodiumError("--indent N is for --json (CSV has one row a line already)")
     run = resolve_run(args.run, runs_root(args.runs_dir))
     series: dict[str, list] = {}
     matrices: dict[str, dict[str, Any]] = {}
@@ -556,7 +604,7 @@ def _metrics(args: argparse.Namespace, dashboard: DashboardHook | None) -> int:
             },
             "matrices": matrices,
         }
-        print(json.dumps(out))
+        print(json.dumps(out, indent=args.indent))
     else:
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(("series", "step", "value"))
@@ -604,19 +652,23 @@ def _control(args: argparse.Namespace, dashboard: DashboardHook | None) -> int:
     from podium.engine.control import ControlClient
     from podium.engine.runs import resolve_run, runs_root
 
-    run = resolve_run(args.run, runs_root(args.runs_dir))
-    if not run.is_live():
-        raise PodiumError(f"run {run.id} is not live ({run.status()[0]}); nothing to control")
     kwargs: dict[str, Any] = {}
-    if args.action == "set-lr":
+    if args.action == "set-lr":  # the arguments first: a usage mistake needs no live run
+        if args.value is None:
+            raise PodiumError(
+                "set-lr needs the new learning rate: podium control RUN set-lr LR, e.g. 3e-4"
+            )
         try:
             kwargs["lr"] = float(args.value)
-        except (TypeError, ValueError):
+        except ValueError:
             raise PodiumError(
-                f"set-lr needs a learning rate, e.g. 3e-4 (got {args.value!r})"
+                f"set-lr {args.value}: the learning rate must be a number, e.g. 3e-4"
             ) from None
     elif args.value is not None:
         raise PodiumError(f"{args.action} takes no value (got {args.value!r})")
+    run = resolve_run(args.run, runs_root(args.runs_dir))
+    if not run.is_live():
+        raise PodiumError(f"run {run.id} is not live ({run.status()[0]}); nothing to control")
     with ControlClient.for_run(run.path) as client:
         result = client.request(args.action.replace("-", "_"), **kwargs)
     print(
