@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from podium.engine.units import size
 from tests.podium_cli import podium
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,6 +77,8 @@ def test_resume_gives_bit_identical_losses_for_every_head(tmp_path, env):
         podium("checkpoints", "part", "--json", "--runs-dir", str(runs), env=env).stdout
     )
     assert max(c["step"] for c in cks) == 40 and all(Path(c["path"]).is_file() for c in cks)
+    table = podium("checkpoints", "part", "--runs-dir", str(runs), env=env).stdout
+    assert all(size(c["size"]) in table for c in cks), table
     csv_out = podium(
         "metrics", "part", "--csv", "--series", "lr", "--runs-dir", str(runs), env=env
     ).stdout

@@ -543,6 +543,7 @@ def _checkpoints(args: argparse.Namespace, dashboard: DashboardHook | None) -> i
 
     from podium.engine.checkpoints import list_checkpoints
     from podium.engine.runs import resolve_run, runs_root
+    from podium.engine.units import size
 
     run = resolve_run(args.run, runs_root(args.runs_dir))
     infos = list_checkpoints(run.checkpoint_dir)
@@ -561,7 +562,7 @@ def _checkpoints(args: argparse.Namespace, dashboard: DashboardHook | None) -> i
             str(i.step),
             f"{i.epoch:.2f}",
             "" if i.val_loss is None else f"{i.val_loss:.4f}",
-            f"{i.size / 1e6:.1f} MB",
+            size(i.size),
             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(i.wall)),
         )
         for i in infos
