@@ -94,6 +94,8 @@ class Profile:
         return dump_toml(self.to_dict())
 
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+"""TOML's integer range; tomllib reads bigger ones, which overflow torch and numpy later."""
 TOP_LEVEL = ("name", "family", "description", *CORE_SECTIONS)
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -128,6 +130,8 @@ def load_profile_text(
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ProfileError(_toml_error(source, str(exc), text)) from None
+    except RecursionError:  # tomllib recurses into nested arrays and inline tables
+        raise ProfileError(f"{source}: TOML nested too deeply to read") from None
     loc = _Locator(source, text)
     for item in overrides:
         _apply_override(raw, item, loc)
@@ -215,7 +219,10 @@ def _build_profile(raw: dict[str, Any], loc: _Locator) -> Profile:
     _reject_unknown(raw, (*TOP_LEVEL, *family.sections), (), loc)
     family_name = raw["family"]
 
-    name = raw.get("name", Path(loc.source).stem if loc.source.endswith(".toml") else "profile")
+    if "name" not in raw:
+        # Required, like the family: an empty file must not train a default model by accident.
+        raise loc.error(("name",), 'missing: give the profile a name, e.g. name = "my-run"')
+    name = raw["name"]
     if not isinstance(name, str):
         raise loc.error(("name",), f"expected a string, got {_show(name)}")
     if not NAME_RE.match(name):
@@ -340,6 +347,8 @@ def _check_type(value: Any, hint: Any, keys: tuple[str, ...], loc: _Locator) -> 
         raise loc.error(keys, f"expected true or false, got {_show(value)}")
     if hint is int:
         if isinstance(value, int) and not isinstance(value, bool):
+            if not INT64_MIN <= value <= INT64_MAX:
+                raise loc.error(keys, f"out of range: TOML integers are 64-bit (got {value})")
             return value
         raise loc.error(keys, f"expected an integer, got {_show(value)}")
     if hint is float:
@@ -472,7 +481,7 @@ def _parse_override(text: str, hint: Any, keys: tuple[str, ...], item: str) -> A
     # Tables (dict or nested dataclass): an inline TOML table.
     try:
         return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
+    except (tomllib.TOMLDecodeError, RecursionError):
         raise bad("an inline table like { pitch = 2.0 }") from None
 
 

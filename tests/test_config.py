@@ -342,3 +342,28 @@ def test_relative_data_path_is_stored_absolute(tmp_path, monkeypatch):
     profile = load_profile_text(text, source="p.toml")
     assert profile.data.path == str(tmp_path / "data" / "pieces")
     assert load_profile_text(profile.to_toml(), source="r.toml").data.path == profile.data.path
+
+
+def test_an_empty_profile_or_one_without_a_name_is_refused(tmp_path):
+    empty = tmp_path / "empty.toml"
+    empty.write_text("")
+    with pytest.raises(ProfileError, match=r"empty\.toml: family: missing"):
+        load_profile(empty)  # not the full default model, trained by accident
+    nameless = tmp_path / "nameless.toml"
+    nameless.write_text('family = "cp"\n')
+    with pytest.raises(ProfileError) as info:
+        load_profile(nameless)
+    assert str(info.value).startswith(f"{nameless}: name: missing")
+
+
+def test_nesting_and_integers_beyond_toml_are_one_line():
+    deep = 'name = "d"\nfamily = "cp"\nx = ' + "[" * 3000 + "]" * 3000 + "\n"
+    with pytest.raises(ProfileError, match=r"^deep\.toml: TOML nested too deeply to read$"):
+        load_profile_text(deep, source="deep.toml")
+    big = _replace("lr = 1e-3", "lr = 1e-3\nseed = 1180591620717411303424")
+    with pytest.raises(ProfileError, match=r"base\.toml:\d+: train\.seed: out of range"):
+        load_profile_text(big, source="base.toml")
+    with pytest.raises(ProfileError, match=r"--set train\.seed=.*: train\.seed: out of range"):
+        load_profile_text(BASE, source="base.toml", overrides=[f"train.seed={2**63}"])
+    with pytest.raises(ProfileError, match="expected an inline table"):
+        load_profile_text(BASE, source="base.toml", overrides=["loss_weights=" + "[" * 3000])

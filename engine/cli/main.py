@@ -192,6 +192,10 @@ def main(argv: Sequence[str] | None = None, *, dashboard: DashboardHook | None =
     except PodiumError as exc:
         sys.stderr.write(f"podium: error: {exc}\n")
         return exc.exit_code
+    except OSError as exc:  # the file system said no (a read-only -o, someone else's run dir)
+        where = f"{exc.filename}: " if exc.filename else ""
+        sys.stderr.write(f"podium: error: {where}{exc.strerror or exc}\n")
+        return 2
     except KeyboardInterrupt:
         sys.stderr.write("podium: interrupted\n")
         return 130
@@ -203,11 +207,11 @@ def main(argv: Sequence[str] | None = None, *, dashboard: DashboardHook | None =
 
 def _train(args: argparse.Namespace, dashboard: DashboardHook | None) -> int:
     from podium.engine.config import load_profile
-    from podium.engine.runs import runs_root
+    from podium.engine.runs import check_writable_root, runs_root
     from podium.engine.session import new_session, parse_overrides
 
     profile = load_profile(args.profile, parse_overrides(args.seed, args.overrides))
-    root = runs_root(args.runs_dir)
+    root = check_writable_root(runs_root(args.runs_dir))
     if args.detach and not args.detached_child:
         return _spawn_detached(args, profile.name, root)
     if not args.headless and not args.detached_child and dashboard is not None:
