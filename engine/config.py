@@ -20,7 +20,9 @@ import difflib
 import hashlib
 import json
 import math
+import os
 import re
+import stat
 import sys
 import types
 import typing
@@ -94,6 +96,8 @@ class Profile:
         return dump_toml(self.to_dict())
 
 
+MAX_PROFILE_BYTES = 1024 * 1024
+"""A profile is a page of TOML; a megabyte is far more than any needs."""
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 """TOML's integer range; tomllib reads bigger ones, which overflow torch and numpy later."""
 TOP_LEVEL = ("name", "family", "description", *CORE_SECTIONS)
@@ -111,16 +115,48 @@ def load_profile(path: str | Path, overrides: Sequence[str] = ()) -> Profile:
         ProfileError: one line naming the file, line, key and what is wrong.
     """
     path = Path(path)
+    return load_profile_text(read_profile_file(path), source=str(path), overrides=overrides)
+
+
+def read_profile_file(path: Path) -> str:
+    """The text of a profile: a regular file of at most ``MAX_PROFILE_BYTES``.
+
+    Opened without blocking and checked before reading: ``/dev/zero`` would be read until memory
+    runs out, a FIFO would wait forever for a writer, and a huge file would take minutes to parse.
+    """
     shown = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         raise ProfileError(f"{shown}: profile not found") from None
     except IsADirectoryError:
         raise ProfileError(f"{shown}: is a directory, expected a profile .toml file") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
+        raise ProfileError(f"{shown}: cannot read profile ({exc.strerror})") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise ProfileError(f"{shown}: is a directory, expected a profile .toml file")
+        raise ProfileError(f"{shown}: not a regular file (a device, FIFO or socket)")
+    with os.fdopen(fd, "rb") as f:
+        if st.st_size > MAX_PROFILE_BYTES:
+            raise ProfileError(
+                f"{shown}: {st.st_size} bytes is too big for a profile "
+                f"(at most {MAX_PROFILE_BYTES // 1024} KiB)"
+            )
+        try:
+            data = f.read(MAX_PROFILE_BYTES + 1)
+        except OSError as exc:
+            raise ProfileError(f"{shown}: cannot read profile ({exc.strerror})") from None
+    if len(data) > MAX_PROFILE_BYTES:  # it grew while we looked
+        raise ProfileError(
+            f"{shown}: too big for a profile (at most {MAX_PROFILE_BYTES // 1024} KiB)"
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
         raise ProfileError(f"{shown}: cannot read profile ({exc})") from None
-    return load_profile_text(text, source=shown, overrides=overrides)
 
 
 def load_profile_text(

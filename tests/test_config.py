@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import subprocess
 import sys
@@ -367,3 +368,42 @@ def test_nesting_and_integers_beyond_toml_are_one_line():
         load_profile_text(BASE, source="base.toml", overrides=[f"train.seed={2**63}"])
     with pytest.raises(ProfileError, match="expected an inline table"):
         load_profile_text(BASE, source="base.toml", overrides=["loss_weights=" + "[" * 3000])
+
+
+def _load_in_a_child(path: Path) -> subprocess.CompletedProcess:
+    """``load_profile(path)`` in a child held to 2 GB of memory and 20 s: what was a hang or an
+    out-of-memory machine fails this test instead of the box."""
+    import resource
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+    code = (
+        "import sys\nfrom podium.engine.config import load_profile\n"
+        "from podium.engine.errors import ProfileError\n"
+        "try:\n    load_profile(sys.argv[1])\n"
+        "except ProfileError as e:\n    print(e)\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code, str(path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=20,
+        preexec_fn=limit,
+    )
+
+
+def test_profiles_are_read_only_from_regular_files_of_bounded_size(tmp_path):
+    fifo = tmp_path / "fifo.toml"
+    os.mkfifo(fifo)
+    big = tmp_path / "big.toml"
+    big.write_text('name = "big"\nfamily = "cp"\n' + "# padding\n" * 300_000)  # ~3 MB
+    for path, fragment in (
+        (Path("/dev/zero"), "not a regular file"),
+        (fifo, "not a regular file"),
+        (big, "too big for a profile"),
+    ):
+        proc = _load_in_a_child(path)
+        assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+        assert proc.stdout.startswith(f"{path}: ") and fragment in proc.stdout, proc.stdout
