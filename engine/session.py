@@ -50,6 +50,7 @@ from podium.engine.gpus.select import (
     check_visible_devices,
     claim_gpus,
 )
+from podium.engine.limits import check_fits
 from podium.engine.runs import RunDir, create_run, new_info
 from podium.engine.sinks import LineSink, StoreSink
 from podium.engine.store import RunStore, StoreWriter
@@ -207,6 +208,8 @@ def _build_inner(
         world = cpu_ranks if cpu_ranks is not None else cpu_ranks_from_env()
     if world > 1:
         check_world(world, profile.train.batch_size)
+    # Before any data or weight exists: a model that cannot fit is one line, not a dead host.
+    check_fits(profile, placement.selection.gpus, processes=world)
     bus = EventBus()
     assembly = assemble(profile, log=say)
     device = pick_device("cuda" if placement.uuids else "cpu")
