@@ -465,14 +465,22 @@ class ControlClient:
     def request(self, cmd: str, **args: Any) -> Any:
         """Send one command and return its result; raises RunError with the run's message.
 
-        A run too busy to take this connection (a flood of silent ones) is asked again on a
-        fresh connection until ``CONNECT_RETRY`` has passed since the first connect."""
+        A run too busy to take this connection (a flood of silent ones) is asked the first
+        request again on a fresh connection until ``CONNECT_RETRY`` has passed since the first
+        connect."""
         self._next_id += 1
         request_id = self._next_id
         data = _encode({"v": PROTOCOL_VERSION, "id": request_id, "cmd": cmd, "args": args})
         self.send_raw(data)
         while True:
-            msg = self.read_message()
+            try:
+                msg = self.read_message()
+            except RunError:
+                # Closed before any answer: a full house drops a newcomer that had not yet sent
+                # its request (this client, preempted between connect and send). Ask again.
+                if request_id != 1 or time.monotonic() >= self._deadline:
+                    raise
+                msg = {"busy": True}
             if "event" in msg:
                 continue  # a subscribed stream interleaves events with replies
             if msg.get("id") not in (request_id, None):

@@ -114,3 +114,18 @@ def test_generate_into_a_directory_the_user_cannot_write_is_one_line(tmp_path, r
         assert list(out.iterdir()) == []
     with read_only(toy_run / "samples"):  # someone else's run: its samples are not ours to add
         refused(str(toy_run / "samples"), "generate", str(toy_run))
+
+
+def test_a_lease_dir_the_user_cannot_write_is_one_line(tmp_path, monkeypatch, refused):
+    from tests.fake_nvml import isolate, lab_config, lab_devices, write_fake
+
+    box = isolate(monkeypatch, tmp_path)
+    monkeypatch.setenv("PODIUM_FAKE_NVML", str(write_fake(box / "fake.json", lab_devices())))
+    with read_only(tmp_path / "leases") as leases:
+        lab_config(box, leases)
+        runs = tmp_path / "runs"
+        line = refused(
+            str(leases), "train", TOY, "--headless", "--gpus", "3,", "--runs-dir", str(runs)
+        )
+        assert "GPU" in line or "lease" in line or str(leases) in line
+        assert list(leases.iterdir()) == []
