@@ -20,7 +20,9 @@ import difflib
 import hashlib
 import json
 import math
+import os
 import re
+import stat
 import sys
 import types
 import typing
@@ -94,6 +96,10 @@ class Profile:
         return dump_toml(self.to_dict())
 
 
+MAX_PROFILE_BYTES = 1024 * 1024
+"""A profile is a page of TOML; a megabyte is far more than any needs."""
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+"""TOML's integer range; tomllib reads bigger ones, which overflow torch and numpy later."""
 TOP_LEVEL = ("name", "family", "description", *CORE_SECTIONS)
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -109,16 +115,48 @@ def load_profile(path: str | Path, overrides: Sequence[str] = ()) -> Profile:
         ProfileError: one line naming the file, line, key and what is wrong.
     """
     path = Path(path)
+    return load_profile_text(read_profile_file(path), source=str(path), overrides=overrides)
+
+
+def read_profile_file(path: Path) -> str:
+    """The text of a profile: a regular file of at most ``MAX_PROFILE_BYTES``.
+
+    Opened without blocking and checked before reading: ``/dev/zero`` would be read until memory
+    runs out, a FIFO would wait forever for a writer, and a huge file would take minutes to parse.
+    """
     shown = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         raise ProfileError(f"{shown}: profile not found") from None
     except IsADirectoryError:
         raise ProfileError(f"{shown}: is a directory, expected a profile .toml file") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
+        raise ProfileError(f"{shown}: cannot read profile ({exc.strerror})") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise ProfileError(f"{shown}: is a directory, expected a profile .toml file")
+        raise ProfileError(f"{shown}: not a regular file (a device, FIFO or socket)")
+    with os.fdopen(fd, "rb") as f:
+        if st.st_size > MAX_PROFILE_BYTES:
+            raise ProfileError(
+                f"{shown}: {st.st_size} bytes is too big for a profile "
+                f"(at most {MAX_PROFILE_BYTES // 1024} KiB)"
+            )
+        try:
+            data = f.read(MAX_PROFILE_BYTES + 1)
+        except OSError as exc:
+            raise ProfileError(f"{shown}: cannot read profile ({exc.strerror})") from None
+    if len(data) > MAX_PROFILE_BYTES:  # it grew while we looked
+        raise ProfileError(
+            f"{shown}: too big for a profile (at most {MAX_PROFILE_BYTES // 1024} KiB)"
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
         raise ProfileError(f"{shown}: cannot read profile ({exc})") from None
-    return load_profile_text(text, source=shown, overrides=overrides)
 
 
 def load_profile_text(
@@ -128,6 +166,8 @@ def load_profile_text(
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ProfileError(_toml_error(source, str(exc), text)) from None
+    except RecursionError:  # tomllib recurses into nested arrays and inline tables
+        raise ProfileError(f"{source}: TOML nested too deeply to read") from None
     loc = _Locator(source, text)
     for item in overrides:
         _apply_override(raw, item, loc)
@@ -215,7 +255,10 @@ def _build_profile(raw: dict[str, Any], loc: _Locator) -> Profile:
     _reject_unknown(raw, (*TOP_LEVEL, *family.sections), (), loc)
     family_name = raw["family"]
 
-    name = raw.get("name", Path(loc.source).stem if loc.source.endswith(".toml") else "profile")
+    if "name" not in raw:
+        # Required, like the family: an empty file must not train a default model by accident.
+        raise loc.error(("name",), 'missing: give the profile a name, e.g. name = "my-run"')
+    name = raw["name"]
     if not isinstance(name, str):
         raise loc.error(("name",), f"expected a string, got {_show(name)}")
     if not NAME_RE.match(name):
@@ -340,6 +383,8 @@ def _check_type(value: Any, hint: Any, keys: tuple[str, ...], loc: _Locator) -> 
         raise loc.error(keys, f"expected true or false, got {_show(value)}")
     if hint is int:
         if isinstance(value, int) and not isinstance(value, bool):
+            if not INT64_MIN <= value <= INT64_MAX:
+                raise loc.error(keys, f"out of range: TOML integers are 64-bit (got {value})")
             return value
         raise loc.error(keys, f"expected an integer, got {_show(value)}")
     if hint is float:
@@ -472,7 +517,7 @@ def _parse_override(text: str, hint: Any, keys: tuple[str, ...], item: str) -> A
     # Tables (dict or nested dataclass): an inline TOML table.
     try:
         return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
+    except (tomllib.TOMLDecodeError, RecursionError):
         raise bad("an inline table like { pitch = 2.0 }") from None
 
 

@@ -17,7 +17,10 @@ Protocol: newline-delimited JSON, one object per line, versioned by ``"v": 1``::
     <- {"v": 1, "id": 8, "ok": true, "result": {"subscribed": true}}
     <- {"v": 1, "event": {"type": "StepMetrics", "step": 12, ...}}
 
-Malformed, oversized or unknown messages get an error reply; they never crash or stall the run.
+Malformed, oversized, too deeply nested or unknown messages get an error reply; they never crash
+or stall the run. A flood of connections cannot lock the owner out either: the listen backlog is
+deep, at most ``MAX_CONNECTIONS`` are served at once, a full house drops its oldest connection that
+has said nothing yet, and event streams may take all but one slot, so a command always has one.
 """
 
 from __future__ import annotations
@@ -27,15 +30,18 @@ import hashlib
 import json
 import math
 import os
+import re
+import select
 import socket
 import stat
 import struct
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from podium.engine.checkpoints import write_json_atomic
 from podium.engine.errors import RunError
@@ -44,7 +50,18 @@ from podium.engine.events import Event, EventBus, QueuedSubscriber, event_to_dic
 PROTOCOL_VERSION = 1
 MAX_MESSAGE = 64 * 1024
 """Bytes in one request line; longer lines are refused and the connection closed."""
+MAX_DEPTH = 32
+"""Nesting of arrays and objects in one request; deeper is refused before parsing (the JSON
+parser recurses, and 30,000 ``[`` exhaust the stack of the thread serving the connection)."""
 COMMAND_TIMEOUT = 60.0
+BACKLOG = 1024
+"""Connections the kernel queues before ``accept``; beyond it a connect fails with EAGAIN."""
+MAX_CONNECTIONS = 64
+"""Connections served at once (each holds a thread); event streams get at most one less."""
+SILENT_TIMEOUT = 10.0
+"""Seconds a new connection may take to send its first request before it is closed."""
+CONNECT_RETRY = 10.0
+"""Seconds a client retries a connect that a momentarily full backlog refuses (EAGAIN)."""
 COMMANDS = ("status", "pause", "resume", "stop", "save", "set_lr", "generate", "subscribe")
 
 
@@ -76,6 +93,24 @@ def peer_uid(conn: socket.socket) -> int:
     creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     _pid, uid, _gid = struct.unpack("3i", creds)
     return uid
+
+
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_BRACKET = re.compile(rb"[\[{]|[\]}]")
+
+
+def nesting_depth(line: bytes) -> int:
+    """How deeply arrays and objects nest in a JSON text (brackets inside strings not counted).
+
+    Malformed text gives some number; the parser then refuses it on its own."""
+    depth = deepest = 0
+    for m in _BRACKET.finditer(_JSON_STRING.sub(b'""', line)):
+        if m.group() in b"[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
 
 
 def _encode(obj: Mapping[str, Any]) -> bytes:
@@ -121,6 +156,9 @@ class ControlServer:
         self._sock: socket.socket | None = None
         self._threads: list[threading.Thread] = []
         self._clients: set[socket.socket] = set()
+        self._silent: dict[socket.socket, float] = {}
+        """Connections that have sent no request yet, with when they were accepted."""
+        self._streams = 0
         self._lock = threading.Lock()
         self._closed = threading.Event()
         self.refused = 0
@@ -137,7 +175,7 @@ class ControlServer:
         finally:
             os.umask(old_umask)
         os.chmod(self.path, 0o600)
-        sock.listen(16)
+        sock.listen(BACKLOG)
         self._sock = sock
         write_json_atomic(
             self.run_path / "control.json",
@@ -194,9 +232,37 @@ class ControlServer:
                     )
                 conn.close()
                 continue
-            with self._lock:
-                self._clients.add(conn)
+            verdict = self._admit(conn)
+            if verdict != "serve":
+                if verdict == "busy":
+                    busy = self._error(None, f"busy: {MAX_CONNECTIONS} connections are open")
+                    with contextlib.suppress(OSError):
+                        conn.sendall(_encode({**busy, "busy": True}))
+                conn.close()  # a silent one is closed without a word: one call, and next
+                continue
+            conn.settimeout(SILENT_TIMEOUT)
             self._spawn(self._serve, "control-client", conn)
+
+    def _admit(self, conn: socket.socket) -> Literal["serve", "drop", "busy"]:
+        """Whether to serve ``conn``. At the limit, a connection that comes with its request (a
+        client sends it as soon as it connects) takes the place of the oldest one that is still
+        silent (no bytes sent, not even unread ones); a silent newcomer is turned away at once,
+        without a thread, so a flood of them drains fast. When every connection has spoken,
+        nobody new is admitted (a client retries)."""
+        with self._lock:
+            if len(self._clients) >= MAX_CONNECTIONS:
+                if not _has_pending(conn):
+                    return "drop"
+                victim = next((c for c in self._silent if not _has_pending(c)), None)
+                if victim is None:
+                    return "busy"
+                del self._silent[victim]
+                self._clients.discard(victim)
+                with contextlib.suppress(OSError):
+                    victim.shutdown(socket.SHUT_RDWR)  # its thread's read returns: it cleans up
+            self._clients.add(conn)
+            self._silent[conn] = time.monotonic()
+            return "serve"
 
     def _serve(self, conn: socket.socket) -> None:
         send_lock = threading.Lock()
@@ -217,8 +283,17 @@ class ControlServer:
                     if len(line) > MAX_MESSAGE and not line.endswith(b"\n"):
                         send(self._error(None, f"message longer than {MAX_MESSAGE} bytes; closing"))
                         return
+                    with self._lock:
+                        if self._silent.pop(conn, None) is not None:
+                            conn.settimeout(None)  # it spoke: an idle command client may stay
                     reply, subscribe = self._handle_line(line)
                     if subscribe and queued is None:
+                        with self._lock:
+                            full = self._streams >= MAX_CONNECTIONS - 1
+                            self._streams += 0 if full else 1
+                        if full:
+                            send(self._error(reply["id"], "too many event streams are open"))
+                            continue
 
                         def forward(event: Event) -> None:
                             send({"v": PROTOCOL_VERSION, "event": event_to_dict(event)})
@@ -235,6 +310,9 @@ class ControlServer:
                 queued.close(timeout=1.0)
             with self._lock:
                 self._clients.discard(conn)
+                self._silent.pop(conn, None)
+                if queued is not None:
+                    self._streams -= 1
             with contextlib.suppress(OSError):
                 conn.close()
 
@@ -243,9 +321,11 @@ class ControlServer:
 
     def _handle_line(self, line: bytes) -> tuple[dict[str, Any], bool]:
         """Reply to one request line; the bool says whether to start streaming events."""
+        if nesting_depth(line) > MAX_DEPTH:
+            return self._error(None, f"malformed JSON: nested deeper than {MAX_DEPTH}"), False
         try:
             request = json.loads(line)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             return self._error(None, f"malformed JSON: {exc}"), False
         if not isinstance(request, dict):
             return self._error(None, "a request must be a JSON object"), False
@@ -286,6 +366,15 @@ class ControlServer:
         return {"v": PROTOCOL_VERSION, "id": request_id, "ok": True, "result": result}, False
 
 
+def _has_pending(conn: socket.socket) -> bool:
+    """Whether ``conn`` has bytes waiting (a request the serving thread has not read yet), or
+    its peer has gone (its thread is about to clean up). A poll, not a ``recv``: a socket with a
+    timeout would wait that long for the answer, even with ``MSG_DONTWAIT``."""
+    poller = select.poll()
+    poller.register(conn, select.POLLIN)
+    return bool(poller.poll(0))
+
+
 def trainer_handlers(
     trainer: Any, status: Callable[[], dict[str, Any]]
 ) -> dict[str, Callable[[dict[str, Any]], Any]]:
@@ -319,17 +408,31 @@ class ControlClient:
 
     def __init__(self, path: Path, *, timeout: float = COMMAND_TIMEOUT + 5) -> None:
         self.path = path
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._sock.settimeout(timeout)
-        try:
-            self._sock.connect(str(path))
-        except OSError as exc:
-            self._sock.close()
-            raise RunError(
-                f"{path}: cannot connect to the run's control socket ({exc.strerror or exc})"
-            ) from None
-        self._reader = self._sock.makefile("rb")
+        self._timeout = timeout
+        self._deadline = time.monotonic() + CONNECT_RETRY
+        self._sock, self._reader = self._connect()
         self._next_id = 0
+
+    def _connect(self) -> tuple[socket.socket, Any]:
+        """A connected socket; a full backlog (EAGAIN) is retried until ``CONNECT_RETRY``."""
+        while True:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(self._timeout)
+            try:
+                sock.connect(str(self.path))
+                return sock, sock.makefile("rb")
+            except BlockingIOError:  # the backlog is full for a moment: the run drains it
+                sock.close()
+                if time.monotonic() < self._deadline:
+                    time.sleep(0.02)
+                    continue
+                exc: OSError = BlockingIOError("the run's connection queue stays full")
+            except OSError as error:
+                sock.close()
+                exc = error
+            raise RunError(
+                f"{self.path}: cannot connect to the run's control socket ({exc.strerror or exc})"
+            ) from None
 
     @classmethod
     def for_run(cls, run_path: Path, **kw: Any) -> ControlClient:
@@ -360,15 +463,33 @@ class ControlClient:
         return json.loads(line)
 
     def request(self, cmd: str, **args: Any) -> Any:
-        """Send one command and return its result; raises RunError with the run's message."""
+        """Send one command and return its result; raises RunError with the run's message.
+
+        A run too busy to take this connection (a flood of silent ones) is asked the first
+        request again on a fresh connection until ``CONNECT_RETRY`` has passed since the first
+        connect."""
         self._next_id += 1
         request_id = self._next_id
-        self.send_raw(_encode({"v": PROTOCOL_VERSION, "id": request_id, "cmd": cmd, "args": args}))
+        data = _encode({"v": PROTOCOL_VERSION, "id": request_id, "cmd": cmd, "args": args})
+        self.send_raw(data)
         while True:
-            msg = self.read_message()
+            try:
+                msg = self.read_message()
+            except RunError:
+                # Closed before any answer: a full house drops a newcomer that had not yet sent
+                # its request (this client, preempted between connect and send). Ask again.
+                if request_id != 1 or time.monotonic() >= self._deadline:
+                    raise
+                msg = {"busy": True}
             if "event" in msg:
                 continue  # a subscribed stream interleaves events with replies
             if msg.get("id") not in (request_id, None):
+                continue
+            if msg.get("busy") and request_id == 1 and time.monotonic() < self._deadline:
+                self.close()
+                time.sleep(0.05)
+                self._sock, self._reader = self._connect()
+                self.send_raw(data)
                 continue
             if not msg.get("ok"):
                 raise RunError(str(msg.get("error", "the run refused the command")))

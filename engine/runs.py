@@ -23,6 +23,7 @@ import pwd
 import re
 import socket
 import stat
+import tempfile
 import threading
 import time
 from dataclasses import MISSING, asdict, dataclass, field, fields
@@ -41,8 +42,30 @@ RunStatus = Literal["live", "detached", "interrupted", "finished", "stopped", "f
 
 
 def runs_root(arg: str | None = None) -> Path:
-    """``--runs-dir``, else ``$PODIUM_RUNS``, else ``./runs``."""
-    return Path(arg or os.environ.get("PODIUM_RUNS") or "runs")
+    """``--runs-dir``, else ``$PODIUM_RUNS``, else ``./runs``; a file there is refused."""
+    root = Path(arg or os.environ.get("PODIUM_RUNS") or "runs")
+    try:
+        is_file = root.exists() and not root.is_dir()
+    except OSError as exc:
+        raise RunError(f"{root}: cannot read the runs directory ({exc.strerror})") from None
+    if is_file:
+        raise RunError(f"{root}: the runs directory is a file (--runs-dir or $PODIUM_RUNS)")
+    return root
+
+
+def check_writable_root(root: Path) -> Path:
+    """Make ``root`` if needed and prove a run can be created in it, before anything starts
+    (the dashboard included). A real probe, not ``os.access``: root is refused by read-only
+    file systems that ``access`` does not know about."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        os.rmdir(tempfile.mkdtemp(prefix=".podium-write-check-", dir=root))
+    except OSError as exc:
+        raise RunError(
+            f"{root}: cannot create runs in this directory ({exc.strerror}); "
+            "choose another with --runs-dir"
+        ) from None
+    return root
 
 
 def check_run_id(name: str, *, what: str = "--name") -> str:

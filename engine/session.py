@@ -52,6 +52,7 @@ from podium.engine.gpus.select import (
     check_visible_devices,
     claim_gpus,
 )
+from podium.engine.limits import check_fits
 from podium.engine.resume_history import check_history, start_new_history
 from podium.engine.run_access import resolve_access
 from podium.engine.runs import RunDir, create_run, new_info
@@ -211,6 +212,8 @@ def _build_inner(
         world = cpu_ranks if cpu_ranks is not None else cpu_ranks_from_env()
     if world > 1:
         check_world(world, profile.train.batch_size)
+    # Before any data or weight exists: a model that cannot fit is one line, not a dead host.
+    check_fits(profile, placement.selection.gpus, processes=world)
     bus = EventBus()
     assembly = assemble(profile, log=say)
     device = pick_device("cuda" if placement.uuids else "cpu")
@@ -702,13 +705,15 @@ def check_placement(
     profile: Profile, *, gpus: str | None, share_gpu: bool, cpu_ranks: int | None
 ) -> None:
     """What ``_place`` would refuse (a reserved or leased GPU, too few free, a batch too small
-    for the ranks), as a dry run that takes no lease: before the dashboard opens."""
+    for the ranks, a model that cannot fit), as a dry run that takes no lease: before the
+    dashboard opens."""
     from podium.engine.gpus.config import load_gpu_config
     from podium.engine.gpus.nvml import read_snapshot
     from podium.engine.gpus.select import parse_spec, probe_leases, select_gpus
 
     spec = parse_spec(gpus or ("cpu" if profile.train.device == "cpu" else "auto"))
     world = cpu_ranks if cpu_ranks is not None else cpu_ranks_from_env()
+    chosen: tuple = ()
     if spec.kind != "cpu":
         config = load_gpu_config()
         snapshot = read_snapshot(processes=True)
@@ -726,9 +731,10 @@ def check_placement(
             share=share_gpu,
         )
         if selection.uuids:
-            world = len(selection.uuids)
+            world, chosen = len(selection.uuids), selection.gpus
     if world > 1:
         check_world(world, profile.train.batch_size)
+    check_fits(profile, chosen, processes=world)
 
 
 def parse_overrides(seed: int | None, overrides: Sequence[str]) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import subprocess
 import sys
@@ -342,3 +343,67 @@ def test_relative_data_path_is_stored_absolute(tmp_path, monkeypatch):
     profile = load_profile_text(text, source="p.toml")
     assert profile.data.path == str(tmp_path / "data" / "pieces")
     assert load_profile_text(profile.to_toml(), source="r.toml").data.path == profile.data.path
+
+
+def test_an_empty_profile_or_one_without_a_name_is_refused(tmp_path):
+    empty = tmp_path / "empty.toml"
+    empty.write_text("")
+    with pytest.raises(ProfileError, match=r"empty\.toml: family: missing"):
+        load_profile(empty)  # not the full default model, trained by accident
+    nameless = tmp_path / "nameless.toml"
+    nameless.write_text('family = "cp"\n')
+    with pytest.raises(ProfileError) as info:
+        load_profile(nameless)
+    assert str(info.value).startswith(f"{nameless}: name: missing")
+
+
+def test_nesting_and_integers_beyond_toml_are_one_line():
+    deep = 'name = "d"\nfamily = "cp"\nx = ' + "[" * 3000 + "]" * 3000 + "\n"
+    with pytest.raises(ProfileError, match=r"^deep\.toml: TOML nested too deeply to read$"):
+        load_profile_text(deep, source="deep.toml")
+    big = _replace("lr = 1e-3", "lr = 1e-3\nseed = 1180591620717411303424")
+    with pytest.raises(ProfileError, match=r"base\.toml:\d+: train\.seed: out of range"):
+        load_profile_text(big, source="base.toml")
+    with pytest.raises(ProfileError, match=r"--set train\.seed=.*: train\.seed: out of range"):
+        load_profile_text(BASE, source="base.toml", overrides=[f"train.seed={2**63}"])
+    with pytest.raises(ProfileError, match="expected an inline table"):
+        load_profile_text(BASE, source="base.toml", overrides=["loss_weights=" + "[" * 3000])
+
+
+def _load_in_a_child(path: Path) -> subprocess.CompletedProcess:
+    """``load_profile(path)`` in a child held to 2 GB of memory and 20 s: what was a hang or an
+    out-of-memory machine fails this test instead of the box."""
+    import resource
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+    code = (
+        "import sys\nfrom podium.engine.config import load_profile\n"
+        "from podium.engine.errors import ProfileError\n"
+        "try:\n    load_profile(sys.argv[1])\n"
+        "except ProfileError as e:\n    print(e)\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code, str(path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=20,
+        preexec_fn=limit,
+    )
+
+
+def test_profiles_are_read_only_from_regular_files_of_bounded_size(tmp_path):
+    fifo = tmp_path / "fifo.toml"
+    os.mkfifo(fifo)
+    big = tmp_path / "big.toml"
+    big.write_text('name = "big"\nfamily = "cp"\n' + "# padding\n" * 300_000)  # ~3 MB
+    for path, fragment in (
+        (Path("/dev/zero"), "not a regular file"),
+        (fifo, "not a regular file"),
+        (big, "too big for a profile"),
+    ):
+        proc = _load_in_a_child(path)
+        assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+        assert proc.stdout.startswith(f"{path}: ") and fragment in proc.stdout, proc.stdout

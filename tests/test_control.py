@@ -18,7 +18,13 @@ import pytest
 import torch
 
 from podium.engine.checkpoints import CheckpointConfig, Checkpointer
-from podium.engine.control import MAX_MESSAGE, ControlClient, ControlServer, trainer_handlers
+from podium.engine.control import (
+    MAX_CONNECTIONS,
+    MAX_MESSAGE,
+    ControlClient,
+    ControlServer,
+    trainer_handlers,
+)
 from podium.engine.errors import RunError
 from podium.engine.events import EventBus
 from podium.engine.train_config import TrainConfig
@@ -221,3 +227,92 @@ def test_client_without_a_live_run_says_so(tmp_path):
         ControlClient.for_run(tmp_path)
     with pytest.raises(RunError, match="cannot connect"):
         ControlClient(tmp_path / "gone.sock")
+
+
+def test_deeply_nested_json_gets_an_error_and_the_connection_lives_on(live):
+    _, _, run_dir = live
+    with ControlClient.for_run(run_dir) as client:
+        for raw in (b"[" * 30_000 + b"\n", b'{"a": ' * 5_000 + b"1" + b"}" * 5_000 + b"\n"):
+            client.send_raw(raw)
+            reply = client.read_message()
+            assert reply["ok"] is False and "nested deeper than" in reply["error"], reply
+        # Brackets inside strings are text, not nesting.
+        assert client.request("status", note="[" * 100)["state"]
+        assert client.request("status")["state"] == "running"  # the same connection answers
+
+
+FLOOD = """
+import collections, socket, sys, time
+path, count, hold = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+held = collections.deque()
+print("flooding", flush=True)
+for _ in range(count):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.setblocking(False)
+    try:
+        s.connect(path)
+        held.append(s)
+    except OSError:
+        s.close()
+    if len(held) > 1000:
+        held.popleft().close()
+time.sleep(hold)
+"""
+
+
+def test_the_owner_still_gets_through_a_connect_flood(tmp_path):
+    """A burst of silent connections (a script gone wrong, stuck viewers) cannot lock the owner
+    out: the backlog is deep, a client retries a momentarily full one, silent connections beyond
+    the limit are turned away without a thread, and a command takes a silent one's place."""
+    (tmp_path / "run").mkdir()
+    server = ControlServer(
+        tmp_path / "run", handlers={"status": lambda a: {"state": "running"}}, bus=EventBus()
+    ).start()
+    floods = [
+        subprocess.Popen(
+            [sys.executable, "-c", FLOOD, str(server.path), "2000", "30"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    try:
+        for flood in floods:
+            assert flood.stdout.readline().strip() == "flooding"
+        failures = []
+        for _ in range(10):
+            try:
+                with ControlClient.for_run(tmp_path / "run", timeout=10) as client:
+                    assert client.request("status")["state"] == "running"
+            except RunError as exc:
+                failures.append(str(exc))
+            time.sleep(0.02)
+        assert all(flood.poll() is None for flood in floods)  # the flood was still holding
+        assert not failures, failures
+        assert len(server._clients) <= 64  # the silent ones beyond the limit were turned away
+    finally:
+        for flood in floods:
+            flood.kill()
+            flood.wait(10)
+        server.close()
+
+
+def test_event_streams_leave_a_slot_for_commands(tmp_path):
+    (tmp_path / "run").mkdir()
+    server = ControlServer(
+        tmp_path / "run", handlers={"status": lambda a: {"state": "running"}}, bus=EventBus()
+    ).start()
+    streams = []
+    try:
+        for _ in range(MAX_CONNECTIONS - 1):
+            client = ControlClient(server.path, timeout=10)
+            streams.append(client)
+            client.request("subscribe")
+        with ControlClient(server.path, timeout=10) as extra:
+            with pytest.raises(RunError, match="too many event streams"):
+                extra.request("subscribe")
+            assert extra.request("status")["state"] == "running"  # the kept slot serves commands
+    finally:
+        for client in streams:
+            client.close()
+        server.close()

@@ -24,6 +24,7 @@ import asyncio
 import collections
 import contextlib
 import os
+import queue
 import signal
 import threading
 import time
@@ -102,15 +103,69 @@ class PodiumApp(App[int]):
             self.start_run(self.request)
         if self.is_headless:
             return  # tests: no terminal to lose
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.hang_up)
-        self.set_interval(1.0, self._check_terminal)
+        self._watch_for_hang_up(asyncio.get_running_loop())
+
+    def _watch_for_hang_up(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Notice a hang-up without the event loop's help: the loop's own thread may be the one
+        stuck, in a write to the dead terminal (Textual's writer queue is bounded, and its thread
+        dies of EIO or blocks on a terminal nobody reads). A plain SIGHUP handler runs in the main
+        thread even inside that wait (signals interrupt lock waits), and a thread polls for EIO
+        (hang-ups without SIGHUP); both make the writer drop its output before asking the loop
+        to ``hang_up``. The handler hands the work to a thread: the main thread may hold the
+        writer queue's lock at that instant, and taking it again there would deadlock."""
+
+        def from_outside() -> None:
+            self._drop_terminal_output()
+            with contextlib.suppress(RuntimeError):  # the loop is closed: the app is gone
+                loop.call_soon_threadsafe(self.hang_up)
+
+        def on_sighup(signum: int, frame: object) -> None:
+            threading.Thread(target=from_outside, name="podium-hangup", daemon=True).start()
+
+        with contextlib.suppress(ValueError):  # not the main thread (embedded): EIO only
+            signal.signal(signal.SIGHUP, on_sighup)
+
+        def poll() -> None:
+            while self.leave is None and not loop.is_closed():
+                if terminal_hung_up():
+                    from_outside()
+                    return
+                time.sleep(1.0)
+
+        threading.Thread(target=poll, name="podium-hangup-watch", daemon=True).start()
+
+    def _drop_terminal_output(self) -> None:
+        """From now on Textual's output goes nowhere and nothing waits on its writer thread:
+        queued writes are dropped (a ``put`` blocked on the full queue returns), new ones are
+        discarded, and stopping the writer waits at most a second. Safe from any thread and
+        from a signal handler."""
+        writer = getattr(self._driver, "_writer_thread", None)
+        if writer is None:
+            return
+        pending = writer._queue
+
+        def drain() -> None:
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    pending.get_nowait()
+
+        def stop() -> None:
+            drain()
+            with contextlib.suppress(queue.Full):
+                pending.put_nowait(None)  # a live writer leaves; a blocked or dead one is left
+            writer.join(timeout=1.0)
+
+        writer.write = lambda text: None
+        writer.stop = stop
+        drain()
 
     def hang_up(self) -> None:
         """The terminal is gone: close the UI now, keep training (``podium.tui.cli`` takes over)."""
         if self.leave == "hangup":
             return
         self.leave = "hangup"
+        # Nothing on the way out may wait on the dead terminal (see _watch_for_hang_up).
+        self._drop_terminal_output()
         # Textual restores the terminal on the way out; on a dead one that write fails (EIO) or
         # blocks. Point fds 1 and 2 at /dev/null first; podium.tui.cli moves them to the run's log.
         null = os.open(os.devnull, os.O_RDWR)
@@ -118,11 +173,6 @@ class PodiumApp(App[int]):
         os.dup2(null, 2)
         os.close(null)
         self.exit(self.exit_code())
-
-    def _check_terminal(self) -> None:
-        """Hang-ups that bring no SIGHUP (the signal ignored, nohup) show as EIO on the tty."""
-        if terminal_hung_up():
-            self.hang_up()
 
     # -- runs --------------------------------------------------------------------------------
 

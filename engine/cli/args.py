@@ -14,10 +14,14 @@ def positive_int(text: str) -> int:
 
 
 def whole_number(text: str) -> int:
+    """An integer that fits in 64 bits (a seed beyond that overflows torch's generator)."""
     try:
-        return int(text)
+        value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not -(2**63) <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"must fit in 64 bits (-2**63 .. 2**63-1), got {value}")
+    return value
 
 
 def float_where(

@@ -236,6 +236,12 @@ def main(argv: Sequence[str] | None = None, *, dashboard: DashboardHook | None =
     except PodiumError as exc:
         sys.stderr.write(f"podium: error: {exc}\n")
         return exc.exit_code
+    except BrokenPipeError:
+        raise  # the reader left: the entry point ends quietly (exit 141), not an error
+    except OSError as exc:  # the file system said no (a read-only -o, someone else's run dir)
+        where = f"{exc.filename}: " if exc.filename else ""
+        sys.stderr.write(f"podium: error: {where}{exc.strerror or exc}\n")
+        return 2
     except KeyboardInterrupt:
         sys.stderr.write("podium: interrupted\n")
         return 130
@@ -247,11 +253,11 @@ def main(argv: Sequence[str] | None = None, *, dashboard: DashboardHook | None =
 
 def _train(args: argparse.Namespace, dashboard: DashboardHook | None) -> int:
     from podium.engine.config import load_profile
-    from podium.engine.runs import runs_root
+    from podium.engine.runs import check_writable_root, runs_root
     from podium.engine.session import new_session, parse_overrides
 
     profile = load_profile(args.profile, parse_overrides(args.seed, args.overrides))
-    root = runs_root(args.runs_dir)
+    root = check_writable_root(runs_root(args.runs_dir))
     _check_share_group(args)
     if not args.detached_child:  # its parent checked
         _check_before_start(args, profile, root)

@@ -28,13 +28,13 @@ from __future__ import annotations
 import json
 import random
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import pretty_midi
 
+from podium.engine.data.cache import staging_dir
 from podium.engine.data.music import EMOTIONS, PITCH_CLASSES
 
 TEMPO_BINS = tuple(range(32, 249, 4))
@@ -138,7 +138,7 @@ def generate_demo_corpus(
         raise ValueError(f"bars: must be >= 2 (the last two bars are the cadence), got {bars}")
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    tmp = staging_dir(out_dir)
     try:
         (tmp / "midi").mkdir()
         labels = []
@@ -150,7 +150,7 @@ def generate_demo_corpus(
         lines = "".join(json.dumps(lb.to_json(), sort_keys=True) + "\n" for lb in labels)
         (tmp / "labels.jsonl").write_text(lines, encoding="utf-8")
         if out_dir.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+            old = staging_dir(out_dir, "old")
             out_dir.rename(old / "corpus")
             tmp.rename(out_dir)
             shutil.rmtree(old, ignore_errors=True)

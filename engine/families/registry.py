@@ -108,6 +108,12 @@ class ModelCost:
     """Trainable parameters."""
     flops_per_token: float
     """Training FLOPs per token (forward + backward, ~6 x params plus attention), for MFU."""
+    activation_bytes_per_token: float = 0.0
+    """A rough size of what the forward pass keeps for the backward one, per token of a batch
+    (0: unknown). With ``buffer_bytes`` and ``fp32_bytes`` it lets podium refuse a model that
+    cannot fit before allocating it."""
+    buffer_bytes: int = 0
+    """Non-parameter tensors the model holds (position tables, masks), in bytes."""
 
     @property
     def fp32_bytes(self) -> int:

@@ -58,18 +58,40 @@ def _build_model(cfg: CPTransformerConfig, info: DataInfo) -> nn.Module:
 
 
 def _cost(cfg: CPTransformerConfig, data: DataConfig) -> ModelCost:
+    import dataclasses
+
     import torch
 
     from podium.engine.families.cp import vocab
     from podium.engine.families.cp.model import CPTransformer
 
-    with torch.device("meta"):  # shapes only: nothing is allocated
-        params = CPTransformer(cfg, vocab.vocab_sizes()).num_parameters()
+    def measure(n_layers: int) -> tuple[int, int]:
+        with torch.device("meta"):  # shapes only: nothing is allocated
+            model = CPTransformer(dataclasses.replace(cfg, n_layers=n_layers), sizes)
+        buffers = sum(b.numel() * b.element_size() for b in model.buffers())
+        return model.num_parameters(), buffers
+
+    # Layers are identical, so two small builds give the cost of any depth: building 100,000
+    # layers, even on the meta device, would take minutes of Python objects.
+    sizes = vocab.vocab_sizes()
+    (p1, b1), (p2, b2) = measure(1), measure(2)
+    params = p1 + (cfg.n_layers - 1) * (p2 - p1)
+    buffers = b1 + (cfg.n_layers - 1) * (b2 - b1)
     # 6 FLOPs per parameter per token (forward and backward), plus chunked causal linear
     # attention: per layer a 64-token masked block and a (d_head x d_head) state per head.
     d_head = cfg.d_model // cfg.n_heads
     attention = 6 * cfg.n_layers * cfg.d_model * (2 * 64 + 2 * d_head)
-    return ModelCost(params=params, flops_per_token=6.0 * params + attention)
+    # Kept for backward, in fp32, per token: per layer the block's inputs, norms, q/k/v, output
+    # and residuals (~10 x d_model), the feed-forward's two d_ff activations and the chunk's
+    # attention scores; then the embeddings and every head's logits (and their softmax).
+    per_layer = 10 * cfg.d_model + 2 * cfg.d_ff + 2 * 64 * cfg.n_heads
+    outside = 2 * sum(cfg.emb_sizes.values()) + 2 * cfg.d_model + 2 * sum(sizes.values())
+    return ModelCost(
+        params=params,
+        flops_per_token=6.0 * params + attention,
+        activation_bytes_per_token=4.0 * (cfg.n_layers * per_layer + outside),
+        buffer_bytes=buffers,
+    )
 
 
 def _check(model: CPTransformerConfig, data: DataConfig, sections: Mapping[str, Any]) -> None:

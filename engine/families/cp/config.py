@@ -113,6 +113,10 @@ def _fast_transformers_importable() -> bool:
     return importlib.util.find_spec("fast_transformers") is not None
 
 
+MAX_DEMO_PIECES = 100_000
+"""A demo corpus bigger than this fills the cache for nothing (EMOPIA has 1,078 pieces)."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class DataConfig:
     """The profile's ``[data]`` table for the ``cp`` family."""
@@ -155,6 +159,11 @@ class DataConfig:
         if self.n_pieces < 2:
             raise ValueError(
                 f"n_pieces: must be >= 2 so both splits get a piece, got {self.n_pieces}"
+            )
+        if self.n_pieces > MAX_DEMO_PIECES:
+            raise ValueError(
+                f"n_pieces: at most {MAX_DEMO_PIECES:,} demo pieces (got {self.n_pieces:,}); "
+                "the corpus is written to the cache, one MIDI file per piece"
             )
         if self.corpus_seed < 0:
             raise ValueError(f"corpus_seed: must be >= 0, got {self.corpus_seed}")

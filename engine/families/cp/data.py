@@ -31,7 +31,6 @@ import itertools
 import json
 import re
 import shutil
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -42,7 +41,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from podium.engine.data.cache import cache_dir_for
+from podium.engine.data.cache import cache_dir_for, staging_dir, sweep_stale
 from podium.engine.data.demo_corpus import generate_demo_corpus
 from podium.engine.data.midi_io import estimate_key, load_midi, piano_notes
 from podium.engine.errors import DataError
@@ -220,6 +219,7 @@ def build_datasets(cfg: DataConfig, *, log: Callable[[str], None] = print) -> Da
         DataError: the dataset directory is missing or holds no usable, labelled MIDI files.
     """
     root = cache_root(cfg)
+    sweep_stale(root, depth=1)  # what killed runs left half-built
     if cfg.source == "demo":
         name = f"demo-v{DEMO_CORPUS_VERSION}-n{cfg.n_pieces}-s{cfg.corpus_seed}-b{cfg.bars}"
         src_dir = root / name
@@ -558,7 +558,7 @@ def _prepare(
         "skipped": [{"file": f, "reason": why} for f, why in skipped],
     }
     prepared_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{prepared_dir.name}.tmp-", dir=prepared_dir.parent))
+    tmp = staging_dir(prepared_dir)
     try:
         cp_vocab.save(tmp / "dictionary.json")
         offsets = np.cumsum([0] + [len(a) for a in arrays]).astype(np.int64)
@@ -580,7 +580,7 @@ def _publish(tmp: Path, final: Path) -> None:
     first, keep theirs (it was made from the same source)."""
     old = None
     if final.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
+        old = staging_dir(final, "old")
         with contextlib.suppress(OSError):
             final.rename(old / "stale")
     try:
