@@ -280,17 +280,14 @@ def _build_inner(
 
     def generate(args: dict) -> dict:
         """The socket's ``generate`` (arguments as ``request_from_args`` reads them)."""
-        from podium.engine.generate import request_from_args
+        from podium.engine.generate import meta_path, request_from_args, sample_meta
 
         checkpoint, request = request_from_args(args)
         sample, path = generate_here(run, trainer, assembly, checkpoint, request)
-        return {
-            "path": str(path),
-            "conditioning": sample.conditioning,
-            "ended": sample.ended,
-            "tokens": len(sample.tokens),
-            "seed": sample.seed,
-        }
+        # What the sidecar says (checkpoint and step, drawn values, why it ended), so a viewer
+        # in another process tells the user the same as one in this process.
+        meta = sample_meta(run.path, assembly.family.name, request, sample)
+        return {"path": str(path), "meta_path": str(meta_path(path)), **meta}
 
     handlers = trainer_handlers(trainer, status)
     if assembly.family.sampler is not None:

@@ -194,6 +194,8 @@ def test_the_socket_generates_from_live_weights_without_touching_the_run(runs, e
             )
             assert live["conditioning"] == {"mood": "busy"} and live["ended"] == "bars"
             assert live["tokens"] == 1 + 2 * 8 and live["seed"] == 1
+            assert live["checkpoint"] == "live" and live["step"] == step
+            assert json.loads(Path(live["meta_path"]).read_text())["step"] == step
             path = Path(live["path"])
             assert path.parent == runs / "live" / "samples"
             assert path.name == f"live-step{step}-busy-seed1.mid"
