@@ -7,7 +7,7 @@ CONSTRAINTS ?= .ci/constraints.txt
 STAMP := $(VENV)/.podium-installed
 PY := $(VENV)/bin/python
 
-.PHONY: demo test lint setup
+.PHONY: demo test lint setup soak
 
 setup: $(STAMP)
 
@@ -25,3 +25,7 @@ lint: $(STAMP)
 
 test: lint
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# The races repeated many times (minutes each): not part of `make test`, run before a release.
+soak: $(STAMP)
+	$(PY) -m pytest -q -m soak $(PYTEST_ARGS)

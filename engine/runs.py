@@ -175,6 +175,20 @@ class RunDir:
             self._lock_fd = None
             _restore_umask()
 
+    def lock_problem(self) -> str | None:
+        """Why ``acquire`` would refuse now, without taking the lock (a live run, or a process
+        that is not the run's holding its lock), or None: for checks made before any UI opens."""
+        if self._lock_fd is not None:
+            return None
+        deadline = time.monotonic() + PROBE_GRACE_S  # a probe's moment is not a holder
+        while True:
+            holders = [h for h in lock_holders(self.path / "lock") if h.pid != os.getpid()]
+            if not holders:
+                return None
+            if time.monotonic() >= deadline:
+                return self._refusal(holders)
+            time.sleep(0.01)
+
     def _refusal(self, holders: list[LockHolder]) -> str:
         """Why ``acquire`` failed: a live run, or a process that is not this run's trainer
         holding its lock (a probe that hung, another user's process on an old open run)."""

@@ -661,6 +661,9 @@ def check_resumable(
     """
     if run.is_live():
         raise RunError(f"run {run.id} is live; attach to it or stop it before resuming")
+    problem = run.lock_problem()  # another process's shared lock is not a live run, but blocks
+    if problem:
+        raise RunError(problem)
     state, reason = run.status()
     if state == "finished":
         # --max-steps/--max-epochs only end a run early: the schedule (train.epochs) is the

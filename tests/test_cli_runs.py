@@ -137,7 +137,7 @@ def test_sigterm_stops_cleanly_a_live_run_cannot_be_resumed_and_resume_continues
         bad = podium(
             "control", "live", "set-lr", "fast", "--runs-dir", str(runs), env=env, check=False
         )
-        assert bad.returncode == 2 and "set-lr needs a learning rate" in bad.stderr
+        assert bad.returncode == 2 and "the learning rate must be a number" in bad.stderr
         proc.send_signal(signal.SIGTERM)
         rest = proc.communicate(timeout=120)[0]
     finally:

@@ -6,7 +6,7 @@ terminal nobody reads, or died of EIO; the main thread then blocks in ``queue.pu
 the driver's close on the way out), the event loop never runs the hang-up, and the process lives
 on showing ``live``. The pty test builds that exactly (a terminal that stops being read, as a
 frozen SSH link, then SIGHUP); the tmux tests repeat real hang-ups (``kill-server``), a few
-at once: 3 in the default run, 20 in the ``slow`` one.
+at once: 3 in the default run, 20 in the ``soak`` one (``make soak``).
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ def test_three_hang_ups_leave_no_wedged_process(tmp_path):
     _repeat_hang_ups(tmp_path, 3, 3)
 
 
-@pytest.mark.slow
+@pytest.mark.soak  # about 3 minutes on 2 cores: `make soak`
 @pytest.mark.skipif(not Path(TMUX).exists(), reason="tmux is not installed")
 def test_twenty_hang_ups_leave_no_wedged_process(tmp_path):
     _repeat_hang_ups(tmp_path, 20, 4)
