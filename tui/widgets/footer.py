@@ -19,9 +19,27 @@ KEPT_ACTIONS = frozenset({"back", "close", "cancel"})
 
 
 class PodiumFooter(Footer):
+    _shown: tuple = ()
+
+    def _signature(self) -> tuple:
+        return tuple(
+            (key, b.action, b.description, enabled)
+            for key, (_, b, enabled, _) in self.screen.active_bindings.items()
+            if b.show
+        )
+
     async def recompose(self) -> None:
-        """Textual rebuilds the keys whenever the bindings change (focus, check_action)."""
+        """Rebuild the keys when the shown bindings changed, then fit them.
+
+        Textual recomposes on every bindings signal (each focus change, each
+        ``refresh_bindings``), even when the keys stay the same; each rebuild left the footer
+        blank for a frame (a flicker, and a snapshot caught it)."""
+        signature = self._signature() if self.is_attached else ()
+        if signature and signature == self._shown and self.children:
+            self.fit()
+            return
         await super().recompose()
+        self._shown = signature
         self.fit()
 
     def on_resize(self) -> None:
