@@ -20,7 +20,7 @@ from podium.tui.screens.run import RunScreen
 from podium.tui.widgets.event_log import EventLog
 from podium.tui.widgets.panels import RunHeader
 from tests.test_tui_snapshots import footer_drawn, rendered, screen_text
-from tests.tui_helpers import make_stored_run, sync, wait_for
+from tests.tui_helpers import ROOT, make_stored_run, sync, wait_for
 
 
 def footer(app: PodiumApp) -> str:
@@ -125,6 +125,7 @@ async def test_help_and_palette_speak_words_not_class_names(tmp_path):
         await pilot.press("question_mark")
         help_text = app.screen.text(width=60)
         assert "EventLog" not in help_text and "events log (when focused)" in help_text
+        assert "footer" not in help_text.lower()
         # A description that wraps continues under itself, not at the dialog's edge.
         lines = help_text.splitlines()
         at = next(i for i, line in enumerate(lines) if "ctrl+d" in line)
@@ -221,3 +222,18 @@ async def test_run_header_grows_a_line_when_its_text_wraps(tmp_path):
         assert header.size.height == 2
         shown = " ".join(screen_text(app).split())
         assert "and a long tail and a long tail and a long tail" in shown
+
+
+@sync
+async def test_a_long_profile_description_wraps_under_itself(tmp_path):
+    """emopia's description is longer than the profiles list at 80 columns: its second line
+    starts under the description, not back at the list's left edge under the name."""
+    app = PodiumApp(root=tmp_path, profile_dirs=[ROOT / "profiles"])
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: app.screen.query_one("#profiles").option_count, 5, "list")
+        await pilot.pause(0.3)
+        lines = rendered(app).splitlines()
+        at = next(i for i, line in enumerate(lines) if line.startswith(" emopia"))
+        column = lines[at].index("EMOPIA-style")
+        following = lines[at + 1][:column]
+        assert following.strip() == "" and lines[at + 1][column:].strip(), lines[at : at + 2]

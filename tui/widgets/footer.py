@@ -9,7 +9,10 @@ and never hides the app's own keys (quit, help) or the screen's way back (``esc`
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from rich.cells import cell_len
+from textual.binding import BindingType
 from textual.widget import Widget
 from textual.widgets import Footer
 from textual.widgets._footer import FooterKey
@@ -19,6 +22,9 @@ KEPT_ACTIONS = frozenset({"back", "close", "cancel"})
 
 
 class PodiumFooter(Footer):
+    BINDINGS: ClassVar[list[BindingType]] = []
+    """Its scroll keys (never focused) stay out of help and the palette."""
+
     _shown: tuple = ()
 
     def _signature(self) -> tuple:
