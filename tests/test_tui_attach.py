@@ -194,8 +194,27 @@ async def test_home_shows_the_detached_run_with_its_pid_and_enter_attaches(detac
         live = app.screen.live
         assert isinstance(live, AttachedRun)
         await wait_for(pilot, lambda: live.phase == "training", 20, "the attach")
+        assert run.status()[0] == "live"  # watched now
+        await pilot.press("a")  # already attached: says so (not "attach is for a run live...")
+        assert "already attached to run bg" in app.notices[-1]
+        # Leaving the attached view lets go of the run: home and `podium runs` say detached
+        # at once (the viewer stayed open, and they said "live", until the dashboard quit).
         await pilot.press("escape")
-        await wait_for(pilot, lambda: "● live" in str(table.get_cell("bg", "state")), 10, "live")
+        assert isinstance(app.screen, HomeScreen)
+        await wait_for(
+            pilot,
+            lambda: str(table.get_cell("bg", "state")) == f"● detached (pid {pid})",
+            5,
+            "detached in the runs table",
+        )
+        assert not app.attached
+        await wait_for(pilot, live.done.is_set, 10, "the viewer to close")
+        listed = json.loads(podium("runs", "--runs-dir", str(run.path.parent), "--json").stdout)
+        assert [r["state"] for r in listed if r["id"] == "bg"] == ["detached"]
+        await pilot.press("enter")  # attaching again works
+        again = app.screen.live
+        assert isinstance(again, AttachedRun) and again is not live
+        await wait_for(pilot, lambda: again.phase == "training", 20, "the second attach")
     for viewer in app.attached:
         viewer.close()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 
@@ -24,6 +25,16 @@ from tests.tui_helpers import start_request, sync, wait_for, wait_sync
 pytestmark = pytest.mark.slow
 
 SIZE = (120, 40)
+
+
+def footer_keys(app: PodiumApp) -> str:
+    return " ".join(f"{k.key_display} {k.description}" for k in app.screen.query("FooterKey"))
+
+
+def header_step(screen: RunScreen) -> int:
+    """The step the run screen's header shows now."""
+    found = re.search(r"step (\d+)", str(screen.query_one("#run-header").render()))
+    return int(found.group(1)) if found else -1
 
 
 def the_live(app: PodiumApp):
@@ -88,9 +99,19 @@ async def test_pause_save_lr_and_stop_reach_the_engine(tmp_path):
         await wait_for(
             pilot, lambda: any("learning rate set" in n for n in app.notices), 10, "set_lr"
         )
+        assert "space Resume" in footer_keys(app)  # what space does now
         await pilot.press("space")
         await wait_for(pilot, lambda: trainer.run_state == "running", 10, "resume")
+        await wait_for(pilot, lambda: "space Pause" in footer_keys(app), 10, "Pause again")
         await wait_for(pilot, lambda: trainer.state.step >= paused_at + 2, 30, "steps after resume")
+
+        # A dialog open over the run screen: the numbers under it keep moving (they froze).
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        opened_at = header_step(screen)
+        await wait_for(pilot, lambda: header_step(screen) > opened_at, 90, "a step under help")
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.press("escape")
         live.session.writer.flush(timeout=10)
         store = RunStore.open(live.session.run.db_path, readonly=True)
         try:
@@ -171,13 +192,16 @@ async def test_view_keys_help_and_palette(tmp_path):
         # ? lists every binding of the screen and the app.
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen)
-        text = str(app.screen.query_one("#help-text").render())
+        # Long descriptions wrap in help: compare words.
+        text = " ".join(str(app.screen.query_one("#help-text").render()).split())
         hidden = [b for b in type(screen).BINDINGS if screen.check_action(b.action, ()) is False]
-        assert [b.action for b in hidden] == ["show_matrix"]
+        # Paused: space resumes (its "pause" binding is hidden); no matrix metric: no m.
+        assert [b.action for b in hidden] == ["pause", "show_matrix"]
         shown = [b for b in type(screen).BINDINGS if b not in hidden]
         for binding in [*shown, *PodiumApp.BINDINGS, *CheckpointTable.BINDINGS]:
-            assert describe(binding) in text, binding
-        assert describe(hidden[0]) not in text
+            assert " ".join(describe(binding).split()) in text, binding
+        assert all(describe(b) not in text for b in hidden)
+        assert "footer" not in text
         await pilot.press("escape")
         assert app.screen is screen
 
@@ -247,12 +271,14 @@ async def test_checkpoint_keep_delete_and_quit_with_a_live_run(tmp_path):
         finally:
             store.close()
 
-        # q with a live run asks; "stop and quit" stops the run (with a checkpoint) and exits.
+        # q with a live run asks, "Leave it running" focused (Enter must not end the training);
+        # "stop and quit" stops the run (with a checkpoint) and exits.
         await pilot.press("escape")
         await pilot.press("q")
         assert isinstance(app.screen, QuitModal)
         assert not app.screen.query_one("#leave").disabled
-        await pilot.press("enter")
+        assert app.focused is app.screen.query_one("#leave")
+        await pilot.click("#stop")
         await wait_for(pilot, lambda: not live.training, 30, "the run to stop")
     assert app.return_code == 0
     assert live.session.run.status()[0] == "stopped"

@@ -1,4 +1,5 @@
-"""Snapshots of the home and run screens at 80x24 and 120x40, from a deterministic stored run.
+"""Snapshots of the home and run screens at 80x24 and 120x40, and of every dialog at 80x24,
+from a deterministic stored run.
 
 Each snapshot is the screen's SVG (``App.export_screenshot``: colours and layout) and its plain
 text (for a readable diff), kept in ``tests/snapshots_tui/``. What would change from one run to
@@ -21,7 +22,9 @@ from rich.console import Console
 
 from podium.tui import format as fmt
 from podium.tui.app import PodiumApp
-from podium.tui.screens.run import RunScreen
+from podium.tui.live import branching_available
+from podium.tui.screens.modals import ConfirmModal, HelpScreen, LrModal, QuitModal
+from podium.tui.screens.run import RunScreen, stop_dialog
 from podium.tui.widgets import panels
 from podium.tui.widgets.checkpoints import CheckpointTable
 from podium.tui.widgets.gpu_panel import GpuPanel
@@ -145,3 +148,52 @@ async def test_home_and_run_screen_snapshots(frozen, size):
         await wait_for(pilot, lambda: footer_drawn(app), 10, "the footer")
         await pilot.pause(0.2)
         check(app, f"run-{size[0]}x{size[1]}", frozen)
+
+
+async def opened_run(app: PodiumApp, pilot) -> RunScreen:
+    """The fixture run's screen, drawn whole (history, checkpoints, GPU line, footer)."""
+    runs = app.screen.query_one("#runs")
+    await wait_for(pilot, lambda: runs.row_count == 1, 10, "the runs table")
+    await pilot.press("enter")
+    screen = app.screen
+    assert isinstance(screen, RunScreen)
+    table = screen.query_one(CheckpointTable)
+    await wait_for(pilot, lambda: screen.model.numbers.step == 300, 10, "the history")
+    await wait_for(pilot, lambda: table.row_count == 2, 10, "the checkpoints")
+    resources = screen.query_one(panels.ResourcesPanel)
+    await wait_for(pilot, lambda: "GPUs free" in resources.gpu_lines()[0], 10, "GPU line")
+    await wait_for(pilot, lambda: footer_drawn(app), 10, "the footer")
+    return screen
+
+
+@sync
+async def test_dialog_snapshots_at_80x24(frozen):
+    """Every dialog's sentences wrap inside it at 80 columns (they were cut mid-sentence), the
+    quit dialog focuses "Leave it running", and help's long lines wrap under their text."""
+    app = PodiumApp(root=Path("runs"), profile_dirs=[Path("profiles")])
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await opened_run(app, pilot)
+
+        async def snap(name: str, modal_type: type) -> None:
+            await wait_for(pilot, lambda: isinstance(app.screen, modal_type), 5, name)
+            await pilot.pause(0.3)
+            check(app, f"dialog-{name}-80x24", frozen)
+            await pilot.press("escape")
+            await wait_for(pilot, lambda: app.screen is screen, 5, f"{name} to close")
+
+        app.push_screen(stop_dialog("fixture"))
+        await snap("stop", ConfirmModal)
+        app.push_screen(QuitModal(["fixture"]))
+        await snap("quit", QuitModal)
+        app.push_screen(LrModal(1e-3))
+        await snap("lr", LrModal)
+        await pilot.press("question_mark")
+        await snap("help", HelpScreen)
+        if branching_available():
+            await pilot.press("c")  # the checkpoints table; r on a row: a new run from it
+            await pilot.press("r")
+            await snap("branch", ConfirmModal)
+            await pilot.press("escape")  # leave the table
+        await wait_for(pilot, lambda: footer_drawn(app), 10, "the footer")
+        await pilot.pause(0.2)
+        assert "q Quit" in rendered(app).splitlines()[-1]  # back after the dialogs

@@ -138,6 +138,9 @@ def test_train_in_a_real_terminal_shows_steps_heads_and_pauses(tmp_path):
 
         tmux.keys("q")
         poll(tmux, lambda s: "Stop and quit" in s, 20, "the quit dialog")
+        # "Leave it running" has the focus (Enter alone keeps training); shift+tab: stop.
+        tmux.keys("BTab")
+        time.sleep(0.3)
         tmux.keys("Enter")
         deadline = time.monotonic() + 60
         while tmux.alive() and time.monotonic() < deadline:

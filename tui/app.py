@@ -28,17 +28,25 @@ import queue
 import signal
 import threading
 import time
+from collections.abc import Iterable
 from functools import partial
 from pathlib import Path
 from typing import ClassVar
 
-from textual.app import App
+from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
-from textual.screen import ModalScreen
+from textual.screen import ModalScreen, Screen
 from textual.worker import Worker, WorkerState
 
 from podium.engine.runs import RunDir
-from podium.tui.commands import ActionsProvider, binding_sources, describe, key_label
+from podium.tui.commands import (
+    ActionsProvider,
+    binding_sources,
+    describe,
+    key_label,
+    system_commands,
+    where,
+)
 from podium.tui.live import EventsReady, LiveRun, Request, SessionReady, TrainingEnded, hint_for
 from podium.tui.remote import AttachedRun
 from podium.tui.screens.home import HomeScreen
@@ -214,12 +222,28 @@ class PodiumApp(App[int]):
             return
         self.push_screen(RunScreen(run=run))
 
-    def go_back(self) -> None:
-        """Leave the current screen for the one under it, building the home screen if needed."""
-        if any(isinstance(s, HomeScreen) for s in self.screen_stack[:-1]):
-            self.pop_screen()
-        else:
+    def go_home(self) -> None:
+        """Back to the home screen, past every screen above it (a run branched from the one
+        shown is pushed over its parent's), building it if ``podium attach`` started here."""
+        home = next((s for s in reversed(self.screen_stack) if isinstance(s, HomeScreen)), None)
+        if home is None:
+            while len(self.screen_stack) > 2:  # the default screen, and the one to replace
+                self.pop_screen()
             self.switch_screen(HomeScreen(self.root, profile_dirs=self.profile_dirs))
+            return
+        while self.screen is not home:
+            self.pop_screen()
+
+    def viewer_left(self, attached: AttachedRun) -> None:
+        """A run screen showing ``attached`` went away: close the viewer, unless another
+        screen on the stack still shows it. Kept open, it held the run's viewer mark, and home
+        and ``podium runs`` called the run live long after anyone watched it."""
+        if any(isinstance(s, RunScreen) and s.live is attached for s in self.screen_stack):
+            return
+        attached.close()
+        self.live_runs.pop(attached.key, None)
+        if isinstance(self.screen, HomeScreen):  # its refresh on resume may have run before
+            self.screen.action_refresh()
 
     @property
     def training(self) -> list[LiveRun]:
@@ -250,9 +274,14 @@ class PodiumApp(App[int]):
             self._redraw(live)
 
     def _redraw(self, live: LiveRun) -> None:
-        screen = self.screen
-        if isinstance(screen, RunScreen) and screen.live is live:
-            screen.refresh_view()
+        """Redraw ``live``'s run screen when it is in view: on top, or under dialogs (LR, help,
+        stop) that Textual paints over it; the data keeps flowing while one is open."""
+        for screen in reversed(self.screen_stack):
+            if isinstance(screen, ModalScreen):
+                continue
+            if isinstance(screen, RunScreen) and screen.live is live:
+                screen.refresh_view()
+            return
 
     def on_session_ready(self, message: SessionReady) -> None:
         live = self.live_runs.get(message.key)
@@ -305,6 +334,10 @@ class PodiumApp(App[int]):
 
     # -- app-wide actions -----------------------------------------------------------------------
 
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        """Textual's palette entries, less those podium's own (``ActionsProvider``) replace."""
+        return system_commands(super().get_system_commands(screen))
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         # Keys typed into a dialog belong to the dialog.
         return not (action in ("quit", "help", "detach") and isinstance(self.screen, ModalScreen))
@@ -345,13 +378,11 @@ class PodiumApp(App[int]):
         screen = self.screen
         sections: dict[str, list[tuple[str, str]]] = {}
         for node, binding in binding_sources(screen):
-            if node is self:
-                title = "everywhere"
-            elif node is screen:
-                title = type(screen).__name__.removesuffix("Screen").lower() + " screen"
-            else:
-                title = getattr(node, "HELP_GROUP", f"{type(node).__name__} (when focused)")
-            sections.setdefault(title, []).append((key_label(binding), describe(binding)))
+            sections.setdefault(where(node, screen), []).append(
+                (key_label(binding), describe(binding))
+            )
+        for key, text in getattr(screen, "HELP_KEYS", ()):  # keys its widgets handle
+            sections.setdefault(where(screen, screen), []).insert(0, (key, text))
         sections.setdefault("everywhere", []).append(("ctrl+p", "command palette: every action"))
         self.push_screen(HelpScreen(list(sections.items())))
 

@@ -1,17 +1,23 @@
 """A command palette provider that offers every key binding of the current screen as a command.
 
 The palette (ctrl+p) then reaches every action without remembering keys: bindings declared by
-podium's screens and widgets, and the app's own, each shown with its key.
+podium's screens and widgets, and the app's own, each shown as what it does (the help's words)
+with its key, and where it applies; never a class or action name.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from functools import partial
 
+from textual.app import SystemCommand
 from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.dom import DOMNode
+
+REPLACED_SYSTEM_COMMANDS = frozenset({"Quit", "Keys"})
+"""Textual's palette entries that podium's own bindings replace: ``q`` (which asks first while
+a run trains here) and ``?`` (help: every key)."""
 
 
 def _declared(node: DOMNode) -> list[Binding]:
@@ -37,6 +43,19 @@ def binding_sources(screen: DOMNode) -> Iterator[tuple[DOMNode, Binding]]:
             yield node, binding
 
 
+def where(node: DOMNode, screen: DOMNode) -> str:
+    """Where a binding applies, in words: help's section title and the palette's second line."""
+    if node is screen.app:
+        return "everywhere"
+    if node is screen:
+        words = type(screen).__name__.removesuffix("Screen").removesuffix("Modal")
+        return f"{words.lower()} screen"
+    group = getattr(node, "HELP_GROUP", None)
+    if group:
+        return group
+    return f"{type(node).__name__.lower()} (when focused)"
+
+
 def describe(binding: Binding) -> str:
     """The long description of a binding (its tooltip) where it has one, else the footer's."""
     return binding.tooltip or binding.description
@@ -49,6 +68,11 @@ def key_label(binding: Binding) -> str:
     return {"space": "space", "question_mark": "?", "escape": "esc"}.get(key, key)
 
 
+def system_commands(commands: Iterable[SystemCommand]) -> Iterator[SystemCommand]:
+    """Textual's own palette entries (theme, screenshot, maximize), less the replaced ones."""
+    return (c for c in commands if c.title not in REPLACED_SYSTEM_COMMANDS)
+
+
 class ActionsProvider(Provider):
     """Every declared binding of the screen under the palette, runnable by name."""
 
@@ -56,8 +80,8 @@ class ActionsProvider(Provider):
         out = []
         for node, binding in binding_sources(self.screen):
             title = f"{describe(binding)} ({key_label(binding)})"
-            where = type(node).__name__
-            out.append((title, f"{where}: {binding.action}", node, binding.action))
+            help_text = f"key {key_label(binding)} · {where(node, self.screen)}"
+            out.append((title, help_text, node, binding.action))
         return out
 
     async def discover(self) -> Hits:

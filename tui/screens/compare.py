@@ -24,11 +24,12 @@ from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Footer, Static
+from textual.widgets import Static
 
 from podium.engine.runs import RunDir
 from podium.tui.history import RunRow, read_history
 from podium.tui.model import RunModel, train_name, val_name
+from podium.tui.widgets.footer import PodiumFooter
 from podium.tui.widgets.loss_panel import HEAD_COLORS, LegendEntry, LossPanel, PlotOptions
 from podium.tui.widgets.plot import PlotSeries
 
@@ -137,7 +138,7 @@ class CompareScreen(Screen):
     def compose(self) -> ComposeResult:
         yield Static(id="compare-title")
         yield VerticalScroll(id="compare-plots")
-        yield Footer(compact=True)
+        yield PodiumFooter(compact=True)
 
     def on_mount(self) -> None:
         self._title()

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+from rich.table import Table
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -21,7 +22,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, OptionList, Static
+from textual.widgets import DataTable, OptionList, Static
 from textual.widgets.option_list import Option
 
 from podium.engine.runs import RunDir, list_runs
@@ -29,6 +30,7 @@ from podium.tui import format as fmt
 from podium.tui.history import RunRow, row_signature, run_row
 from podium.tui.screens.compare import CompareScreen
 from podium.tui.screens.new_run import NewRunModal
+from podium.tui.widgets.footer import PodiumFooter
 from podium.tui.widgets.gpu_panel import GpuPanel
 from podium.tui.widgets.panels import state_text
 
@@ -124,6 +126,8 @@ class HomeScreen(Screen):
         Binding("c", "compare", "Compare", tooltip="Overlay the loss curves of the marked runs"),
         Binding("tab", "focus_next", "Next panel", show=False),
     ]
+    HELP_KEYS = (("enter", "Open the run under the cursor, or start a run of the chosen profile"),)
+    """Keys the tables handle themselves, for help (?)."""
 
     def __init__(self, root: Path, *, profile_dirs: list[Path] | None = None) -> None:
         super().__init__()
@@ -148,22 +152,21 @@ class HomeScreen(Screen):
             gpu = GpuPanel(id="gpu-panel")
             gpu.border_title = "GPUs"
             yield gpu
-        yield Footer()
+        yield PodiumFooter()
 
     def on_mount(self) -> None:
         title = Text("podium", style="bold")
-        title.append(f"  runs in {self.root}", style="dim")
+        title.append(f"  runs directory {self.root.as_posix().rstrip('/')}/", style="dim")
         self.query_one("#home-title", Static).update(title)
         table = self.query_one("#runs", DataTable)
         for label in ("run", "profile", "state", "step", "best val", "device", "started", "host"):
             table.add_column(label, key=label)
         self.profiles = find_profiles(self.profile_dirs)
         options = self.query_one("#profiles", OptionList)
+        name_w = max((len(p.name) for p in self.profiles), default=0)
+        family_w = max((len(p.family) for p in self.profiles), default=0)
         for p in self.profiles:
-            line = Text(p.name, style="bold")
-            line.append(f"  {p.family}  ", style="dim")
-            line.append(p.description)
-            options.add_option(Option(line, id=str(p.path)))
+            options.add_option(Option(profile_line(p, name_w, family_w), id=str(p.path)))
         if not self.profiles:
             options.add_option(Option("no profiles/*.toml here", disabled=True))
         table.focus()
@@ -312,6 +315,17 @@ class HomeScreen(Screen):
             self.notify("mark runs with m first, then c compares them", severity="warning")
             return
         self.app.push_screen(CompareScreen(chosen))
+
+
+def profile_line(p: ProfileEntry, name_width: int, family_width: int) -> Table:
+    """A profile's option: name, family, then the description, which wraps in its own column
+    (a long one, like emopia's, wrapped back to the list's left edge under the name)."""
+    grid = Table.grid(padding=(0, 2, 0, 0), expand=True)
+    grid.add_column(width=name_width, no_wrap=True, style="bold")
+    grid.add_column(width=family_width, no_wrap=True, style="dim")
+    grid.add_column(ratio=1)
+    grid.add_row(p.name, p.family, p.description)
+    return grid
 
 
 def state_detail(state: str, reason: str) -> str:

@@ -5,20 +5,27 @@ Each is a ``ModalScreen[T]`` that returns its answer through ``dismiss``; escape
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Iterable
 from typing import ClassVar
 
+from rich.console import Console, Group
+from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
+from textual.widget import Widget
 from textual.widgets import Button, Input, Label, Static
 
 
 class ConfirmModal(ModalScreen[bool]):
-    """A question with a yes button (focused) and a cancel button."""
+    """A question with a yes button (focused) and a cancel button.
+
+    The question wraps inside the dialog (``.dialog Label`` in podium.tcss): a Label sizes to
+    its text and was cut at the dialog's edge, mid-sentence, on an 80-column terminal."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "cancel", "Cancel"),
@@ -97,7 +104,9 @@ class LrModal(ModalScreen[float | None]):
 
 class QuitModal(ModalScreen[str]):
     """Quit while runs train here: stop them (each saves a checkpoint), leave them running in
-    the background (``detach``), or cancel."""
+    the background (``detach``), or cancel.
+
+    "Leave it running" has the focus: ``q`` then a reflexive Enter must not end the training."""
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "choose('cancel')", "Cancel")]
 
@@ -121,13 +130,57 @@ class QuitModal(ModalScreen[str]):
             )
 
     def on_mount(self) -> None:
-        self.query_one("#stop", Button).focus()
+        self.query_one("#leave", Button).focus()
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         self.dismiss(event.button.id or "cancel")
 
     def action_choose(self, choice: str) -> None:
         self.dismiss(choice)
+
+
+def help_table(sections: list[tuple[str, list[tuple[str, str]]]]) -> Group:
+    """Sections of (key, description) rows; a description that wraps stays in its column
+    (indented under itself, not back at the dialog's edge)."""
+    parts: list[Text | Table] = []
+    for title, rows in sections:
+        if not rows:
+            continue
+        if parts:
+            parts.append(Text())
+        parts.append(Text(title, style="bold underline"))
+        table = Table.grid(padding=(0, 2, 0, 0))
+        table.add_column(justify="right", style="bold", no_wrap=True)
+        table.add_column(ratio=1)
+        for key, description in rows:
+            table.add_row("  " + key, description)
+        parts.append(table)
+    return Group(*parts)
+
+
+class HelpText(Widget):
+    """The help's sections, laid out at the widget's width (descriptions wrap in their column);
+    rendered to a ``Text``, so its plain text is what the screen shows."""
+
+    DEFAULT_CSS = """
+    HelpText { height: auto; }
+    """
+
+    def __init__(self, sections: list[tuple[str, list[tuple[str, str]]]], **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.sections = sections
+
+    def get_content_height(self, container, viewport, width: int) -> int:
+        return len(self._lines(width))
+
+    def _lines(self, width: int) -> list[Text]:
+        console = self.app.console
+        options = console.options.update_width(max(width, 20))
+        lines = console.render_lines(help_table(self.sections), options, pad=False)
+        return [Text.assemble(*((seg.text, seg.style) for seg in line)) for line in lines]
+
+    def render(self) -> Text:
+        return Text("\n").join(self._lines(self.content_size.width or 76))
 
 
 class HelpScreen(ModalScreen[None]):
@@ -144,22 +197,17 @@ class HelpScreen(ModalScreen[None]):
         self.sections = sections
 
     def compose(self) -> ComposeResult:
-        text = Text()
-        for title, rows in self.sections:
-            if not rows:
-                continue
-            if text:
-                text.append("\n")
-            text.append(title + "\n", style="bold underline")
-            width = max(len(k) for k, _ in rows)
-            for key, description in rows:
-                text.append(f"  {key:>{width}}", style="bold")
-                text.append(f"  {description}\n")
         with Vertical(classes="dialog help"):
             yield Label("Keys", classes="question")
             with VerticalScroll():
-                yield Static(text, id="help-text")
+                yield HelpText(self.sections, id="help-text")
             yield Label("Escape closes · ctrl+p opens the command palette", classes="hint")
+
+    def text(self, width: int = 76) -> str:
+        """The help's plain text as shown ``width`` columns wide (tests, and a readable diff)."""
+        console = Console(width=width, file=io.StringIO(), record=True, color_system=None)
+        console.print(help_table(self.sections))
+        return console.export_text()
 
     def action_close(self) -> None:
         self.dismiss(None)

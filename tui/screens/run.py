@@ -32,7 +32,6 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Footer
 
 from podium.engine.checkpoints import (
     CheckpointConfig,
@@ -50,6 +49,7 @@ from podium.tui.remote import AttachedRun, SocketControls
 from podium.tui.screens.modals import ConfirmModal, LrModal
 from podium.tui.widgets.checkpoints import CheckpointTable
 from podium.tui.widgets.event_log import EventLog
+from podium.tui.widgets.footer import PodiumFooter
 from podium.tui.widgets.loss_panel import (
     LossPanel,
     PlotOptions,
@@ -107,7 +107,10 @@ class CommandDone(Message):
 class RunScreen(Screen):
     BINDINGS: ClassVar[list[BindingType]] = [
         # description: the footer's word; tooltip: what help (?) and the palette say.
-        Binding("space", "toggle_pause", "Pause", tooltip="Pause or resume training"),
+        # Two bindings of space, one shown at a time (check_action): the footer says what
+        # the key does now, "Resume" while the run is paused.
+        Binding("space", "pause", "Pause", tooltip="Pause training"),
+        Binding("space", "resume", "Resume", tooltip="Resume training"),
         Binding("s", "save_now", "Save", tooltip="Save a checkpoint now"),
         Binding("x", "stop_run", "Stop", tooltip="Stop the run (asks; saves a checkpoint)"),
         Binding("l", "change_lr", "LR", tooltip="Change the learning rate"),
@@ -168,6 +171,7 @@ class RunScreen(Screen):
         self._follow = False
         self._last_event_id = 0
         self._has_matrix = False
+        self._paused = False
         self._matrix_index = 0
 
     # -- layout ------------------------------------------------------------------------------
@@ -191,7 +195,7 @@ class RunScreen(Screen):
                 log = EventLog(id="events")
                 log.border_title = "events"
                 yield log
-        yield Footer(compact=True)
+        yield PodiumFooter(compact=True)
 
     @property
     def table(self) -> CheckpointTable:
@@ -212,6 +216,10 @@ class RunScreen(Screen):
 
     def on_screen_resume(self) -> None:
         self.refresh_view()
+
+    def on_unmount(self) -> None:
+        if isinstance(self.live, AttachedRun):  # left for good: stop watching (see viewer_left)
+            self.app.viewer_left(self.live)  # type: ignore[attr-defined]
 
     def _fit_points(self) -> None:
         """Keep about two points per plot cell column in memory (and per store query)."""
@@ -300,14 +308,16 @@ class RunScreen(Screen):
         elif self.live.phase == "preparing":
             note = "preparing data and model…" if self.live.local else "attaching…"
         elif not self.live.local:
-            note = "(attached: trained by another process; ctrl+d or q leaves it training)"
+            note = "(attached: q or ctrl+d leaves it training)"
         self.query_one(RunHeader).show(
             m, note=note, hint=hint_for(m.reason) if m.state == "failed" else ""
         )
         self.query_one(StatsPanel).show(m)
         has_matrix = bool(m.matrix_keys)
-        if has_matrix != self._has_matrix:  # m joins the footer (and help) once there is one
-            self._has_matrix = has_matrix
+        paused = m.state == "paused"
+        if has_matrix != self._has_matrix or paused != self._paused:
+            # m joins the footer (and help) once there is a matrix; space says Resume when paused
+            self._has_matrix, self._paused = has_matrix, paused
             self.refresh_bindings()
         key = (m.version, self.options, len(m.heads))
         if key != self._drawn:
@@ -336,6 +346,8 @@ class RunScreen(Screen):
         # m is there only for a run whose family measures a matrix (footer, help, palette).
         if action == "show_matrix":
             return bool(self.model.matrix_keys)
+        if action in ("pause", "resume"):
+            return (self.model.state == "paused") == (action == "resume")
         return True
 
     # -- commands to the trainer --------------------------------------------------------------
@@ -391,6 +403,12 @@ class RunScreen(Screen):
                 )
         self.refresh_view()
 
+    def action_pause(self) -> None:
+        self.action_toggle_pause()
+
+    def action_resume(self) -> None:
+        self.action_toggle_pause()
+
     def action_toggle_pause(self) -> None:
         trainer = self._trainer()
         if trainer is None:
@@ -417,15 +435,7 @@ class RunScreen(Screen):
                 live.request_stop("stopped from the dashboard")
                 self.notify("stopping: the run saves a checkpoint and ends")
 
-        self.app.push_screen(
-            ConfirmModal(
-                f"Stop run {self.model.run_id}? It saves a checkpoint at the current step and "
-                "ends; `podium resume` can continue it.",
-                yes="Stop the run",
-                danger=True,
-            ),
-            answered,
-        )
+        self.app.push_screen(stop_dialog(self.model.run_id), answered)
 
     def action_change_lr(self) -> None:
         trainer = self._trainer()
@@ -575,8 +585,21 @@ class RunScreen(Screen):
         self.set_options(self.options.smoother(delta))
 
     def action_attach(self) -> None:
+        live = self.live
+        if isinstance(live, AttachedRun) and live.training:
+            self.notify(
+                f"already attached to run {self.model.run_id} (ctrl+d or q leaves it training)"
+            )
+            return
+        if live is not None and live.local and live.training:
+            self.notify(f"run {self.model.run_id} trains in this dashboard; nothing to attach")
+            return
         if self.run_dir is None or not self._follow:
-            self.notify("attach is for a run live in another process", severity="warning")
+            self.notify(
+                f"run {self.model.run_id} is not live ({self.model.state}): nothing to attach; "
+                "attach is for a run live in another process",
+                severity="warning",
+            )
             return
         self.app.pop_screen()
         self.app.attach(self.run_dir)  # type: ignore[attr-defined]
@@ -585,7 +608,9 @@ class RunScreen(Screen):
         if self.focused is self.table:
             self.set_focus(None)
             return
-        self.app.go_back()  # type: ignore[attr-defined]
+        # Home, as help says, also from a run branched from this one (its screen was pushed
+        # over its parent's).
+        self.app.go_home()  # type: ignore[attr-defined]
 
     # -- checkpoint actions ------------------------------------------------------------------
 
@@ -738,6 +763,16 @@ class RunScreen(Screen):
         finally:
             store.close()
         return False
+
+
+def stop_dialog(run_id: str) -> ConfirmModal:
+    """The question ``x`` asks before it stops a run."""
+    return ConfirmModal(
+        f"Stop run {run_id}? It saves a checkpoint at the current step and ends; "
+        "`podium resume` can continue it.",
+        yes="Stop the run",
+        danger=True,
+    )
 
 
 def _record(info: CheckpointInfo, *, keep: bool, ck: Checkpointer | None) -> CheckpointRecord:

@@ -56,7 +56,6 @@ class RunHeader(Static):
         t.append(f"  step {model.numbers.step}" + (f"/{end}" if end else ""))
         if note:
             t.append(f"  {note}", style="italic")
-        lines = 1
         routine = model.state == "paused" and model.reason in ("paused by user", "")
         if (
             model.reason
@@ -65,10 +64,21 @@ class RunHeader(Static):
         ):
             style = "bold red" if model.state == "failed" else "dim"
             t.append("\n" + model.reason, style=style)
-            lines += 1
             if hint:
                 t.append(f"\nhint: {hint}", style="yellow")
-                lines += 1
+        self._text = t
+        self._fit()
+
+    def on_resize(self) -> None:
+        if getattr(self, "_text", None) is not None:
+            self._fit()
+
+    def _fit(self) -> None:
+        """Relayout only when the number of lines, as wrapped at this width, changed: a line
+        that wraps (a long run id, an attached run's note at 80 columns) must not be cut."""
+        t = self._text
+        width = self.content_size.width or self.app.size.width - 2
+        lines = len(t.wrap(self.app.console, max(width, 1)))
         changed = lines != getattr(self, "_lines", 0)
         self._lines = lines
         self.update(t, layout=changed)
@@ -163,12 +173,44 @@ class StatsPanel(Widget):
         return rows
 
 
+LABEL = 11
+"""Width of the label column of the stats and resources panels."""
+
+
+def hanging(rows: list[tuple[str, list[Text]]], width: int, console) -> Text:
+    """``label  value`` rows, each value's pieces joined by `` · `` and wrapped at ``width``
+    between pieces (a piece longer than a line wraps at its spaces), each line under the value
+    (not under the label): a long line ("no NVIDIA GPU: NVML library not found") is read whole
+    in the narrow side panel instead of ending in an ellipsis."""
+    out = Text()
+    room = max(width - LABEL, 8)
+    sep = " · "
+    for label, pieces in rows:
+        lines: list[Text] = []
+        line = Text()
+        for piece in pieces:
+            if line and line.cell_len + len(sep) + piece.cell_len > room:
+                lines.append(line)
+                line = Text()
+            if line:
+                line.append(sep)
+            line.append_text(piece)
+        lines.append(line)
+        for i, text in enumerate(x for ln in lines for x in ln.wrap(console, room)):
+            if out:
+                out.append("\n")
+            out.append(f"{label if i == 0 else '':<{LABEL}}", style="dim")
+            out.append_text(text)
+    return out
+
+
 class ResourcesPanel(Static):
     """This process's RAM and CPU, this run's CUDA memory, and the run's GPUs.
 
     The GPU lines come from the app's ``GpuFeed`` (``podium.tui.widgets.gpu_panel``): the gauges of the
     GPUs this run leases, or "run on cpu" with the machine's one-line GPU state. The run comes
-    from the screen's ``model`` (run id and device), read when a reading arrives.
+    from the screen's ``model`` (run id and device), read when a reading arrives. Rows too long
+    for the panel wrap under their value; the panel grows a line for each.
     """
 
     DEFAULT_CSS = """
@@ -178,21 +220,23 @@ class ResourcesPanel(Static):
     def on_mount(self) -> None:
         self._cpu = CpuMeter()
         self._total = total_ram_bytes()
-        self._top = Text()
+        self._top: list[tuple[str, list[Text]]] = []
         self._gpu_line = ""
         self._reading: GpuReading | None = None
-        self._gpu_lines: list[str] = []
+        self._height = 0
         gpu_feed(self.app).subscribe(self)
 
     def on_unmount(self) -> None:
         gpu_feed(self.app).unsubscribe(self)
+
+    def on_resize(self) -> None:
+        self._show()
 
     def sample(self, gpu_line: str = "") -> None:
         """Re-read this process's RAM and CPU and the CUDA memory (every few seconds).
 
         ``gpu_line`` is shown until the first GPU reading arrives.
         """
-        t = Text()
         # A run trained by another process (attached): that process's numbers, not ours.
         live = getattr(self.screen, "live", None)
         pid = getattr(live, "pid", None) if not getattr(live, "local", True) else None
@@ -200,22 +244,24 @@ class ResourcesPanel(Static):
             self._cpu = CpuMeter(pid)
         rss = rss_bytes() if pid is None else rss_bytes(pid)
         cpu = self._cpu.percent()
-        t.append(f"{'process' if pid is None else 'trainer':<11}", style="dim")
-        t.append(f"RAM {fmt.size(rss)} · CPU {fmt.percent(cpu)}")
+        # "RAM 462M of 23.5G": the host's RAM beside this process's, not after its CPU share.
+        ram = Text(f"RAM {fmt.size(rss)}")
+        if pid is None and self._total:
+            ram.append(Text(f" of {fmt.size(self._total)}", style="dim"))
+        process = [ram, Text(f"CPU {fmt.percent(cpu)}")]
         if pid is not None:
-            t.append(f" · pid {pid}", style="dim")
-        elif self._total:
-            t.append(f" of {fmt.size(self._total)} host RAM", style="dim")
-        t.append(f"\n{'CUDA':<11}", style="dim")
+            process.append(Text(f"pid {pid}", style="dim"))
         mem = cuda_memory() if pid is None else getattr(live, "cuda_memory", None)
         if mem is None:
-            t.append("CPU run")
+            cuda = [Text("CPU run")]
         else:
-            t.append(
-                f"alloc {fmt.size(mem.allocated)} · reserved "
-                f"{fmt.size(mem.reserved)} · peak {fmt.size(mem.peak)}"
-            )
-        self._top = t
+            cuda = [
+                Text(f"alloc {fmt.size(mem.allocated)}"),
+                Text(f"reserved {fmt.size(mem.reserved)}"),
+                Text(f"peak {fmt.size(mem.peak)}"),
+            ]
+        self._top = [("process" if pid is None else "trainer", process), ("CUDA", cuda)]
+        self._ram_alone = Text(f"RAM {fmt.size(rss)}")
         self._gpu_line = gpu_line
         self._show()
 
@@ -233,13 +279,20 @@ class ResourcesPanel(Static):
         )
 
     def _show(self) -> None:
-        lines = self.gpu_lines()
-        t = self._top.copy()
-        for i, line in enumerate(lines):
-            t.append(f"\n{'GPU' if i == 0 else '':<11}", style="dim")
-            t.append(line)
-        relayout = len(lines) != len(self._gpu_lines)
+        if not getattr(self, "_top", None):  # a resize before mount or the first sample
+            return
+        rows = list(self._top)
+        width = self.content_size.width or 40
+        label, process = rows[0]
+        if sum(p.cell_len + 3 for p in process) - 3 > width - LABEL:
+            # Narrow: the host's RAM goes before the line wraps (a line the event log needs).
+            rows[0] = (label, [self._ram_alone, *process[1:]])
+        for i, line in enumerate(self.gpu_lines()):
+            rows.append(("GPU" if i == 0 else "", [Text(p) for p in line.split(" · ")]))
+        t = hanging(rows, width, self.app.console)
+        height = 1 + len(t.plain.split("\n"))  # the border line, then the rows
+        relayout = height != self._height
         if relayout:
-            self.styles.height = 3 + len(lines)
-        self._gpu_lines = lines
+            self._height = height
+            self.styles.height = height
         self.update(t, layout=relayout)
