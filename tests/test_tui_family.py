@@ -147,7 +147,7 @@ async def test_a_toy_run_shows_its_metric_matrix_hook_and_sampler(toy_run):
         await wait_for(pilot, lambda: app.screen.current is not None, 20, "the sample")
         path = app.screen.current
         assert path == toy_run.path / "samples" / "latest-busy-seed4.mid"
-        assert any("preview written" in n and "(busy, ended by" in n for n in app.notices)
+        assert any("preview written" in n and "(busy: ended by" in n for n in app.notices)
 
 
 @sync

@@ -40,7 +40,7 @@ async def test_preview_from_the_live_weights_while_training_goes_on(tmp_path):
         assert path.parent == RunDir(tmp_path / "pv").path / "samples"
         assert path.name.startswith("live-step") and "Q4-Gmaj-seed11" in path.name
         assert any(
-            n.startswith("preview written") and "(Q4 G:maj, ended by" in n for n in app.notices
+            n.startswith("preview written") and "(Q4 G:maj: ended by" in n for n in app.notices
         )
         pretty_midi.PrettyMIDI(str(path))
         stats = str(preview.query_one("#preview-stats").render())

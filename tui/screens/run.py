@@ -532,6 +532,7 @@ class RunScreen(Screen):
                 used = answer.get("conditioning") or {}
                 label = " ".join(str(v) for v in used.values() if v)
                 ended = str(answer.get("ended", "?"))
+                note = str(answer.get("note") or "")  # an older podium's answer has none
             else:
                 here = isinstance(live, LiveRun) and live.session is not None and live.training
                 if here:  # this process trains it: the session samples without moving its RNG
@@ -540,13 +541,16 @@ class RunScreen(Screen):
                     raise ValueError("live weights exist only while the run trains")
                 else:
                     sample, path = generate_from_run(run_dir.path, form.checkpoint, request)
-                label, ended = sample.label, sample.ended
+                label, ended, note = sample.label, sample.ended, sample.note
         except Exception as exc:
             self.post_message(
                 CommandDone("preview", str(exc).splitlines()[0] if str(exc) else repr(exc))
             )
             return
-        self.post_message(PreviewReady(path, f"{label or 'unconditioned'}, ended by {ended}"))
+        # The note says why in words a user can act on ("4 of 8 bars: ... model.max_len");
+        # "ended by max_len" alone did not.
+        why = f"ended by {ended}" + (f": {note}" if note else "")
+        self.post_message(PreviewReady(path, f"{label or 'unconditioned'}: {why}"))
 
     def on_preview_ready(self, message: PreviewReady) -> None:
         from podium.tui.screens.preview import PreviewScreen
