@@ -707,31 +707,15 @@ def check_placement(
     """What ``_place`` would refuse (a reserved or leased GPU, too few free, a batch too small
     for the ranks, a model that cannot fit), as a dry run that takes no lease: before the
     dashboard opens."""
-    from podium.engine.gpus.config import load_gpu_config
-    from podium.engine.gpus.nvml import read_snapshot
-    from podium.engine.gpus.select import parse_spec, probe_leases, select_gpus
+    from podium.engine.gpus.select import plan_gpus
 
-    spec = parse_spec(gpus or ("cpu" if profile.train.device == "cpu" else "auto"))
     world = cpu_ranks if cpu_ranks is not None else cpu_ranks_from_env()
-    chosen: tuple = ()
-    if spec.kind != "cpu":
-        config = load_gpu_config()
-        snapshot = read_snapshot(processes=True)
-        leases = (
-            probe_leases(snapshot, config.settings.lease_dir, config.settings.lease_admins)
-            if snapshot.available
-            else {}
-        )
-        selection = select_gpus(
-            spec,
-            snapshot=snapshot,
-            reserved=config.reserved,
-            leases=leases,
-            busy_memory_fraction=config.settings.busy_memory_fraction,
-            share=share_gpu,
-        )
-        if selection.uuids:
-            world, chosen = len(selection.uuids), selection.gpus
+    selection = plan_gpus(
+        gpus or ("cpu" if profile.train.device == "cpu" else "auto"), share=share_gpu
+    )
+    chosen = selection.gpus
+    if chosen:
+        world = len(chosen)
     if world > 1:
         check_world(world, profile.train.batch_size)
     check_fits(profile, chosen, processes=world)

@@ -351,6 +351,35 @@ class Placement:
             lease.release()
 
 
+def plan_gpus(
+    spec: str,
+    *,
+    share: bool = False,
+    config: GpuConfig | None = None,
+    source: GpuProvider | None = None,
+) -> Selection:
+    """What ``claim_gpus`` would choose now, taking no lease: a dry run, so that a reserved or
+    leased GPU is refused before a dashboard opens (the claim itself checks again)."""
+    parsed = parse_spec(spec)
+    if parsed.kind == "cpu":
+        return Selection(spec=parsed, gpus=(), note=f"--gpus {parsed.text}")
+    config = config or load_gpu_config()
+    snapshot = read_snapshot(source, processes=True)
+    leases = (
+        probe_leases(snapshot, config.settings.lease_dir, config.settings.lease_admins)
+        if snapshot.available
+        else {}
+    )
+    return select_gpus(
+        parsed,
+        snapshot=snapshot,
+        reserved=config.reserved,
+        leases=leases,
+        busy_memory_fraction=config.settings.busy_memory_fraction,
+        share=share,
+    )
+
+
 def claim_gpus(
     spec: str,
     *,
