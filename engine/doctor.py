@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from podium.engine.errors import PodiumError
 from podium.engine.runs import RunDir
@@ -88,11 +89,29 @@ def check_checkpoints(run: RunDir) -> list[Finding]:
             findings.append(
                 Finding(name, False, f"{weights}: {size} bytes, its metadata says {info.size}")
             )
+            continue
+        findings.extend(_verify_weights(name, weights, info.step))
     complete = list_checkpoints(directory)
     if not findings:
         newest = f", newest {complete[-1].name} at step {complete[-1].step}" if complete else ""
         findings.append(Finding(name, True, f"{len(complete)} complete{newest}"))
     return findings
+
+
+def _verify_weights(name: str, weights: Path, step: int) -> list[Finding]:
+    """The file loads, matches its checksum and holds only finite weights (what a resume would
+    trust). Reads the whole file: seconds for a large model, which is what doctor is for."""
+    from podium.engine.checkpoints import load_state, nonfinite_weights
+    from podium.engine.errors import CheckpointError
+
+    try:
+        state = load_state(weights)
+    except CheckpointError as exc:
+        return [Finding(name, False, f"{weights} (step {step}): {exc}")]
+    bad = nonfinite_weights(state)
+    if bad:
+        return [Finding(name, False, f"{weights} (step {step}): non-finite weights in {bad[0]}")]
+    return []
 
 
 CHECKS: list[tuple[str, Check]] = [

@@ -12,6 +12,7 @@ import json
 import math
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -209,3 +210,19 @@ def test_nan_weights_never_replace_latest_or_best(tmp_path):
     big = {"model": {"w": torch.full((4,), 3e38)}, "train_state": {"step": 11}}
     ck.save(big, step=11, epoch=2.0, val_loss=None, kinds=("latest",))
     assert newest_good_checkpoint(tmp_path).info.step == 11
+
+
+def test_doctor_names_a_damaged_checkpoint_that_a_resume_would_skip(run):
+    """``podium doctor`` checked that each checkpoint file existed at its recorded size: 4 KB of
+    damage in the middle (same size) passed it."""
+    from podium.engine.doctor import check_checkpoints
+
+    assert all(f.ok for f in check_checkpoints(run))
+    damage_middle(run.checkpoint_dir / "latest.pt")
+    bad = [f for f in check_checkpoints(run) if not f.ok]
+    assert bad and all("(step 30)" in f.text for f in bad), bad
+    assert any("latest.pt" in f.text for f in bad)
+    proc = subprocess.run(
+        [sys.executable, "-m", "podium", "doctor", str(run.path)], capture_output=True, text=True
+    )
+    assert proc.returncode == 1 and "latest.pt (step 30)" in proc.stdout + proc.stderr, proc
