@@ -83,3 +83,37 @@ async def test_in_colour_the_heads_stay_braille_lines_with_coloured_bars(monkeyp
     assert not any(g in row for g in glyphs if g for row in area)
     assert sum(0x2800 < ord(c) <= 0x28FF for row in area for c in row) >= 30
     assert all(f"━ {head} " in " ".join(legend) for head in HEADS)
+
+
+@sync
+async def test_without_colour_each_compared_run_has_its_own_glyph(monkeypatch, tmp_path):
+    """The compare screen drew every run in braille: without colour, runs could not be told."""
+    from pathlib import Path
+
+    from podium.tui.screens.compare import ComparedRun, build_compare
+
+    monkeypatch.setenv("NO_COLOR", "1")
+    runs = []
+    for i, level in enumerate((3.0, 1.0)):
+        m = RunModel()
+        for step in range(1, 61):
+            m.apply([Scalars(step=step, epoch=1.0, wall=float(step),
+                             values={"train/loss": level - step / 200})])  # fmt: skip
+        runs.append(ComparedRun(f"run{i}", "red", Path(tmp_path / f"r{i}.db"), m))
+    app = PlotApp()
+    async with app.run_test(size=(80, 24)) as pilot:
+        panel = app.query_one(LossPanel)
+        series, legend = build_compare(runs, None, PlotOptions(), show_val=False)
+        panel.show("compare", series, legend, PlotOptions(), "no data")
+        await pilot.pause()
+        lines = [
+            "".join(seg.text for seg in panel.plot.render_line(y))
+            for y in range(panel.plot.content_size.height)
+        ]
+        legend_lines = panel.legend.render().plain.splitlines()
+    glyphs = [s.glyph for s in series]
+    assert len(set(glyphs)) == 2 and None not in glyphs
+    area = _plot_area(lines)
+    for run, glyph in zip(runs, glyphs, strict=True):
+        assert sum(row.count(glyph) for row in area) >= 10, "\n".join(lines)
+        assert any(f"{glyph} {run.id}" in line for line in legend_lines), legend_lines

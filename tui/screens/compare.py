@@ -30,7 +30,13 @@ from podium.engine.runs import RunDir
 from podium.tui.history import RunRow, read_history
 from podium.tui.model import RunModel, train_name, val_name
 from podium.tui.widgets.footer import PodiumFooter
-from podium.tui.widgets.loss_panel import HEAD_COLORS, LegendEntry, LossPanel, PlotOptions
+from podium.tui.widgets.loss_panel import (
+    HEAD_COLORS,
+    HEAD_GLYPHS,
+    LegendEntry,
+    LossPanel,
+    PlotOptions,
+)
 from podium.tui.widgets.plot import PlotSeries
 
 RUN_COLORS = HEAD_COLORS
@@ -72,7 +78,8 @@ def build_compare(
     """
     series: list[PlotSeries] = []
     legend: list[LegendEntry] = []
-    for run in runs:
+    for i, run in enumerate(runs):
+        glyph = HEAD_GLYPHS[i % len(HEAD_GLYPHS)]  # each run's character without colour
         m = run.model
         train = m.series.get(train_name(head))
         val = m.series.get(val_name(head))
@@ -80,7 +87,7 @@ def build_compare(
             continue  # this run has no such head: no line, no entry
         if train is not None:
             xs, ys = m.xy(train_name(head), opts.x, opts.smoothing)
-            series.append(PlotSeries(run.id, xs, ys, run.color))
+            series.append(PlotSeries(run.id, xs, ys, run.color, glyph=glyph))
         if show_val and val is not None and len(val):
             vx, vy = m.xy(val_name(head), opts.x)
             series.append(PlotSeries(f"{run.id} val", vx, vy, run.color, markers=True))
@@ -91,6 +98,7 @@ def build_compare(
                 run.id,
                 train.last if train is not None else None,
                 val.best_or_none if val is not None else None,
+                mark=glyph,
             )
         )
     return series, legend
