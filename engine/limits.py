@@ -16,10 +16,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from podium.engine.errors import ProfileError
 from podium.engine.units import size
+
+if TYPE_CHECKING:
+    from podium.engine.config import Profile
+    from podium.engine.gpus.nvml import GpuInfo
 
 MEMINFO = Path("/proc/meminfo")
 
@@ -35,7 +39,7 @@ def host_available_bytes(meminfo: Path = MEMINFO) -> int | None:
     return None
 
 
-def training_bytes(profile: Any) -> tuple[int, int]:
+def training_bytes(profile: Profile) -> tuple[int, int]:
     """``(parameters, bytes)`` one process needs to train ``profile`` (the module docstring)."""
     cost = profile.family_spec.cost(profile.model, profile.data)
     tokens = profile.train.batch_size * int(getattr(profile.data, "seq_len", 1) or 1)
@@ -44,7 +48,11 @@ def training_bytes(profile: Any) -> tuple[int, int]:
 
 
 def check_fits(
-    profile: Any, gpus: Sequence[Any] = (), *, processes: int = 1, host_bytes: int | None = None
+    profile: Profile,
+    gpus: Sequence[GpuInfo] = (),
+    *,
+    processes: int = 1,
+    host_bytes: int | None = None,
 ) -> None:
     """Refuse ``profile`` in one line when its estimate exceeds the memory it would train in.
 
