@@ -15,6 +15,7 @@ import pty
 import re
 import select
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -131,19 +132,24 @@ def detached(runs):
         "train", TOY, "--detach", "--name", "bg", "--set", "train.epochs=100000",
         "--runs-dir", str(runs), env=env,
     ).stdout  # fmt: skip
-    commands = dict(re.findall(r"^\s+(attach|status|stop):\s+(.+)$", out, re.M))
-    assert set(commands) == {"attach", "status", "stop"}, out
-    paused = fresh_shell(commands["status"].replace(" status", " pause"), env)
-    assert paused.returncode == 0, paused.stderr  # idle from here on: the tests only read it
-    yield commands, env
-    fresh_shell(commands["stop"], env)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        listed = json.loads(podium("runs", "--json", "--runs-dir", str(runs)).stdout)
-        if {r["state"] for r in listed if r["id"] == "bg"} & {"live", "detached"}:
-            time.sleep(0.5)
+    try:
+        commands = dict(re.findall(r"^\s+(attach|status|stop):\s+(.+)$", out, re.M))
+        assert set(commands) == {"attach", "status", "stop"}, out
+        paused = fresh_shell(commands["status"].replace(" status", " pause"), env)
+        assert paused.returncode == 0, paused.stderr  # idle from here on: the tests only read it
+        yield commands, env
+    finally:  # a 100000-epoch run must not outlive a failed set-up or test
+        podium("control", "bg", "stop", "--runs-dir", str(runs), check=False)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            listed = json.loads(podium("runs", "--json", "--runs-dir", str(runs)).stdout)
+            if {r["state"] for r in listed if r["id"] == "bg"} & {"live", "detached"}:
+                time.sleep(0.5)
+            else:
+                break
         else:
-            break
+            pid = json.loads((runs / "bg" / "lock").read_text())["pid"]
+            os.kill(pid, signal.SIGKILL)
 
 
 def fresh_shell(command: str, env: dict) -> subprocess.CompletedProcess:
