@@ -370,6 +370,18 @@ def plan_gpus(
         if snapshot.available
         else {}
     )
+    return _select_with(config, parsed, snapshot, leases, share)
+
+
+def _select_with(
+    config: GpuConfig,
+    parsed: GpuSpec,
+    snapshot: GpuSnapshot,
+    leases: Mapping[str, LeaseInfo | None],
+    share: bool,
+) -> Selection:
+    """``select_gpus`` under ``config``'s reservations and busy threshold (the plan and the claim
+    choose by the same rule)."""
     return select_gpus(
         parsed,
         snapshot=snapshot,
@@ -415,14 +427,7 @@ def claim_gpus(
             **probe_leases(snapshot, config.settings.lease_dir, config.settings.lease_admins),
             **lost,
         }
-        selection = select_gpus(
-            parsed,
-            snapshot=snapshot,
-            reserved=config.reserved,
-            leases=leases,
-            busy_memory_fraction=config.settings.busy_memory_fraction,
-            share=share,
-        )
+        selection = _select_with(config, parsed, snapshot, leases, share)
         held: list[Lease] = []
         try:
             for uuid in selection.uuids:
