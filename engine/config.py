@@ -91,6 +91,24 @@ class Profile:
         blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
+    def matches(self, saved_hash: str | None, saved_file: Path | None = None) -> bool:
+        """Whether a checkpoint's ``profile_hash`` was made from this profile: its hash now, or
+        the hash of the resolved profile file the run saved (``saved_file``), as the podium that
+        wrote it hashed it. A newer podium gives a profile fields the file lacks (at their
+        defaults), which changes ``hash()`` but not the file: that is not a changed profile."""
+        if saved_hash is None:
+            return False
+        if saved_hash == self.hash():
+            return True
+        if saved_file is None:
+            return False
+        try:
+            raw = tomllib.loads(saved_file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            return False
+        blob = json.dumps(raw, sort_keys=True, separators=(",", ":"))
+        return saved_hash == hashlib.sha256(blob.encode()).hexdigest()[:16]
+
     def to_toml(self) -> str:
         """The resolved profile as TOML that ``load_profile`` reads back to an equal Profile."""
         return dump_toml(self.to_dict())
@@ -116,6 +134,14 @@ def load_profile(path: str | Path, overrides: Sequence[str] = ()) -> Profile:
     """
     path = Path(path)
     return load_profile_text(read_profile_file(path), source=str(path), overrides=overrides)
+
+
+def parse_overrides(seed: int | None, overrides: Sequence[str]) -> list[str]:
+    """The ``--set`` items of a command line, with ``--seed`` as one more."""
+    items = list(overrides)
+    if seed is not None:
+        items.append(f"train.seed={seed}")
+    return items
 
 
 def read_profile_file(path: Path) -> str:

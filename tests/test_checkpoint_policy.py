@@ -88,3 +88,34 @@ def test_a_best_metric_the_family_does_not_measure_is_refused_by_name():
         load_profile(TOY, ['checkpoint.best_metrics=["f1"]'])
     with pytest.raises(ProfileError, match=r"checkpoint\.best_metrics: expected an array"):
         load_profile(TOY, ["checkpoint.best_metrics=accuracy"])
+
+
+def _file_hash(text: str) -> str:
+    import hashlib
+    import json
+    import tomllib
+
+    blob = json.dumps(tomllib.loads(text), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def test_a_run_saved_before_these_fields_existed_still_resumes(tmp_path):
+    """A run made by an older podium: its profile file and checkpoints lack the new fields."""
+    text = load_profile(TOY).to_toml()
+    old = "".join(
+        line + "\n"
+        for line in text.splitlines()
+        if not line.startswith(("keep_every_steps", "best_metrics"))
+    )
+    assert old != text
+    saved = tmp_path / "profile.toml"
+    saved.write_text(old)
+    profile = load_profile(saved)  # what a resume reads: the new fields at their defaults
+    old_hash = _file_hash(old)  # what the older podium put in its checkpoints
+    assert old_hash != profile.hash()
+    assert profile.matches(old_hash, saved)
+    # An edited profile is still refused.
+    saved.write_text(old.replace("lr = 0.01", "lr = 0.02"))
+    assert "lr = 0.02" in saved.read_text()
+    assert not load_profile(saved).matches(old_hash, saved)
+    assert not profile.matches(None, saved)
