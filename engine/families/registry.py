@@ -334,7 +334,7 @@ class Family(Generic[ModelCfg, DataCfg]):
         return names.default_direction(series)
 
 
-CORE_SECTIONS = ("model", "data", "train", "checkpoint", "loss_weights")
+CORE_SECTIONS = ("model", "data", "train", "checkpoint", "log", "loss_weights")
 """Profile tables every family has; a family's own ``sections`` come on top."""
 
 _PACKAGE = "podium.engine.families"
