@@ -23,9 +23,6 @@ from torchmetrics import classification, regression
 
 from podium.engine.metrics import MetricValues
 
-METRICS = ("emotion_cosine", "melody_f1", "chord_accuracy", "dynamics_mae", "groove_onset_accuracy")
-DIRECTIONS = {"dynamics_mae": "min"}
-
 
 class PipelineMetrics:
     """Accumulates the five metrics over one validation pass (CPU, fresh per pass)."""
