@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     family = profile.family_spec
     if family.exporter is None:
         raise PodiumError(f"family {family.name} has no exporter")
-    state = _checkpoint_state(run_dir.path, args.checkpoint)
+    state = _checkpoint_state(run_dir.path, args.checkpoint)  # generate's lookup and message
     info = dict(state.get("data_info") or {})
     model = family.build_model(profile.model, info)
     model.load_state_dict(state["model"])
