@@ -26,6 +26,7 @@ from podium.engine.families.registry import (
     DataInfo,
     EpochHook,
     Family,
+    PrepareSpec,
     LogFn,
     ModelCost,
     Sample,
@@ -177,6 +178,14 @@ CONDITIONING_CHECK = EpochHook(
 )
 
 
+def _prepare_spec(cfg: DataConfig) -> PrepareSpec:
+    from podium.engine.families.cp.prepare import CPTokenizer
+
+    return PrepareSpec(
+        tokenizer=CPTokenizer(), val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction
+    )
+
+
 FAMILY: Family[CPTransformerConfig, DataConfig] = Family(
     name="cp",
     description="compound-word transformer (EMOPIA style), conditioned on emotion and key",
@@ -190,4 +199,5 @@ FAMILY: Family[CPTransformerConfig, DataConfig] = Family(
     check=_check,
     sampler=SAMPLER,
     epoch_hooks=(CONDITIONING_CHECK,),
+    prepare=_prepare_spec,
 )
