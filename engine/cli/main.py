@@ -208,7 +208,6 @@ def build_parser() -> argparse.ArgumentParser:
     runs_dir(p)
     from podium.engine.cli import generate as generate_cli
     from podium.engine.cli import gpus as gpus_cli
-
     from podium.engine.cli import importer, prepare
 
     gpus_cli.add_parser(sub)

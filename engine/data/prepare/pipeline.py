@@ -38,8 +38,8 @@ from podium.engine.data.prepare.shards import (
     piece_key,
 )
 from podium.engine.data.prepare.sources import Item, Refused, iter_source
-from podium.engine.data.prepared import PREPARED_FORMAT
 from podium.engine.data.prepare.worker import _STATE, Result, Task, init_worker, run_task
+from podium.engine.data.prepared import PREPARED_FORMAT
 from podium.engine.errors import DataError
 from podium.engine.families.registry import PrepareSpec
 

@@ -14,10 +14,9 @@ from typing import Any
 
 import pretty_midi
 
+from podium.engine.data.prepare.shards import ShardStore
 from podium.engine.errors import DataError
 from podium.engine.families.registry import Tokenizer
-
-from podium.engine.data.prepare.shards import ShardStore
 
 
 @dataclass(frozen=True)
