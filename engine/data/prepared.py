@@ -43,7 +43,8 @@ class PreparedData:
 
     @classmethod
     def open(cls, path: Path, *, expect: dict[str, Any] | None = None) -> PreparedData:
-        """Open ``path``; with ``expect``, refuse one made with another tokeniser fingerprint.
+        """Open ``path``; with ``expect`` (some of a tokeniser's fingerprint: its vocabulary,
+        not its length limits), refuse one whose fingerprint differs in any of them.
 
         Raises:
             DataError: not a prepared directory, another format or tokeniser, damaged files.
@@ -62,7 +63,8 @@ class PreparedData:
                 f"{marker}: format {manifest.get('format')!r}, this podium reads {PREPARED_FORMAT}; "
                 "run podium prepare again"
             )
-        if expect is not None and manifest.get("fingerprint") != expect:
+        made = manifest.get("fingerprint") or {}
+        if expect is not None and any(made.get(k) != v for k, v in expect.items()):
             raise DataError(
                 f"{path}: prepared by another tokeniser or vocabulary (family "
                 f"{manifest.get('family')!r}, profile {manifest.get('profile')!r}); run podium "

@@ -308,7 +308,8 @@ def _from_prepared(cfg: DataConfig, path: Path) -> DataBundle:
     each piece's emotion and key read back from its first token."""
     from podium.engine.families.cp.prepare import CPTokenizer
 
-    data = PreparedData.open(path, expect=CPTokenizer().fingerprint())
+    made_by = CPTokenizer().fingerprint()
+    data = PreparedData.open(path, expect={k: made_by[k] for k in ("family", "tokenizer", "vocab")})
     split = {}
     for name in ("train", "val"):
         idx = data.indices(name)
