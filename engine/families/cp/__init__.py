@@ -19,6 +19,7 @@ from podium.engine.families.cp.config import (
     DataConfig,
     GenerateConfig,
 )
+from podium.engine.families.cp.emopia import EmopiaAdapter
 from podium.engine.families.cp.vocab import EMOTIONS, FIELDS
 from podium.engine.families.registry import (
     ConditionOption,
@@ -200,4 +201,5 @@ FAMILY: Family[CPTransformerConfig, DataConfig] = Family(
     sampler=SAMPLER,
     epoch_hooks=(CONDITIONING_CHECK,),
     prepare=_prepare_spec,
+    adapters={"emopia": EmopiaAdapter()},
 )
