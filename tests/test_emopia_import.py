@@ -3,6 +3,7 @@ pickle, imported strictly; the logits equal a reference forward of the source la
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import pickle
 
@@ -214,3 +215,18 @@ def test_the_dictionary_pickle_is_read_safely(tmp_path):
         read_dictionary(tmp_path / "evil.pkl")
     with pytest.raises(DataError, match=r"pitch token 0 'Banana' has no podium equivalent"):
         index_maps({"pitch": {0: "Banana"}}, ["pitch"])
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("fast_transformers") is None, reason="fast_transformers not installed"
+)
+def test_fast_transformers_backend_agrees_with_torch():
+    from podium.engine.models.linear_attention import CausalLinearAttention
+
+    torch.manual_seed(0)
+    ours = CausalLinearAttention(32, 4, backend="torch").eval()
+    theirs = CausalLinearAttention(32, 4, backend="fast_transformers").eval()
+    theirs.load_state_dict(ours.state_dict())
+    x = torch.randn(2, 50, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(theirs(x), ours(x), atol=1e-5, rtol=0)
