@@ -228,3 +228,15 @@ def test_ctrl_c_leaves_a_consistent_state_and_the_rerun_continues(tmp_path):
         "midi-folder", src, out, spec, family="cp", profile="demo", workers=1, stream=io.StringIO()
     )
     assert report.reused == done and report.encoded == 120 - done and report.pieces_kept == 120
+
+
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
+    from podium.engine.cli.main import main
+
+    demo = str(Path(__file__).resolve().parents[1] / "profiles" / "demo.toml")
+    assert main(["prepare", "midi-folder", str(tmp_path / "nope"), "--profile", demo]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "nope: no such dataset directory" in err
+    (tmp_path / "empty").mkdir()
+    assert main(["prepare", "emopia", str(tmp_path / "empty"), "--profile", demo]) == 2
+    assert "no .mid/.midi files found" in capsys.readouterr().err

@@ -31,8 +31,9 @@ import itertools
 import json
 import re
 import shutil
+import sys
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ from torch.utils.data import Dataset
 from podium.engine.data.cache import cache_dir_for, staging_dir, sweep_stale
 from podium.engine.data.demo_corpus import generate_demo_corpus
 from podium.engine.data.midi_io import estimate_key, load_midi, piano_notes
+from podium.engine.data.prepare.progress import Progress
 from podium.engine.data.prepared import PreparedData, is_prepared
 from podium.engine.errors import DataError
 from podium.engine.families.cp import vocab as cp_vocab
@@ -559,7 +561,9 @@ def _prepare(
     )
     arrays, pieces, skipped = [], [], list(unusable)
     seen: set[str] = set()
-    for spec in specs:
+    # The bar (or plain lines) of ``podium prepare``, on stderr: podium train shows it too.
+    progress = Progress(len(specs), sys.stderr)
+    for spec in _counted(specs, progress):
         if spec.id in seen:
             skipped.append((spec.file, f"duplicate piece id {spec.id!r}"))
             continue
@@ -589,6 +593,7 @@ def _prepare(
                 **spec.extra,
             }
         )
+    progress.close()
     total = len(specs) + len(unusable)
     if skipped:
         shown = ", ".join(f"{f} ({why})" for f, why in skipped[:3])
@@ -625,6 +630,13 @@ def _prepare(
         raise
     log(f"podium: prepared {len(pieces)} pieces ({meta['n_tokens']} CP tokens) in {prepared_dir}")
     return meta
+
+
+def _counted(specs: list[_PieceSpec], progress: Progress) -> Iterator[_PieceSpec]:
+    """``specs``, one by one, each counted on ``progress`` once it is done."""
+    for spec in specs:
+        yield spec
+        progress.advance()
 
 
 def _publish(tmp: Path, final: Path) -> None:
