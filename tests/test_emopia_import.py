@@ -184,12 +184,37 @@ def test_import_is_strict_and_logits_match_the_source_layout(tmp_path, has_key):
         assert torch.equal(v, {kk.removeprefix("module."): vv for kk, vv in released.items()}[k]), k
 
 
-def test_podium_import_makes_a_run_that_generates(tmp_path):
+def test_podium_import_makes_a_run_that_generates_and_fine_tunes(tmp_path, monkeypatch):
+    from podium.engine.data.prepare import prepare
+    from podium.engine.families.cp.prepare import CPTokenizer
+    from podium.engine.families.registry import PrepareSpec
+    from podium.engine.runs import RunDir
+    from podium.engine.session import resume_session
+    from tests.prepare_corpus import A_MINOR, C_MAJOR, write_piece
+
+    monkeypatch.setenv("PODIUM_CACHE", str(tmp_path / "cache"))
+    for k in range(6):
+        write_piece(
+            tmp_path / "songs" / f"Q{1 + k % 4}_{k}.mid",
+            (C_MAJOR, A_MINOR)[k % 2],
+            tempo=80.0 + 9 * k,
+        )
+    spec = PrepareSpec(tokenizer=CPTokenizer(), val_fraction=0.3)
+    prepare(
+        "midi-folder",
+        tmp_path / "songs",
+        tmp_path / "prep",
+        spec,
+        family="cp",
+        profile="t",
+        workers=1,
+    )
     rng = np.random.default_rng(3)
     fields = [f for f in V.FIELDS if f != "key"]
     e2w, w2e = _dictionary(rng, fields)
     sizes = {f: len(w2e["bar-beat" if f == "bar_beat" else f]) for f in fields}
-    torch.save(_released_state(rng, sizes, False), tmp_path / "loss_8_params.pt")
+    released = _released_state(rng, sizes, False)
+    torch.save(released, tmp_path / "loss_8_params.pt")
     (tmp_path / "dictionary.pkl").write_bytes(pickle.dumps((e2w, w2e)))
     run = import_emopia(
         tmp_path / "loss_8_params.pt",
@@ -198,11 +223,22 @@ def test_podium_import_makes_a_run_that_generates(tmp_path):
         heads=H,
         name="imported",
         runs_dir=str(tmp_path / "runs"),
+        data=str(tmp_path / "prep"),
     )
     sample, midi = generate_from_run(
         run, "latest", SampleRequest(conditioning={"emotion": "Q2"}, bars=2, tokens=40)
     )
     assert midi.is_file() and sample.conditioning["emotion"] == "Q2" and len(sample.tokens) > 1
+    saved = torch.load(run / "checkpoints" / "latest.pt", weights_only=False)["model"]
+    native = EmopiaAdapter.with_dictionary(tmp_path / "dictionary.pkl", released).to_native(
+        released
+    )
+    assert all(torch.equal(saved[k], v) for k, v in native.items())  # step 0 holds the import
+    session = resume_session(RunDir(run), max_steps=2, console=None)
+    result = session.run_training()
+    assert result.step == 2
+    tuned = torch.load(run / "checkpoints" / "latest.pt", weights_only=False)["model"]
+    assert not torch.equal(tuned["in_proj.weight"], native["in_proj.weight"])
 
 
 def test_the_dictionary_pickle_is_read_safely(tmp_path):

@@ -50,6 +50,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="N",
         help="attention heads of the released model (default 8, EMOPIA's)",
     )
+    p.add_argument(
+        "--data",
+        metavar="PREPARED",
+        help="a podium prepare output: the run is then a full run that "
+        "`podium resume RUN --max-steps N` fine-tunes on it",
+    )
     p.add_argument("--name", metavar="RUN", help="run id (default: <profile>-<time>)")
     p.add_argument(
         "--runs-dir", metavar="DIR", help="where runs live (default: ./runs or $PODIUM_RUNS)"
@@ -66,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
             heads=args.heads,
             name=args.name,
             runs_dir=args.runs_dir,
+            data=args.data,
         )
     except PodiumError as exc:
         sys.stderr.write(f"podium: error: {exc}\n")
@@ -83,8 +90,14 @@ def import_emopia(
     heads: int = 8,
     name: str | None = None,
     runs_dir: str | None = None,
+    data: str | None = None,
 ) -> Path:
-    """The new run's directory. Raises DataError/ProfileError/CheckpointError in one line."""
+    """The new run's directory. Raises DataError/ProfileError/CheckpointError in one line.
+
+    With ``data`` (a prepared directory) the run is made by podium's own session: the imported
+    weights replace the fresh ones before step 0, which is saved with the optimizer and schedule
+    state a resume needs, so ``podium resume RUN --max-steps N`` fine-tunes. Without it the run
+    holds the weights alone (it generates; it has nothing to train on)."""
     import torch
 
     from podium.engine.checkpoints import Checkpointer
@@ -112,6 +125,8 @@ def import_emopia(
         "model.bar_positions=0",
         *(f"model.emb_sizes.{f}={n}" for f, n in layout.emb_sizes.items()),
     ]
+    if data is not None:
+        overrides.append(f"data.path={data}")
     profile = load_profile(profile_path, overrides)
     native = EmopiaAdapter.with_dictionary(dictionary, state).to_native(state)
     info = {"vocab_sizes": V.vocab_sizes(), PAIRS: {}}
@@ -119,6 +134,8 @@ def import_emopia(
     model.load_state_dict(native, strict=True)  # raises on any missing or unexpected key
     check_positions(state, model.positions.table)
     root = runs_root(runs_dir)
+    if data is not None:
+        return _as_session_run(profile, native, root, name)
     run_dir = create_run(root, profile_name=profile.name, name=name)
     run_dir.write_info(
         new_info(run_dir, profile=profile.name, family=profile.family, source=str(profile_path))
@@ -146,3 +163,13 @@ def import_emopia(
         kinds=("manual",),
     )
     return run_dir.path
+
+
+def _as_session_run(profile: Any, native: dict[str, Any], root: Path, name: str | None) -> Path:
+    from podium.engine.session import new_session
+
+    session = new_session(profile, root=root, name=name, max_steps=0)
+    model = session.trainer.model
+    model.load_state_dict(native, strict=True)  # the bare model (DDP wraps it as trainer.net)
+    session.run_training()  # stops at once, "--max-steps 0 reached", saving step 0
+    return session.run.path
