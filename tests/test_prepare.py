@@ -240,3 +240,34 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["prepare", "emopia", str(tmp_path / "empty"), "--profile", demo]) == 2
     assert "no .mid/.midi files found" in capsys.readouterr().err
+
+
+def test_emopia_layout_quadrant_from_the_name_key_from_the_csv(tmp_path):
+    from podium.engine.families.cp import vocab as V
+
+    root = tmp_path / "EMOPIA_1.0"
+    write_piece(root / "midis" / "Q1_abc_0.mid", C_MAJOR)
+    write_piece(root / "midis" / "Q3_xyz_1.mid", A_MINOR, tempo=70)
+    write_piece(root / "midis" / "notes.mid", C_MAJOR)
+    (root / "key_mode_tempo.csv").write_text(
+        ",name,keyname,keymode,tempo\n0,Q1_abc_0,F,1,100\n", encoding="utf-8"
+    )
+    spec = PrepareSpec(tokenizer=CPTokenizer(), val_fraction=0.5)
+    report = prepare(
+        "emopia",
+        root,
+        tmp_path / "out",
+        spec,
+        family="cp",
+        profile="t",
+        workers=1,
+        stream=io.StringIO(),
+    )
+    assert report.skipped == [
+        {"file": "notes.mid", "reason": "unsupported: no Q1_ .. Q4_ prefix in the file name"}
+    ]
+    data = PreparedData.open(tmp_path / "out")
+    heads = {r["file"]: data.array(i)[0] for i, r in enumerate(data.records)}
+    assert V.VOCAB.names["emotion"][heads["Q1_abc_0.mid"][F["emotion"]]] == "Q1"
+    assert V.VOCAB.names["key"][heads["Q1_abc_0.mid"][F["key"]]] == "F:maj"  # from the CSV
+    assert V.VOCAB.names["key"][heads["Q3_xyz_1.mid"][F["key"]]] == "A:min"  # estimated
