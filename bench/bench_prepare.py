@@ -48,7 +48,9 @@ def miditok_rate(files: list[Path], workers: int) -> float:
         _miditok_init()
         n = sum(_miditok_encode(str(f)) for f in files)
     else:
-        ctx = multiprocessing.get_context("spawn")  # as podium's pool starts its workers
+        from podium.engine.data.prepare.pipeline import _start_method
+
+        ctx = multiprocessing.get_context(_start_method())  # as podium's pool starts its workers
         with ctx.Pool(workers, initializer=_miditok_init) as pool:
             n = sum(pool.map(_miditok_encode, [str(f) for f in files], chunksize=8))
     assert n > 0

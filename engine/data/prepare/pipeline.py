@@ -23,6 +23,8 @@ import concurrent.futures as cf
 import json
 import multiprocessing
 import os
+import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, TextIO
@@ -148,9 +150,7 @@ def _run(pending: list[tuple[int, Task]], tokenizer: Any, store: ShardStore, wor
         for i, task in pending:
             yield i, run_task(task)
         return
-    # spawn, not fork: the parent may hold torch's threads (inside ``podium train``), and a
-    # forked child of a multi-threaded process can deadlock on a lock held by another thread.
-    ctx = multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context(_start_method())
     with cf.ProcessPoolExecutor(
         max_workers=min(workers, len(pending)),
         mp_context=ctx,
@@ -179,6 +179,15 @@ def _run(pending: list[tuple[int, Task]], tokenizer: Any, store: ShardStore, wor
                 fut.cancel()
             pool.shutdown(wait=True, cancel_futures=True)
             raise
+
+
+def _start_method() -> str:
+    """fork when this process is single-threaded and holds no torch (``podium prepare`` itself):
+    workers start in milliseconds, not the second a fresh interpreter takes to import. Else
+    spawn: inside ``podium train`` the parent holds torch's threads, and a forked child of a
+    multi-threaded process can deadlock on a lock another thread held."""
+    alone = threading.active_count() == 1 and "torch" not in sys.modules
+    return "fork" if alone and "fork" in multiprocessing.get_all_start_methods() else "spawn"
 
 
 def _split_of(digest: str, val: float, test: float) -> str:
