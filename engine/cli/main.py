@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib
 import json
 import math
 import signal
@@ -208,10 +209,13 @@ def build_parser() -> argparse.ArgumentParser:
     from podium.engine.cli import export as export_cli
     from podium.engine.cli import generate as generate_cli
     from podium.engine.cli import gpus as gpus_cli
+    from podium.engine.cli import importer, prepare
 
     gpus_cli.add_parser(sub)
     generate_cli.add_parser(sub)
     export_cli.add_parser(sub)
+    prepare.add_parser(sub)
+    importer.add_parser(sub)
     return parser
 
 
@@ -720,7 +724,13 @@ _HANDLERS: dict[str, Callable[[argparse.Namespace, DashboardHook | None], int]] 
     "gpus": lambda args, dashboard: _gpus(args),
     "generate": lambda args, dashboard: _generate(args),
     "export": lambda args, dashboard: _export(args),
+    "prepare": lambda args, dashboard: _cli_module("prepare").run(args),
+    "import": lambda args, dashboard: _cli_module("importer").run(args),
 }
+
+
+def _cli_module(name: str) -> Any:
+    return importlib.import_module(f"podium.engine.cli.{name}")
 
 
 def _gpus(args: argparse.Namespace) -> int:

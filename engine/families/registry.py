@@ -285,6 +285,61 @@ Exporter = Callable[["nn.Module", Profile, DataInfo, "Path"], ExportReport]
 raises ``PodiumError`` for what stops it from exporting at all (a missing library)."""
 
 
+# -- preparation (``podium prepare``) ---------------------------------------------------------
+
+
+class Tokenizer(Protocol):
+    """A family's tokeniser as ``podium prepare`` uses it: pure, picklable (it is sent to worker
+    processes), and the same object a family's ``build_data`` would use, so prepared data and
+    data made inside ``podium train`` agree token for token."""
+
+    @property
+    def min_tokens(self) -> int:
+        """Pieces with fewer tokens are skipped as "too short"."""
+        ...
+
+    @property
+    def max_tokens(self) -> int | None:
+        """Pieces with more tokens are skipped as "too long" (None: no limit)."""
+        ...
+
+    @property
+    def keep_drums(self) -> bool:
+        """Whether drum tracks are tokenised; a file with only drums is skipped as "drums only"
+        when they are not."""
+        ...
+
+    @property
+    def label_fields(self) -> tuple[str, ...]:
+        """The labels ``encode`` reads (they become part of each piece's cache key)."""
+        ...
+
+    def encode(self, midi: pretty_midi.PrettyMIDI, labels: Mapping[str, str]) -> np.ndarray:
+        """One piece's tokens (any shape whose first axis is time, one dtype for all pieces).
+        ``DataError`` for a piece the tokeniser cannot take (skipped as "unsupported")."""
+        ...
+
+    def fingerprint(self) -> dict[str, Any]:
+        """JSON-able vocabulary and settings: prepared shards are re-used only while it is
+        unchanged."""
+        ...
+
+    def vocabulary(self) -> dict[str, Any]:
+        """JSON-able vocabulary written beside the shards (``vocab.json``)."""
+        ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class PrepareSpec:
+    """What ``podium prepare`` needs of a family for one ``[data]`` table."""
+
+    tokenizer: Tokenizer
+    val_fraction: float
+    """Share of pieces in the validation split (by content hash)."""
+    test_fraction: float = 0.0
+    """Share of pieces in the test split (by content hash)."""
+
+
 # -- the family -------------------------------------------------------------------------------
 
 
@@ -335,6 +390,9 @@ class Family(Generic[ModelCfg, DataCfg]):
     exporter: Exporter | None = None
     """Writes the model for another runtime (ONNX files for a C++ host) and checks what it
     wrote (``podium export``); None: the family has no exporter."""
+    prepare: Callable[[DataCfg], PrepareSpec] | None = None
+    """The tokeniser and split fractions ``podium prepare`` uses for this ``[data]`` table
+    (None: the family's data cannot be prepared ahead)."""
 
     def __post_init__(self) -> None:
         if (self.metrics or self.matrices) and self.build_metrics is None:

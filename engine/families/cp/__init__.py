@@ -19,6 +19,7 @@ from podium.engine.families.cp.config import (
     DataConfig,
     GenerateConfig,
 )
+from podium.engine.families.cp.emopia import EmopiaAdapter
 from podium.engine.families.cp.vocab import EMOTIONS, FIELDS
 from podium.engine.families.registry import (
     ConditionOption,
@@ -28,6 +29,7 @@ from podium.engine.families.registry import (
     Family,
     LogFn,
     ModelCost,
+    PrepareSpec,
     Sample,
     SampleRequest,
     SamplerSpec,
@@ -177,6 +179,14 @@ CONDITIONING_CHECK = EpochHook(
 )
 
 
+def _prepare_spec(cfg: DataConfig) -> PrepareSpec:
+    from podium.engine.families.cp.prepare import CPTokenizer
+
+    return PrepareSpec(
+        tokenizer=CPTokenizer(), val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction
+    )
+
+
 FAMILY: Family[CPTransformerConfig, DataConfig] = Family(
     name="cp",
     description="compound-word transformer (EMOPIA style), conditioned on emotion and key",
@@ -190,4 +200,6 @@ FAMILY: Family[CPTransformerConfig, DataConfig] = Family(
     check=_check,
     sampler=SAMPLER,
     epoch_hooks=(CONDITIONING_CHECK,),
+    prepare=_prepare_spec,
+    adapters={"emopia": EmopiaAdapter()},
 )

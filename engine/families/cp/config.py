@@ -137,6 +137,9 @@ class DataConfig:
     """Tokens per training example (model inputs); each example holds ``seq_len + 1`` tokens."""
     val_fraction: float = 0.1
     """Share of pieces held out for validation, chosen by a stable hash of the piece id."""
+    test_fraction: float = 0.0
+    """Share of pieces ``podium prepare`` holds out as a test split (by content hash); training
+    never reads them."""
     transpose: int = 0
     """Augmentation: shift each training example by a random number of semitones in
     [-transpose, +transpose], notes, chord roots and key together, drawn anew every epoch from
@@ -177,6 +180,11 @@ class DataConfig:
             raise ValueError(
                 f"val_fraction: must be between 0 and 1 (exclusive), got {self.val_fraction}; "
                 "0.1 holds out a tenth of the pieces"
+            )
+        if not 0.0 <= self.test_fraction < 1.0 or self.val_fraction + self.test_fraction >= 1.0:
+            raise ValueError(
+                f"test_fraction: must be in [0, 1) and leave pieces to train on with "
+                f"val_fraction {self.val_fraction} (got {self.test_fraction})"
             )
 
 

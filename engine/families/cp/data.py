@@ -31,8 +31,9 @@ import itertools
 import json
 import re
 import shutil
+import sys
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,8 @@ from torch.utils.data import Dataset
 from podium.engine.data.cache import cache_dir_for, staging_dir, sweep_stale
 from podium.engine.data.demo_corpus import generate_demo_corpus
 from podium.engine.data.midi_io import estimate_key, load_midi, piano_notes
+from podium.engine.data.prepare.progress import Progress
+from podium.engine.data.prepared import PreparedData, is_prepared
 from podium.engine.errors import DataError
 from podium.engine.families.cp import vocab as cp_vocab
 from podium.engine.families.cp.config import DataConfig
@@ -218,6 +221,8 @@ def build_datasets(cfg: DataConfig, *, log: Callable[[str], None] = print) -> Da
     Raises:
         DataError: the dataset directory is missing or holds no usable, labelled MIDI files.
     """
+    if cfg.path and is_prepared(Path(cfg.path).expanduser()):
+        return _from_prepared(cfg, Path(cfg.path).expanduser().resolve())
     root = cache_root(cfg)
     sweep_stale(root, depth=1)  # what killed runs left half-built
     if cfg.source == "demo":
@@ -298,6 +303,55 @@ def _bundle(
             (meta["pieces"][i]["emotion"], meta["pieces"][i]["key"]) for i in train_i
         ),
     )
+
+
+def _from_prepared(cfg: DataConfig, path: Path) -> DataBundle:
+    """A bundle from ``podium prepare`` output: its splits as they are (the test split unused),
+    each piece's emotion and key read back from its first token."""
+    from podium.engine.families.cp.prepare import CPTokenizer
+
+    made_by = CPTokenizer().fingerprint()
+    data = PreparedData.open(path, expect={k: made_by[k] for k in ("family", "tokenizer", "vocab")})
+    split = {}
+    for name in ("train", "val"):
+        idx = data.indices(name)
+        split[name] = (idx, [np.asarray(data.array(i), dtype=np.int64) for i in idx])
+    if not split["train"][0] or not split["val"][0]:
+        raise DataError(f"{path}: the prepared data has an empty train or val split")
+    ids = {n: [data.records[i]["file"] for i in idx] for n, (idx, _) in split.items()}
+    train = CPSequenceDataset(split["train"][1], cfg.seq_len, ids["train"], transpose=cfg.transpose)
+    val = CPSequenceDataset(split["val"][1], cfg.seq_len, ids["val"])
+    names = cp_vocab.VOCAB.names
+
+    def label(piece: np.ndarray) -> tuple[str, str]:
+        head = piece[0]
+        return names["emotion"][int(head[_EMOTION])], names["key"][int(head[_KEY])]
+
+    emotions = Counter(label(p)[0] for n in split for p in split[n][1])
+    info = {
+        "source": "prepared",
+        "source_dir": data.manifest.get("source_dir", ""),
+        "prepared_dir": str(path),
+        "n_pieces": len(train.pieces) + len(val.pieces),
+        "n_train_pieces": len(train.pieces),
+        "n_val_pieces": len(val.pieces),
+        "n_train_examples": len(train),
+        "n_val_examples": len(val),
+        "n_tokens": int(sum(len(p) for n in split for p in split[n][1])),
+        "emotions": dict(sorted(emotions.items())),
+    }
+    return DataBundle(
+        train=train,
+        val=val,
+        vocab_sizes=cp_vocab.vocab_sizes(),
+        prepared_dir=path,
+        n_pieces=info["n_pieces"],
+        info=info,
+        emotion_keys=pair_table(label(p) for p in train.pieces),
+    )
+
+
+_EMOTION = cp_vocab.FIELDS.index("emotion")
 
 
 def split_val_ids(ids: Sequence[str], val_fraction: float) -> list[str]:
@@ -507,7 +561,9 @@ def _prepare(
     )
     arrays, pieces, skipped = [], [], list(unusable)
     seen: set[str] = set()
-    for spec in specs:
+    # The bar (or plain lines) of ``podium prepare``, on stderr: podium train shows it too.
+    progress = Progress(len(specs), sys.stderr)
+    for spec in _counted(specs, progress):
         if spec.id in seen:
             skipped.append((spec.file, f"duplicate piece id {spec.id!r}"))
             continue
@@ -537,6 +593,7 @@ def _prepare(
                 **spec.extra,
             }
         )
+    progress.close()
     total = len(specs) + len(unusable)
     if skipped:
         shown = ", ".join(f"{f} ({why})" for f, why in skipped[:3])
@@ -573,6 +630,13 @@ def _prepare(
         raise
     log(f"podium: prepared {len(pieces)} pieces ({meta['n_tokens']} CP tokens) in {prepared_dir}")
     return meta
+
+
+def _counted(specs: list[_PieceSpec], progress: Progress) -> Iterator[_PieceSpec]:
+    """``specs``, one by one, each counted on ``progress`` once it is done."""
+    for spec in specs:
+        yield spec
+        progress.advance()
 
 
 def _publish(tmp: Path, final: Path) -> None:
