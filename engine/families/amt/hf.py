@@ -21,7 +21,7 @@ from podium.engine.errors import ProfileError
 from podium.engine.families.amt.config import GPT2Config
 
 _CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
-_BUFFERS = ("attn.bias", "attn.masked_bias")
+_BUFFERS = (".attn.bias", ".attn.masked_bias")
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 
