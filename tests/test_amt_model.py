@@ -5,6 +5,7 @@ generation from its checkpoint."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -14,6 +15,8 @@ import pytest
 import torch
 
 from podium.engine.checkpoints import CheckpointConfig, Checkpointer, newest_checkpoint
+from podium.engine.config import load_profile
+from podium.engine.errors import ProfileError
 from podium.engine.events import EvalMetrics, EventBus, StepMetrics
 from podium.engine.families.amt import FAMILY
 from podium.engine.families.amt.config import DataConfig, GPT2Config
@@ -67,6 +70,27 @@ def test_a_podium_gpt2_written_in_the_hf_layout_loads_in_transformers(tmp_path):
     with torch.no_grad():
         assert torch.allclose(hf(idx).logits, model.logits(idx), atol=1e-5, rtol=0)
     assert FAMILY.adapters["hf"].to_native(hf.state_dict()).keys() == model.state_dict().keys()
+    # ... and the directory starts a podium run (model.init_from), sizes checked.
+    info = {"vocab": {"vocab_size": 101}}
+    started = FAMILY.build_model(dataclasses.replace(TINY, init_from=str(tmp_path / "out")), info)
+    for name, value in model.state_dict().items():
+        assert torch.equal(started.state_dict()[name], value), name
+    wider = dataclasses.replace(TINY, d_model=64, init_from=str(tmp_path / "out"))
+    with pytest.raises(ProfileError, match="has d_model 32, the profile 64"):
+        FAMILY.build_model(wider, info)
+
+
+@pytest.mark.parametrize("name", ["amt-gpt2", "amt-gpt2-small"])
+def test_profiles_load_and_the_cost_counts_the_parameters_the_model_has(name):
+    profile = load_profile(ROOT / "profiles" / f"{name}.toml")
+    with torch.device("meta"):
+        model = FAMILY.build_model(
+            profile.model, {"vocab": {"vocab_size": profile.data.vocab_size}}
+        )
+    assert FAMILY.cost(profile.model, profile.data).params == model.num_parameters()
+    if name == "amt-gpt2":  # the report's size
+        cfg = profile.model
+        assert (cfg.n_layers, cfg.n_heads, cfg.d_model, cfg.max_len) == (6, 8, 768, 1024)
 
 
 def test_cached_generation_steps_give_the_logits_of_a_full_forward():
