@@ -91,6 +91,24 @@ class Profile:
         blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
+    def matches(self, saved_hash: str | None, saved_file: Path | None = None) -> bool:
+        """Whether a checkpoint's ``profile_hash`` was made from this profile: its hash now, or
+        the hash of the resolved profile file the run saved (``saved_file``), as the podium that
+        wrote it hashed it. A newer podium gives a profile fields the file lacks (at their
+        defaults), which changes ``hash()`` but not the file: that is not a changed profile."""
+        if saved_hash is None:
+            return False
+        if saved_hash == self.hash():
+            return True
+        if saved_file is None:
+            return False
+        try:
+            raw = tomllib.loads(saved_file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            return False
+        blob = json.dumps(raw, sort_keys=True, separators=(",", ":"))
+        return saved_hash == hashlib.sha256(blob.encode()).hexdigest()[:16]
+
     def to_toml(self) -> str:
         """The resolved profile as TOML that ``load_profile`` reads back to an equal Profile."""
         return dump_toml(self.to_dict())
@@ -116,6 +134,14 @@ def load_profile(path: str | Path, overrides: Sequence[str] = ()) -> Profile:
     """
     path = Path(path)
     return load_profile_text(read_profile_file(path), source=str(path), overrides=overrides)
+
+
+def parse_overrides(seed: int | None, overrides: Sequence[str]) -> list[str]:
+    """The ``--set`` items of a command line, with ``--seed`` as one more."""
+    items = list(overrides)
+    if seed is not None:
+        items.append(f"train.seed={seed}")
+    return items
 
 
 def read_profile_file(path: Path) -> str:
@@ -307,6 +333,14 @@ def _build_profile(raw: dict[str, Any], loc: _Locator) -> Profile:
         absolute = str(Path(data_path).expanduser().resolve())
         built["data"] = dataclasses.replace(built["data"], path=absolute)
 
+    for metric in built["checkpoint"].best_metrics:
+        if metric not in family.metrics:
+            known = ", ".join(family.metrics) or "none"
+            raise loc.error(
+                ("checkpoint", "best_metrics"),
+                f"{metric!r} is not a validation metric of family {family_name} (it has: {known})",
+            )
+
     sections = {name: built.pop(name) for name in family.sections}
     try:
         family.check(built["model"], built["data"], sections)
@@ -403,6 +437,11 @@ def _check_type(value: Any, hint: Any, keys: tuple[str, ...], loc: _Locator) -> 
         if value in choices and type(value) is type(choices[0]):
             return value
         raise loc.error(keys, _choice_message(value, choices))
+    if origin is tuple:  # tuple[X, ...]: a TOML array of X
+        item_type = typing.get_args(hint)[0]
+        if not isinstance(value, (list, tuple)):
+            raise loc.error(keys, f'expected an array like ["a", "b"], got {_show(value)}')
+        return tuple(_check_type(v, item_type, (*keys, str(i)), loc) for i, v in enumerate(value))
     if origin is dict:
         _key_type, value_type = typing.get_args(hint)
         if not isinstance(value, dict):
@@ -514,10 +553,12 @@ def _parse_override(text: str, hint: Any, keys: tuple[str, ...], item: str) -> A
         if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
             return text[1:-1]
         return text
-    # Tables (dict or nested dataclass): an inline TOML table.
+    # Arrays and tables (dict or nested dataclass): a TOML value, checked with the profile.
     try:
         return tomllib.loads(f"v = {text}")["v"]
     except (tomllib.TOMLDecodeError, RecursionError):
+        if origin is tuple:
+            raise bad('an array like ["a", "b"]') from None
         raise bad("an inline table like { pitch = 2.0 }") from None
 
 

@@ -340,12 +340,14 @@ def start_ranks(
     job: WorkerJob,
     say: Callable[[str], None] = lambda line: None,
     stderr: IO[str] | int | None = None,
+    threads: int | None = None,
 ) -> RankGroup:
     """Rank 0: start workers 1..world-1, wait until each has built its model, join the group.
 
     Call after rank 0 has built its data (the workers then find the prepared data in the cache
     instead of preparing it concurrently) and before the Trainer (whose DDP wrapper is the
     first collective). ``stderr`` receives the workers' stderr (rank 0 passes the run's log).
+    ``threads``: intra-op threads per rank (default: the cores divided among the ranks).
 
     Raises:
         RunError: a worker failed or did not start in time (with its reason).
@@ -356,7 +358,7 @@ def start_ranks(
     store = dist.TCPStore(
         "127.0.0.1", 0, world, is_master=True, wait_for_workers=False, timeout=COLLECTIVE_TIMEOUT
     )
-    threads = _threads_per_rank(world, device)
+    threads = threads if threads is not None else _threads_per_rank(world, device)
     previous_threads = torch.get_num_threads()
     processes: list[subprocess.Popen] = []
     try:

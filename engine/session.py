@@ -16,7 +16,7 @@ import shutil
 import socket
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -36,6 +36,7 @@ from podium.engine.checkpoints import (
 )
 from podium.engine.config import Profile, load_profile
 from podium.engine.control import COMMAND_TIMEOUT, ControlServer, trainer_handlers
+from podium.engine.cpu_share import share_cpus
 from podium.engine.distributed import (
     RankGroup,
     WorkerJob,
@@ -214,6 +215,12 @@ def _build_inner(
         check_world(world, profile.train.batch_size)
     # Before any data or weight exists: a model that cannot fit is one line, not a dead host.
     check_fits(profile, placement.selection.gpus, processes=world)
+    cpu = share_cpus(
+        profile.train.cpu_wait,
+        threads=profile.train.cpu_threads,
+        ranks=world,
+    )
+    say(f"podium: CPU {cpu.describe()}" + (f" ({cpu.note})" if cpu.note else ""))
     bus = EventBus()
     assembly = assemble(profile, log=say)
     device = pick_device("cuda" if placement.uuids else "cpu")
@@ -229,7 +236,9 @@ def _build_inner(
             max_epochs=max_epochs,
             uuids=tuple(placement.uuids),
         )
-        group = start_ranks(world=world, device=device, job=job, say=say, stderr=logfile)
+        group = start_ranks(
+            world=world, device=device, job=job, say=say, stderr=logfile, threads=cpu.threads
+        )
         closers.append(group.close)
     writer = StoreWriter(run.db_path)
     closers.append(writer.close)
@@ -276,6 +285,7 @@ def _build_inner(
             "metrics": list(assembly.family.metrics),
             "matrices": list(assembly.family.matrices),
             "cuda": _cuda_memory(trainer.device),
+            "cpu": cpu.to_dict(),
         }
 
     def generate(args: dict) -> dict:
@@ -402,7 +412,7 @@ def resume_session(
                 raise CheckpointError(f"run {run.id}: no checkpoint named {checkpoint!r}")
             state = load_state(run.checkpoint_dir / f"{checkpoint}.pt")
             info = checked_info(run.checkpoint_dir, info, state)
-        if state.get("profile_hash") != profile.hash():
+        if not profile.matches(state.get("profile_hash"), run.profile_path):
             raise CheckpointError(
                 f"{run.profile_path}: the profile changed since checkpoint {info.name} was saved; "
                 "start a new run instead of resuming this one"
@@ -498,7 +508,7 @@ def branch_session(
             raise CheckpointError(str(exc).replace(str(pinned), str(source))) from None
         info = checked_info(parent.checkpoint_dir, info, state)
         _check_expected(parent, info, state, expect_checksum, expect_step)
-        if state.get("profile_hash") != profile.hash():
+        if not profile.matches(state.get("profile_hash"), parent.profile_path):
             raise CheckpointError(
                 f"{parent.profile_path}: the profile changed since checkpoint {info.name} was saved"
             )
@@ -719,13 +729,6 @@ def check_placement(
     if world > 1:
         check_world(world, profile.train.batch_size)
     check_fits(profile, chosen, processes=world)
-
-
-def parse_overrides(seed: int | None, overrides: Sequence[str]) -> list[str]:
-    items = list(overrides)
-    if seed is not None:
-        items.append(f"train.seed={seed}")
-    return items
 
 
 def _cuda_memory(device: Any) -> dict | None:

@@ -67,6 +67,13 @@ class TrainConfig:
     GPU). Every step's losses are recorded either way; this only sets how often the host syncs."""
     num_workers: int = 0
     """DataLoader worker processes (0 = load in the training thread)."""
+    cpu_threads: int = 0
+    """Intra-op CPU threads per rank (0 = a fair share: the CPUs this process may use, by its
+    affinity and cgroup quota, divided among the podium runs training on the host)."""
+    cpu_wait: Literal["passive", "active"] = "passive"
+    """How idle OpenMP threads wait: passive (sleep; right on a shared host, where spinning
+    threads of several runs starve each other) or active (spin; a machine of one's own).
+    ``OMP_WAIT_POLICY`` in the environment wins."""
     max_nonfinite_steps: int = 5
     """Consecutive steps with a non-finite loss or gradient (each skipped) before the run fails."""
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
@@ -82,6 +89,7 @@ class TrainConfig:
             "val_max_batches",
             "log_every_steps",
             "num_workers",
+            "cpu_threads",
         )
         for name in non_negative:
             if getattr(self, name) < 0:

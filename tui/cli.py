@@ -166,7 +166,7 @@ def dashboard(args: argparse.Namespace) -> int:
         return _refuse(args.command)
     if target is not None:  # no torch on this path: attaching must be quick
         return run_dashboard(root, attach=target)
-    from podium.engine.session import parse_overrides
+    from podium.engine.config import parse_overrides
     from podium.tui.live import BranchRequest, ResumeRequest, StartRequest
 
     common = {

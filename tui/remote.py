@@ -144,6 +144,19 @@ class AttachedRun:
         return pid if isinstance(pid, int) else None
 
     @property
+    def cpu_plan(self) -> str:
+        """The training process's CPU share, in words, when its ``status`` reports it."""
+        from podium.engine.cpu_share import CpuPlan
+
+        plan = self._status.get("cpu")
+        if not isinstance(plan, dict):
+            return ""
+        try:
+            return CpuPlan(**plan).describe()
+        except (TypeError, ValueError):
+            return ""
+
+    @property
     def cuda_memory(self) -> CudaMemory | None:
         """The training process's CUDA memory, when its ``status`` reports it."""
         mem = self._status.get("cuda")

@@ -252,11 +252,13 @@ def main(argv: Sequence[str] | None = None, *, dashboard: DashboardHook | None =
 
 
 def _train(args: argparse.Namespace, dashboard: DashboardHook | None) -> int:
-    from podium.engine.config import load_profile
+    from podium.engine.config import load_profile, parse_overrides
     from podium.engine.runs import check_writable_root, runs_root
-    from podium.engine.session import new_session, parse_overrides
 
     profile = load_profile(args.profile, parse_overrides(args.seed, args.overrides))
+    _wait_policy(profile)  # before the session's modules import torch
+    from podium.engine.session import new_session
+
     root = check_writable_root(runs_root(args.runs_dir))
     _check_share_group(args)
     if not args.detached_child:  # its parent checked
@@ -324,10 +326,12 @@ def _check_share_group(args: argparse.Namespace) -> None:
 
 def _resume(args: argparse.Namespace, dashboard: DashboardHook | None) -> int:
     from podium.engine.runs import resolve_run, runs_root
-    from podium.engine.session import resume_session
 
     root = runs_root(args.runs_dir)
     run = resolve_run(args.run, root)
+    _wait_policy(run.profile_path)  # before the session's modules import torch
+    from podium.engine.session import resume_session
+
     if args.name is not None and args.checkpoint is None:
         raise PodiumError("--name is for a new run: use it with --checkpoint NAME")
     if args.detach and args.checkpoint is not None:
@@ -424,6 +428,22 @@ def _spawn_detached_resume(args: argparse.Namespace, run: Any, root: Path) -> in
     if args.cpu_ranks is not None:
         argv += ["--cpu-ranks", str(args.cpu_ranks)]
     return spawn_detached(argv, run.id, root)
+
+
+def _wait_policy(profile: Any) -> None:
+    """The profile's OpenMP wait policy, set before anything imports torch (which reads it).
+    ``profile``: a Profile, or the path of a run's saved one (a damaged one is left for the
+    checks that follow to report)."""
+    from podium.engine.cpu_share import apply_wait_policy
+
+    if isinstance(profile, Path):
+        from podium.engine.config import load_profile
+
+        try:
+            profile = load_profile(profile)
+        except PodiumError:
+            return
+    apply_wait_policy(profile.train.cpu_wait)
 
 
 def _check_before_start(args: argparse.Namespace, profile: Any, root: Path) -> None:

@@ -12,6 +12,7 @@ from rich.text import Text
 from textual.widget import Widget
 from textual.widgets import Static
 
+from podium.engine.cpu_share import current_plan
 from podium.tui import format as fmt
 from podium.tui.families import group_label
 from podium.tui.model import RunModel
@@ -253,7 +254,14 @@ class ResourcesPanel(Static):
             process.append(Text(f"pid {pid}", style="dim"))
         mem = cuda_memory() if pid is None else getattr(live, "cuda_memory", None)
         if mem is None:
-            cuda = [Text("CPU run")]
+            described = ""
+            if live is not None and getattr(live, "local", True):  # trained by this process
+                plan = current_plan()
+                described = plan.describe() if plan is not None else ""
+            elif live is not None:
+                described = getattr(live, "cpu_plan", "")
+            # "CPU run · 2 threads of 2 CPUs (1 other run) · passive wait": the share it took.
+            cuda = [Text("CPU run"), *(Text(part) for part in described.split(" · ") if part)]
         else:
             cuda = [
                 Text(f"alloc {fmt.size(mem.allocated)}"),
