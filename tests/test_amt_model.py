@@ -173,13 +173,16 @@ def test_resume_on_cpu_is_bit_exact_and_validation_reports_the_family_metrics(bu
 def test_podium_trains_the_small_profile_and_generates_from_text_or_token(tmp_path):
     runs = tmp_path / "runs"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    sets = ["--set", "train.epochs=1", "--set", "data.n_pieces=24", "--set", "data.bars=2"]
+    sets = ["--set", "train.epochs=4", "--set", "data.n_pieces=24", "--set", "data.bars=2"]
     sets += ["--set", "data.seq_len=64", "--set", "model.max_len=128"]
-    sets += ["--set", "checkpoint.every_steps=1", "--set", "data.max_semantic=4"]
+    sets += ["--set", "checkpoint.keep_every_steps=1", "--set", "data.max_semantic=4"]
     out = podium("train", str(ROOT / "profiles" / "amt-gpt2-small.toml"), "--headless",
                  "--runs-dir", str(runs), *sets, env=env).stdout  # fmt: skip
     assert "finished" in out
     (run,) = runs.iterdir()
+    periodic = sorted(p.stem for p in (run / "checkpoints").glob("periodic-*.json"))
+    last = int(periodic[-1].split("-")[1])
+    assert last > 3 and periodic == [f"periodic-{s:08d}" for s in range(last - 2, last + 1)]
     request = SampleRequest(conditioning={"text": "a slow, sad, quiet piece"}, bars=2, seed=3)
     sample, path = generate_from_run(run, "latest", request, out=tmp_path / "t.mid")
     meta = json.loads(path.with_suffix(".json").read_text())
