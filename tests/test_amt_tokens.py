@@ -10,7 +10,8 @@ import pretty_midi
 import pytest
 
 from podium.engine.errors import DataError
-from podium.engine.families.amt.data import AMTSequenceDataset, read_labels
+from podium.engine.families.amt.config import DataConfig
+from podium.engine.families.amt.data import AMTSequenceDataset, build_datasets, read_labels
 from podium.engine.families.amt.semantic import SemanticModel, fit_semantic
 from podium.engine.families.amt.tokens import END, START, AMTVocab, decode_tokens, encode_midi
 
@@ -125,3 +126,36 @@ def test_labels_files_give_texts_and_name_a_bad_row(tmp_path):
         read_labels(rows, "text")
     with pytest.raises(DataError, match=r"needs the columns file,caption"):
         read_labels(good, "caption")
+
+
+def test_a_midi_folder_with_a_labels_file_is_prepared_once_with_semantic_tokens(tmp_path):
+    src = tmp_path / "midi"
+    (src / "sub").mkdir(parents=True)
+    rows = ["file,description"]
+    for i, text in enumerate(TEXTS[::3]):  # 4 of each kind
+        name = f"sub/p{i}.mid" if i % 2 else f"p{i}.mid"
+        _midi([(0, 60 + i, 20), (25, 64, 20)], 100).write(str(src / name))
+        rows.append(f"{name},{text}")
+    _midi([(0, 60, 10)], 100).write(str(src / "unlabelled.mid"))
+    (src / "labels.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    cfg = DataConfig(
+        source="midi_dir", path=str(src), cache_dir=str(tmp_path / "cache"), seq_len=16,
+        max_semantic=4, val_fraction=0.3,
+    )  # fmt: skip
+    said: list[str] = []
+    bundle = build_datasets(cfg, log=said.append)
+    assert any("1 MIDI files have no row" in line and "unlabelled.mid" in line for line in said)
+    assert bundle.semantic.k == 3
+    pieces = [*bundle.train.pieces, *bundle.val.pieces]
+    assert len(pieces) == 12
+    by_pitch = {int(p[3]) - bundle.vocab.note_base: int(p[1]) for p in pieces}  # first NOTE
+    expected = bundle.semantic.assign(TEXTS[::3])
+    assert [by_pitch[60 + i] - bundle.vocab.semantic_base for i in range(12)] == expected.tolist()
+    info = bundle.model_info
+    assert json.loads(json.dumps(info)) == info  # the checkpoint's data info is plain JSON
+    said.clear()
+    build_datasets(cfg, log=said.append)
+    assert not [line for line in said if "preparing" in line]  # cached
+    (src / "labels.csv").write_text(rows[0] + "\np0.mid,\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"labels.csv:2: no text in column 'description'"):
+        build_datasets(cfg, log=said.append)

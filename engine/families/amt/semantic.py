@@ -87,8 +87,8 @@ def fit_semantic(
 ) -> tuple[SemanticModel, np.ndarray]:
     """Fit the vectoriser and pick k by silhouette. Returns the model and each text's cluster.
 
-    Fewer distinct texts than ``min_k + 1`` (silhouette needs 2 .. n - 1 clusters) gives one
-    cluster per distinct text, or a single cluster.
+    k is at most the number of distinct TF-IDF vectors and below the number of texts (the
+    silhouette's range); when no k in the range is possible, every text is in one cluster.
     """
     from sklearn.cluster import KMeans
     from sklearn.feature_extraction.text import TfidfVectorizer
@@ -96,8 +96,11 @@ def fit_semantic(
 
     vec = TfidfVectorizer(max_features=max_terms, **_VECTORISER)
     x = vec.fit_transform(list(texts))
-    distinct = len({t.strip().lower() for t in texts})
-    candidates = [k for k in range(max(2, min_k), max_k + 1) if k < min(distinct, x.shape[0])]
+    x = x.tocsr()
+    # Distinct vectors, not strings: texts that differ only in dropped words coincide.
+    distinct = len({(tuple(r.indices), tuple(np.round(r.data, 9))) for r in x})
+    # silhouette needs 2 <= k <= n - 1; k-means more clusters than distinct points wastes some
+    candidates = [k for k in range(max(2, min_k), max_k + 1) if k <= distinct and k < x.shape[0]]
     scores: dict[int, float] = {}
     fits: dict[int, Any] = {}
     for k in candidates:
