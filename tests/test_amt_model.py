@@ -8,13 +8,19 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from pathlib import Path
 
 import pretty_midi
 import pytest
 import torch
 
-from podium.engine.checkpoints import CheckpointConfig, Checkpointer, newest_checkpoint
+from podium.engine.checkpoints import (
+    CheckpointConfig,
+    Checkpointer,
+    load_state,
+    newest_checkpoint,
+)
 from podium.engine.config import load_profile
 from podium.engine.errors import ProfileError
 from podium.engine.events import EvalMetrics, EventBus, StepMetrics
@@ -23,6 +29,7 @@ from podium.engine.families.amt.config import DataConfig, GPT2Config
 from podium.engine.families.amt.data import build_datasets
 from podium.engine.families.amt.hf import load_hf, save_hf
 from podium.engine.families.amt.model import GPT2
+from podium.engine.families.amt.tokens import AMTVocab
 from podium.engine.families.registry import SampleRequest
 from podium.engine.generate import GenerateError, generate_from_run
 from podium.engine.train_config import TrainConfig
@@ -190,6 +197,9 @@ def test_podium_trains_the_small_profile_and_generates_from_text_or_token(tmp_pa
     k = int(sample.conditioning["semantic"])
     assert sample.tokens[1] == 4 + k and sample.ended in ("bars", "eos", "max_len")
     assert pretty_midi.PrettyMIDI(str(path)).instruments[0].notes
+    vocab = AMTVocab.from_dict(load_state(run / "checkpoints" / "latest.pt")["data_info"]["vocab"])
+    kinds = "".join(vocab.kind(int(t))[0] for t in sample.tokens[2:-1])  # t(ime) n(ote) d(ur)
+    assert re.fullmatch(r"(t+nd)+t*", kinds), kinds  # the sampler's grammar holds
     again, _ = generate_from_run(
         run, "latest", SampleRequest(conditioning={"semantic": str(k)}, bars=2, seed=3),
         out=tmp_path / "s.mid",
