@@ -11,7 +11,8 @@ step against ``transformers``' GPT2LMHeadModel, measured side by side in one run
    weights, interleaved (podium, transformers, podium, ...) so load drifts hit both alike. Goal:
    podium no slower (ratio transformers / podium >= 1).
 
-Sizes: ``small`` (profiles/amt-gpt2-small.toml's widths, 1024 positions) or ``report`` (6
+Sizes: ``small`` (profiles/amt-gpt2-small.toml's widths, 1024 positions), ``medium`` (4 x 256)
+or ``report`` (6
 layers, 8 heads, 768 wide, 1024 positions). On a CPU, recomputing 1024 tokens at the report
 size takes many minutes: use ``--gen-size small`` there and ``report`` on a GPU.
 
@@ -40,6 +41,7 @@ from podium.engine.families.amt.model import GPT2  # noqa: E402
 VOCAB = 512
 SIZES = {
     "small": GPT2Config(n_layers=2, n_heads=4, d_model=64, d_ff=256, max_len=1024, dropout=0.0),
+    "medium": GPT2Config(n_layers=4, n_heads=4, d_model=256, max_len=1024, dropout=0.0),
     "report": GPT2Config(n_layers=6, n_heads=8, d_model=768, max_len=1024, dropout=0.0),
 }
 
@@ -124,7 +126,7 @@ def bench_training(size: str, batch: int, seq: int, repeats: int, device: torch.
         opt[name].step()
         opt[name].zero_grad(set_to_none=True)
         _sync(device)
-        return time.perf_counter() - t0, float(loss)
+        return time.perf_counter() - t0, float(loss.detach())
 
     first = {name: step(name)[1] for name in opt}  # warm-up; same weights, same batch
     times: dict[str, list[float]] = {name: [] for name in opt}
@@ -155,13 +157,16 @@ def main() -> None:
     p.add_argument("--seq", type=int, default=256)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--skip", choices=("generation", "training"), help="leave one part out")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads")
-    bench_generation(args.gen_size, args.tokens, device)
-    bench_training(args.train_size, args.batch, args.seq, args.repeats, device)
+    if args.skip != "generation":
+        bench_generation(args.gen_size, args.tokens, device)
+    if args.skip != "training":
+        bench_training(args.train_size, args.batch, args.seq, args.repeats, device)
 
 
 if __name__ == "__main__":
