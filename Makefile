@@ -13,7 +13,7 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -c $(CONSTRAINTS) -e '.[test]'
+	$(PY) -m pip install -q --disable-pip-version-check -c $(CONSTRAINTS) -e '.[test,onnx]'
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -39,6 +39,7 @@ else:  # pragma: no cover - exercised on 3.10 only
 from podium.engine.checkpoints import CheckpointConfig
 from podium.engine.errors import ProfileError
 from podium.engine.families.registry import CORE_SECTIONS, Family, builtin_names, get_family
+from podium.engine.log_sinks import LogConfig
 from podium.engine.train_config import TrainConfig
 
 
@@ -58,6 +59,8 @@ class Profile:
     loss_weights: dict[str, float]
     sections: dict[str, Any] = field(default_factory=dict)
     """The family's own tables (``Family.sections``), built: name -> dataclass."""
+    log: LogConfig = field(default_factory=LogConfig)
+    """Where else the series go (TensorBoard, W&B)."""
     source: str = ""
     """Where the profile was read from (for messages); not part of the resolved profile."""
 
@@ -79,7 +82,7 @@ class Profile:
             "family": self.family,
             "description": self.description,
         }
-        for section in ("model", "data", "train", "checkpoint"):
+        for section in ("model", "data", "train", "checkpoint", "log"):
             out[section] = _plain(getattr(self, section))
         for section, value in self.sections.items():
             out[section] = _plain(value)
@@ -302,6 +305,7 @@ def _build_profile(raw: dict[str, Any], loc: _Locator) -> Profile:
         "data": family.data_config,
         "train": TrainConfig,
         "checkpoint": CheckpointConfig,
+        "log": LogConfig,
         **family.sections,
     }
     built = {}
@@ -498,7 +502,7 @@ def _hint_for(keys: tuple[str, ...], raw: Mapping[str, Any], item: str) -> Any:
             "loss_weights": dict[str, float],
             **family.sections,
         }
-    top |= {"train": TrainConfig, "checkpoint": CheckpointConfig}
+    top |= {"train": TrainConfig, "checkpoint": CheckpointConfig, "log": LogConfig}
     current: Any = None
     for depth, part in enumerate(keys):
         if depth == 0:

@@ -10,6 +10,7 @@ process tell a finished run from an interrupted one.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import shutil
@@ -45,7 +46,7 @@ from podium.engine.distributed import (
     start_ranks,
 )
 from podium.engine.errors import CheckpointError, RunError
-from podium.engine.events import EventBus, Message
+from podium.engine.events import EventBus, Message, QueuedSubscriber
 from podium.engine.families.registry import Sample, SampleRequest
 from podium.engine.gpus.select import (
     Placement,
@@ -54,6 +55,7 @@ from podium.engine.gpus.select import (
     claim_gpus,
 )
 from podium.engine.limits import check_fits
+from podium.engine.log_sinks import build_mirrors, check_log_config
 from podium.engine.resume_history import check_history, start_new_history
 from podium.engine.run_access import resolve_access
 from podium.engine.runs import RunDir, create_run, new_info
@@ -187,6 +189,10 @@ def _place(
     return placement
 
 
+MIRROR_DRAIN_S = 30.0
+"""How long the end of a run waits for a TensorBoard/W&B mirror to write what it was sent."""
+
+
 def _build_inner(
     run: RunDir,
     profile: Profile,
@@ -203,6 +209,7 @@ def _build_inner(
     cpu_ranks: int | None,
     resume_from: Path | None,
 ) -> Session:
+    check_log_config(profile.log, profile.source)  # a missing package: before any lease
     placement = _place(run, profile, gpus, share_gpu, say)
     closers.append(placement.release)
     if placement.uuids:
@@ -307,6 +314,21 @@ def _build_inner(
     if console is not None:
         closers.append(run.hold_viewer().release)  # a console watching: not detached
     bus.subscribe(StoreSink(writer))
+    for mirror in build_mirrors(
+        profile.log,
+        run_dir=run.path,
+        run_id=run.id,
+        profile=profile.to_dict(),
+        warn=lambda line: bus.publish(
+            Message(step=trainer.state.step, wall=time.time(), level="warning", text=line)
+        ),
+    ):
+        queued = QueuedSubscriber(mirror, name=f"{mirror.name} mirror")
+        bus.subscribe(queued)
+        closers.append(mirror.close)  # closers run last-first: the queue drains, then it closes
+        # A mirror gets a while to catch up when the run ends (W&B's first write starts its
+        # service); one that takes longer loses its tail, never the run's exit.
+        closers.append(functools.partial(queued.close, timeout=MIRROR_DRAIN_S))
     bus.subscribe(LineSink(logfile, interval=log_interval, total_steps=trainer.total_steps))
     if console is not None:
         bus.subscribe(LineSink(console, interval=log_interval, total_steps=trainer.total_steps))
@@ -719,6 +741,7 @@ def check_placement(
     dashboard opens."""
     from podium.engine.gpus.select import plan_gpus
 
+    check_log_config(profile.log, profile.source)
     world = cpu_ranks if cpu_ranks is not None else cpu_ranks_from_env()
     selection = plan_gpus(
         gpus or ("cpu" if profile.train.device == "cpu" else "auto"), share=share_gpu

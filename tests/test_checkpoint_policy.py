@@ -93,7 +93,8 @@ def test_a_best_metric_the_family_does_not_measure_is_refused_by_name():
 def _file_hash(text: str) -> str:
     import hashlib
     import json
-    import tomllib
+
+    from podium.engine.config import tomllib  # tomli before Python 3.11
 
     blob = json.dumps(tomllib.loads(text), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -205,11 +205,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("value", nargs="?", metavar="LR", help="the new learning rate, for set-lr")
     runs_dir(p)
+    from podium.engine.cli import export as export_cli
     from podium.engine.cli import generate as generate_cli
     from podium.engine.cli import gpus as gpus_cli
 
     gpus_cli.add_parser(sub)
     generate_cli.add_parser(sub)
+    export_cli.add_parser(sub)
     return parser
 
 
@@ -717,6 +719,7 @@ _HANDLERS: dict[str, Callable[[argparse.Namespace, DashboardHook | None], int]] 
     "doctor": _doctor,
     "gpus": lambda args, dashboard: _gpus(args),
     "generate": lambda args, dashboard: _generate(args),
+    "export": lambda args, dashboard: _export(args),
 }
 
 
@@ -730,3 +733,9 @@ def _generate(args: argparse.Namespace) -> int:
     from podium.engine.cli import generate as generate_cli
 
     return generate_cli.run(args)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from podium.engine.cli import export as export_cli
+
+    return export_cli.run(args)

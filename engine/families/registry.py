@@ -31,6 +31,8 @@ from podium.engine.errors import ProfileError
 from podium.engine.series import Direction
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import numpy as np
     import pretty_midi
     import torch
@@ -248,6 +250,41 @@ class StateDictAdapter(Protocol):
     def from_native(self, state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]: ...
 
 
+# -- export -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExportedFile:
+    """One file an exporter wrote (an ONNX network, say) and what checking it found."""
+
+    name: str
+    """What it holds ("EmotionRecognizer")."""
+    path: str
+    facts: Mapping[str, Any] = field(default_factory=dict)
+    """What was measured, by column name ("size_mb", "median_ms", "max_abs_diff"...),
+    JSON-able; the CLI prints them as the report's table."""
+    failed: Mapping[str, str] = field(default_factory=dict)
+    """Check name -> why it failed ("latency": "12.3 ms >= 10 ms"); empty when all passed."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExportReport:
+    """What a family's exporter wrote and checked (``podium export``)."""
+
+    files: tuple[ExportedFile, ...]
+    checks: tuple[str, ...]
+    """The checks run on every file, in order ("names", "shapes", "max_diff", "latency"...)."""
+
+    @property
+    def ok(self) -> bool:
+        return not any(f.failed for f in self.files)
+
+
+Exporter = Callable[["nn.Module", Profile, DataInfo, "Path"], ExportReport]
+"""``(bare model in eval mode, profile, the checkpoint's data info, output folder) -> report``;
+raises ``PodiumError`` for what stops it from exporting at all (a missing library)."""
+
+
 # -- the family -------------------------------------------------------------------------------
 
 
@@ -295,6 +332,9 @@ class Family(Generic[ModelCfg, DataCfg]):
     """More JSON-able or tensor state to save in every checkpoint (beside the data info)."""
     adapters: Mapping[str, StateDictAdapter] = field(default_factory=dict)
     """Foreign checkpoint layouts by name ("hf", "emopia")."""
+    exporter: Exporter | None = None
+    """Writes the model for another runtime (ONNX files for a C++ host) and checks what it
+    wrote (``podium export``); None: the family has no exporter."""
 
     def __post_init__(self) -> None:
         if (self.metrics or self.matrices) and self.build_metrics is None:
@@ -334,7 +374,7 @@ class Family(Generic[ModelCfg, DataCfg]):
         return names.default_direction(series)
 
 
-CORE_SECTIONS = ("model", "data", "train", "checkpoint", "loss_weights")
+CORE_SECTIONS = ("model", "data", "train", "checkpoint", "log", "loss_weights")
 """Profile tables every family has; a family's own ``sections`` come on top."""
 
 _PACKAGE = "podium.engine.families"
