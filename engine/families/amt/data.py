@@ -1,0 +1,403 @@
+"""Datasets for the ``amt`` family: pieces + text descriptions -> semantic tokens + events.
+
+Two sources (``DataConfig.source``):
+
+* ``demo``: podium's generated corpus, made on first use in the cache; the texts are its
+  ``description`` labels.
+* ``midi_dir``: a folder of ``.mid``/``.midi`` files and a labels file (``labels.jsonl`` or
+  ``labels.csv``, or ``data.labels``) with a ``file`` column and the text column
+  (``data.text_column``). MIDI files without a label row are skipped with a warning.
+
+Preparation fits the semantic clustering on every piece's text (``semantic.fit_semantic``),
+tokenises every piece once (``tokens.encode_midi``, with its SEMANTIC_k), and stores
+``tokens.npz``, ``semantic.json`` and ``meta.json`` in ``<cache>/prepared/amt-<hash>/``,
+staged and renamed into place, re-used while the source's fingerprint and every tokeniser and
+clustering setting are unchanged. Windowing and the split are redone on every build.
+
+Use::
+
+    bundle = build_datasets(DataConfig(source="demo", n_pieces=64))
+    bundle.train[0]  # {"x": (seq_len,) int64, "y": (seq_len,) int64, "mask": (seq_len,) float32}
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import itertools
+import json
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from podium.engine.data.cache import cache_dir_for, staging_dir, sweep_stale
+from podium.engine.data.demo_corpus import generate_demo_corpus
+from podium.engine.data.midi_io import load_midi
+from podium.engine.errors import DataError
+from podium.engine.families.amt.config import DataConfig
+from podium.engine.families.amt.semantic import SemanticModel, fit_semantic
+from podium.engine.families.amt.tokens import AMTVocab, encode_midi
+
+PREPARED_FORMAT = 1
+"""Bumped when the prepared files, the tokeniser or the clustering change."""
+DEMO_CORPUS_VERSION = 1
+"""Part of the demo corpus directory name (the same corpus the ``cp`` family reads)."""
+MIDI_SUFFIXES = (".mid", ".midi")
+PREFIX = 2
+"""START and SEMANTIC_k: every training window begins with them."""
+
+
+def vocab_of(cfg: DataConfig) -> AMTVocab:
+    return AMTVocab(
+        vocab_size=cfg.vocab_size, resolution=cfg.resolution, max_semantic=cfg.max_semantic
+    )
+
+
+class AMTSequenceDataset(Dataset):
+    """Fixed-length examples cut from tokenised pieces.
+
+    A piece of L tokens gives one example if L <= seq_len + 1, else windows: window 0 is tokens
+    ``[0, seq_len]``; window w >= 1 is START, SEMANTIC_k and the next ``seq_len - 1`` tokens, so
+    every window is conditioned on its piece's semantic token and every token after the prefix
+    is a target once. Padding is PAD with mask 0.
+    """
+
+    def __init__(self, pieces: Sequence[np.ndarray], seq_len: int) -> None:
+        self.seq_len = seq_len
+        self.pieces = [np.asarray(p, dtype=np.int64) for p in pieces]
+        body = seq_len - PREFIX + 1  # new tokens per continuation window
+        self.windows: list[tuple[int, int]] = []
+        for i, p in enumerate(self.pieces):
+            rest = max(0, len(p) - (seq_len + 1))
+            self.windows += [(i, w) for w in range(1 + -(-rest // body))]
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def window(self, idx: int) -> np.ndarray:
+        i, w = self.windows[idx]
+        p, s = self.pieces[i], self.seq_len
+        if w == 0:
+            return p[: s + 1]
+        body = s - PREFIX + 1
+        start = s + 1 + (w - 1) * body
+        return np.concatenate([p[:PREFIX], p[start : start + body]])
+
+    def __getitem__(self, idx: int) -> dict[str, torch.Tensor]:
+        w = torch.from_numpy(self.window(idx))
+        n = w.shape[0] - 1
+        x = torch.zeros(self.seq_len, dtype=torch.int64)
+        y = torch.zeros(self.seq_len, dtype=torch.int64)
+        mask = torch.zeros(self.seq_len, dtype=torch.float32)
+        x[:n], y[:n], mask[:n] = w[:-1], w[1:], 1.0
+        return {"x": x, "y": y, "mask": mask}
+
+
+@dataclass
+class DataBundle:
+    """The two splits plus what a run records about its data."""
+
+    train: AMTSequenceDataset
+    val: AMTSequenceDataset
+    vocab: AMTVocab
+    semantic: SemanticModel
+    prepared_dir: Path
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def model_info(self) -> dict[str, Any]:
+        """Saved with every checkpoint: the vocabulary layout and the fitted clustering, so a
+        run builds its model and maps ``--text`` to a token without its data folder."""
+        return {"vocab": self.vocab.to_dict(), "semantic": self.semantic.to_dict()}
+
+
+@dataclass(frozen=True)
+class _Piece:
+    id: str
+    path: Path
+    file: str
+    text: str
+
+
+def cache_root(cfg: DataConfig) -> Path:
+    return cache_dir_for(cfg.cache_dir)
+
+
+def build_datasets(cfg: DataConfig, *, log: Callable[[str], None] = print) -> DataBundle:
+    """Prepare (once) and load the data of a profile's ``[data]`` table.
+
+    Raises:
+        DataError: a missing folder or labels file, a label row without text, no usable MIDI.
+    """
+    root = cache_root(cfg)
+    sweep_stale(root, depth=1)
+    vocab = vocab_of(cfg)
+    if cfg.source == "demo":
+        name = f"demo-v{DEMO_CORPUS_VERSION}-n{cfg.n_pieces}-s{cfg.corpus_seed}-b{cfg.bars}"
+        src_dir = root / name
+        labels_path = src_dir / "labels.jsonl"
+        fingerprint: dict[str, Any] = {"demo": name}
+    else:
+        src_dir = Path(cfg.path).expanduser().resolve()
+        if not src_dir.is_dir():
+            raise DataError(f"{src_dir}: no such MIDI folder (data.path = {cfg.path!r})")
+        labels_path = _labels_path(cfg, src_dir)
+        fingerprint = {"files": _dir_fingerprint(src_dir, labels_path)}
+    fingerprint |= {
+        "source": cfg.source,
+        "format": PREPARED_FORMAT,
+        "vocab": vocab.to_dict(),
+        "text_column": cfg.text_column,
+        "semantic": [cfg.min_semantic, cfg.max_semantic, cfg.cluster_seed, cfg.max_terms],
+    }
+    digest = hashlib.sha1(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:12]
+    prepared_dir = root / "prepared" / f"amt-{cfg.source}-{digest}"
+    meta = _read_meta(prepared_dir, fingerprint)
+    if meta is None:
+        if cfg.source == "demo" and not labels_path.is_file():
+            generate_demo_corpus(
+                src_dir, n_pieces=cfg.n_pieces, seed=cfg.corpus_seed, bars=cfg.bars
+            )
+            log(f"podium: generated the demo corpus ({cfg.n_pieces} pieces) in {src_dir}")
+        pieces = _labelled_pieces(src_dir, labels_path, cfg.text_column, log)
+        meta = _prepare(cfg, vocab, pieces, src_dir, prepared_dir, fingerprint, log)
+    semantic = SemanticModel.from_dict(
+        json.loads((prepared_dir / "semantic.json").read_text(encoding="utf-8"))
+    )
+    arrays = _load_tokens(prepared_dir, meta)
+    ids = [p["id"] for p in meta["pieces"]]
+    val_ids = set(split_val_ids(ids, cfg.val_fraction))
+    train = AMTSequenceDataset(
+        [a for a, i in zip(arrays, ids, strict=True) if i not in val_ids], cfg.seq_len
+    )
+    val = AMTSequenceDataset(
+        [a for a, i in zip(arrays, ids, strict=True) if i in val_ids], cfg.seq_len
+    )
+    info = {
+        "source": cfg.source,
+        "source_dir": str(src_dir),
+        "prepared_dir": str(prepared_dir),
+        "n_pieces": len(ids),
+        "n_train_examples": len(train),
+        "n_val_examples": len(val),
+        "semantic_k": semantic.k,
+        "silhouette": semantic.silhouette,
+        "n_skipped": len(meta["skipped"]),
+    }
+    return DataBundle(train, val, vocab, semantic, prepared_dir, info)
+
+
+def split_val_ids(ids: Sequence[str], val_fraction: float) -> list[str]:
+    """Validation ids: those whose sha1 falls below ``val_fraction`` (stable when pieces are
+    added); with >= 2 pieces both sides get at least one."""
+    h = {i: int(hashlib.sha1(i.encode()).hexdigest()[:13], 16) / 16**13 for i in ids}
+    val = [i for i in ids if h[i] < val_fraction]
+    if len(ids) >= 2:
+        if not val:
+            val = [min(ids, key=lambda i: (h[i], i))]
+        if len(val) == len(ids):
+            top = max(ids, key=lambda i: (h[i], i))
+            val = [i for i in val if i != top]
+    return val
+
+
+# -- sources ---------------------------------------------------------------------------------
+
+
+def _labels_path(cfg: DataConfig, src_dir: Path) -> Path:
+    if cfg.labels:
+        path = (src_dir / Path(cfg.labels).expanduser()).resolve()
+        if not path.is_file():
+            raise DataError(f"{path}: no such labels file (data.labels = {cfg.labels!r})")
+        return path
+    for name in ("labels.jsonl", "labels.csv"):
+        if (src_dir / name).is_file():
+            return src_dir / name
+    raise DataError(
+        f"{src_dir}: no labels.jsonl or labels.csv (each row: file and {cfg.text_column}); "
+        "or name one with data.labels"
+    )
+
+
+def _midi_files(directory: Path) -> list[Path]:
+    return sorted(
+        p
+        for p in directory.rglob("*")
+        if p.suffix.lower() in MIDI_SUFFIXES
+        and not any(part.startswith(".") for part in p.relative_to(directory).parts)
+        and p.is_file()
+    )
+
+
+def _dir_fingerprint(directory: Path, labels: Path) -> str:
+    h = hashlib.sha1()
+    for p in sorted({*_midi_files(directory), labels}):
+        st = p.stat()
+        h.update(f"{p.as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def read_labels(path: Path, text_column: str) -> dict[str, str]:
+    """file (and id) -> text, from a JSONL or CSV labels file.
+
+    Raises:
+        DataError: naming the file and line of a malformed row or one without text.
+    """
+    rows: list[tuple[str, dict[str, Any]]] = []
+    if path.suffix.lower() == ".jsonl":
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}:{n}: not a JSON object ({exc.msg})") from None
+            if not isinstance(obj, dict):
+                raise DataError(f"{path}:{n}: not a JSON object")
+            rows.append((f"{path}:{n}", obj))
+    else:
+        with path.open(newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            fields = [c.strip() for c in reader.fieldnames or []]
+            if "file" not in fields or text_column not in fields:
+                raise DataError(f"{path}: needs the columns file,{text_column} (has {fields})")
+            for n, row in enumerate(reader, start=2):
+                rows.append((f"{path}:{n}", {(k or "").strip(): v for k, v in row.items()}))
+    out: dict[str, str] = {}
+    for where, row in rows:
+        name = str(row.get("file") or row.get("id") or "").strip()
+        if not name:
+            raise DataError(f"{where}: no 'file' (or 'id') in this row")
+        text = row.get(text_column)
+        if not isinstance(text, str) or not text.strip():
+            raise DataError(f"{where}: no text in column {text_column!r} (data.text_column)")
+        out[name] = text.strip()
+        if row.get("id"):
+            out[str(row["id"])] = text.strip()
+    return out
+
+
+def _labelled_pieces(
+    src_dir: Path, labels_path: Path, text_column: str, log: Callable[[str], None]
+) -> list[_Piece]:
+    files = _midi_files(src_dir)
+    if not files:
+        raise DataError(f"{src_dir}: no .mid/.midi files found")
+    texts = read_labels(labels_path, text_column)
+    pieces, unlabelled = [], []
+    for p in files:
+        rel = p.relative_to(src_dir).as_posix()
+        stem = rel.rsplit(".", 1)[0]
+        text = texts.get(rel) or texts.get(stem) or texts.get(p.stem) or texts.get(p.name)
+        if text is None:
+            unlabelled.append(rel)
+            continue
+        pieces.append(_Piece(id=stem, path=p, file=rel, text=text))
+    if unlabelled:
+        more = f", and {len(unlabelled) - 3} more" if len(unlabelled) > 3 else ""
+        log(
+            f"podium: warning: {len(unlabelled)} MIDI files have no row in {labels_path}, "
+            f"skipped: {', '.join(unlabelled[:3])}{more}"
+        )
+    if not pieces:
+        raise DataError(f"{labels_path}: labels none of the {len(files)} MIDI files in {src_dir}")
+    return pieces
+
+
+# -- preparation -----------------------------------------------------------------------------
+
+
+def _prepare(
+    cfg: DataConfig,
+    vocab: AMTVocab,
+    pieces: list[_Piece],
+    src_dir: Path,
+    prepared_dir: Path,
+    fingerprint: dict[str, Any],
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    log(f"podium: preparing {len(pieces)} MIDI files from {src_dir} (once; in {prepared_dir})")
+    midis, kept, skipped = [], [], []
+    for piece in pieces:
+        try:
+            midis.append(load_midi(piece.path))
+            kept.append(piece)
+        except Exception as exc:  # one odd file must not end the preparation
+            skipped.append({"file": piece.file, "reason": str(exc)})
+    if not kept:
+        raise DataError(f"{src_dir}: none of the {len(pieces)} labelled MIDI files is readable")
+    semantic, labels = fit_semantic(
+        [p.text for p in kept],
+        min_k=cfg.min_semantic,
+        max_k=cfg.max_semantic,
+        seed=cfg.cluster_seed,
+        max_terms=cfg.max_terms,
+    )
+    arrays, rows = [], []
+    for piece, midi, k in zip(kept, midis, labels.tolist(), strict=True):
+        tokens = encode_midi(midi, vocab, semantic=k)
+        if len(tokens) <= PREFIX + 1:
+            skipped.append({"file": piece.file, "reason": "no notes"})
+            continue
+        arrays.append(tokens)
+        rows.append({"id": piece.id, "file": piece.file, "semantic": k, "text": piece.text})
+    if skipped:
+        log(f"podium: warning: skipped {len(skipped)} MIDI files: {skipped[:3]}")
+    if not arrays:
+        raise DataError(f"{src_dir}: no labelled MIDI file holds a note")
+    meta = {"fingerprint": fingerprint, "pieces": rows, "skipped": skipped}
+    prepared_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = staging_dir(prepared_dir)
+    try:
+        offsets = np.cumsum([0] + [len(a) for a in arrays]).astype(np.int64)
+        np.savez(
+            tmp / "tokens.npz", tokens=np.concatenate(arrays).astype(np.int32), offsets=offsets
+        )
+        (tmp / "semantic.json").write_text(json.dumps(semantic.to_dict()) + "\n", encoding="utf-8")
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
+        if prepared_dir.exists():
+            shutil.rmtree(prepared_dir, ignore_errors=True)
+        try:
+            tmp.rename(prepared_dir)
+        except OSError:  # a concurrent build published the same data first
+            if not prepared_dir.is_dir():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log(
+        f"podium: prepared {len(rows)} pieces; semantic tokens: k={semantic.k} "
+        f"(silhouette {semantic.silhouette:.3f})"
+    )
+    return meta
+
+
+def _read_meta(prepared_dir: Path, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
+    try:
+        meta = json.loads((prepared_dir / "meta.json").read_text(encoding="utf-8"))
+        ok = meta.get("fingerprint") == json.loads(json.dumps(fingerprint))
+        files = all((prepared_dir / n).is_file() for n in ("tokens.npz", "semantic.json"))
+        return meta if ok and files else None
+    except (OSError, ValueError):
+        return None
+
+
+def _load_tokens(prepared_dir: Path, meta: dict[str, Any]) -> list[np.ndarray]:
+    path = prepared_dir / "tokens.npz"
+    try:
+        with np.load(path) as npz:
+            tokens, offsets = npz["tokens"].astype(np.int64), npz["offsets"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise DataError(
+            f"{path}: prepared data is unreadable ({exc}); delete {prepared_dir}"
+        ) from exc
+    if len(offsets) != len(meta["pieces"]) + 1 or offsets[-1] != len(tokens):
+        raise DataError(f"{path}: prepared data does not match meta.json; delete {prepared_dir}")
+    return [tokens[a:b] for a, b in itertools.pairwise(offsets)]
