@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from podium.engine import series
 from podium.engine.config import Profile
 from podium.engine.families.registry import DataBundle, Family, LogFn
 from podium.engine.trainer import Trainer, seed_everything
@@ -94,6 +95,10 @@ def build_trainer(
         save_every_steps=profile.checkpoint.every_steps,
         group=group,
         metrics=_metrics_factory(assembly) if lead else None,
+        best_metrics={
+            m: assembly.family.direction(series.val_metric(m))
+            for m in profile.checkpoint.best_metrics
+        },
     )
     if lead:
         trainer.on_epoch_end = epoch_hooks(trainer, assembly)

@@ -43,7 +43,7 @@ import numpy as np
 from podium.engine.errors import CheckpointError
 
 FORMAT_VERSION = 1
-Kind = Literal["latest", "best", "epoch", "manual"]
+Kind = Literal["latest", "best", "epoch", "periodic", "manual"]
 
 if TYPE_CHECKING:
     import torch  # imported where a checkpoint is written or read: listing needs no torch
@@ -62,14 +62,27 @@ class CheckpointConfig:
     every_steps: int = 0
     """Refresh ``latest`` every this many optimizer steps (0 = only at validation and stop);
     bounds the work lost when the process dies."""
+    keep_every_steps: int = 0
+    """Also keep ``periodic-S`` every this many optimizer steps (0 = never): the "save every N
+    steps, keep the last 3" policy of step-based recipes, where epochs are long or uneven."""
     keep_last: int = 3
-    """How many ``epoch-*`` checkpoints to keep (0 = all). ``best``, ``latest``, manual saves and
-    checkpoints marked keep are never removed by retention."""
+    """How many ``epoch-*`` checkpoints, and separately how many ``periodic-*`` ones, to keep
+    (0 = all). ``best``, ``best-<metric>``, ``latest``, manual saves and checkpoints marked keep
+    are never removed by retention."""
+    best_metrics: tuple[str, ...] = ()
+    """Validation metrics of the family (``"accuracy"``) that each keep their own best
+    checkpoint, ``best-<metric>``, by the direction the family declares for the metric; ``best``
+    stays the lowest validation loss."""
 
     def __post_init__(self) -> None:
-        for name in ("every_epochs", "every_steps", "keep_last"):
+        for name in ("every_epochs", "every_steps", "keep_every_steps", "keep_last"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}: must be >= 0 (got {getattr(self, name)})")
+        for metric in self.best_metrics:
+            if not SAFE_CHECKPOINT.match(metric):
+                raise ValueError(f"best_metrics: {metric!r} is not a metric name")
+        if len(set(self.best_metrics)) != len(self.best_metrics):
+            raise ValueError("best_metrics: a metric is named twice")
 
 
 @dataclass
@@ -339,7 +352,7 @@ def list_checkpoints(directory: Path) -> list[CheckpointInfo]:
         info = read_info(meta)
         if info is not None and (directory / f"{info.name}.pt").is_file():
             infos.append(info)
-    order = {"manual": 0, "epoch": 1, "best": 2, "latest": 3}
+    order = {"manual": 0, "epoch": 1, "periodic": 1, "best": 2, "latest": 3}
     infos.sort(key=lambda i: (i.step, order.get(i.kind, 0), i.wall))
     return infos
 
@@ -489,13 +502,19 @@ class Checkpointer:
         epoch: float,
         val_loss: float | None,
         kinds: tuple[Kind, ...],
+        best_metrics: Mapping[str, float] | None = None,
     ) -> tuple[list[CheckpointInfo], list[str]]:
-        """Serialise ``state`` once and publish it under each name its ``kinds`` call for.
+        """Serialise ``state`` once and publish it under each name its ``kinds`` call for, and
+        as ``best-<metric>`` for each metric in ``best_metrics`` (metric -> its new best value).
 
         Returns the checkpoints written and the names that retention removed. Raises
         NonFiniteWeights, writing nothing, when the model's weights hold NaN/inf.
         """
-        names = self._names(kinds, step=step, epoch=epoch, val_loss=val_loss)
+        best_metrics = {m: v for m, v in (best_metrics or {}).items() if m in self.cfg.best_metrics}
+        names = self._names(
+            kinds, step=step, epoch=epoch, val_loss=val_loss, best_metrics=tuple(best_metrics)
+        )
+        extras = {f"best-{m}": {"metric": m, "value": v} for m, v in best_metrics.items()}
         if not names:
             return [], []
         nonfinite = nonfinite_weights(state)
@@ -530,6 +549,7 @@ class Checkpointer:
                 profile_hash=self.profile_hash,
                 size=size,
                 checksum=checksum,
+                extra=extras.get(name, {}),
             )
             write_json_atomic(self.directory / f"{name}.json", asdict(info))
             written.append(info)
@@ -537,7 +557,13 @@ class Checkpointer:
         return written, self._apply_retention()
 
     def _names(
-        self, kinds: tuple[Kind, ...], *, step: int, epoch: float, val_loss: float | None
+        self,
+        kinds: tuple[Kind, ...],
+        *,
+        step: int,
+        epoch: float,
+        val_loss: float | None,
+        best_metrics: tuple[str, ...] = (),
     ) -> list[tuple[str, str]]:
         names: list[tuple[str, str]] = []
         # Named (unique) files first, so the shared bytes live under a name that is never
@@ -547,8 +573,11 @@ class Checkpointer:
         if "epoch" in kinds:  # an epoch end with no validation has no loss to put in its name
             loss = "" if val_loss is None else f"-val-{val_loss:.4f}"
             names.append((f"epoch-{round(epoch):04d}{loss}", "epoch"))
+        if "periodic" in kinds:
+            names.append((f"periodic-{step:08d}", "periodic"))
         if "best" in kinds and self.cfg.save_best:
             names.append(("best", "best"))
+        names += [(f"best-{metric}", "best") for metric in best_metrics]
         if self.cfg.save_latest or not names:
             names.append(("latest", "latest"))
         return names
@@ -556,8 +585,11 @@ class Checkpointer:
     def _apply_retention(self) -> list[str]:
         if self.cfg.keep_last <= 0:
             return []
-        epochs = [i for i in list_checkpoints(self.directory) if i.kind == "epoch" and not i.keep]
-        doomed = epochs[: max(0, len(epochs) - self.cfg.keep_last)]
+        doomed: list[CheckpointInfo] = []
+        infos = list_checkpoints(self.directory)
+        for kind in ("epoch", "periodic"):  # each keeps its own last N
+            kept = [i for i in infos if i.kind == kind and not i.keep]
+            doomed += kept[: max(0, len(kept) - self.cfg.keep_last)]
         for info in doomed:
             self.delete(info.name)
         return [info.name for info in doomed]

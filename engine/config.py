@@ -307,6 +307,14 @@ def _build_profile(raw: dict[str, Any], loc: _Locator) -> Profile:
         absolute = str(Path(data_path).expanduser().resolve())
         built["data"] = dataclasses.replace(built["data"], path=absolute)
 
+    for metric in built["checkpoint"].best_metrics:
+        if metric not in family.metrics:
+            known = ", ".join(family.metrics) or "none"
+            raise loc.error(
+                ("checkpoint", "best_metrics"),
+                f"{metric!r} is not a validation metric of family {family_name} (it has: {known})",
+            )
+
     sections = {name: built.pop(name) for name in family.sections}
     try:
         family.check(built["model"], built["data"], sections)
@@ -403,6 +411,11 @@ def _check_type(value: Any, hint: Any, keys: tuple[str, ...], loc: _Locator) -> 
         if value in choices and type(value) is type(choices[0]):
             return value
         raise loc.error(keys, _choice_message(value, choices))
+    if origin is tuple:  # tuple[X, ...]: a TOML array of X
+        item_type = typing.get_args(hint)[0]
+        if not isinstance(value, (list, tuple)):
+            raise loc.error(keys, f'expected an array like ["a", "b"], got {_show(value)}')
+        return tuple(_check_type(v, item_type, (*keys, str(i)), loc) for i, v in enumerate(value))
     if origin is dict:
         _key_type, value_type = typing.get_args(hint)
         if not isinstance(value, dict):
@@ -514,10 +527,12 @@ def _parse_override(text: str, hint: Any, keys: tuple[str, ...], item: str) -> A
         if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
             return text[1:-1]
         return text
-    # Tables (dict or nested dataclass): an inline TOML table.
+    # Arrays and tables (dict or nested dataclass): a TOML value, checked with the profile.
     try:
         return tomllib.loads(f"v = {text}")["v"]
     except (tomllib.TOMLDecodeError, RecursionError):
+        if origin is tuple:
+            raise bad('an array like ["a", "b"]') from None
         raise bad("an inline table like { pitch = 2.0 }") from None
 
 

@@ -58,6 +58,7 @@ from podium.engine.train_config import TrainConfig
 
 if TYPE_CHECKING:
     from podium.engine.distributed import RankGroup
+    from podium.engine.series import Direction
 
 
 @dataclass
@@ -73,6 +74,8 @@ class TrainState:
     tokens_seen: int = 0
     samples_seen: int = 0
     best_val: float = math.inf
+    best_metrics: dict[str, float] = field(default_factory=dict)
+    """The best value so far of each metric that keeps a ``best-<metric>`` checkpoint."""
     evals_without_improvement: int = 0
     nonfinite_in_a_row: int = 0
 
@@ -154,6 +157,7 @@ class Trainer:
         before_checkpoint: Callable[[], None] | None = None,
         group: RankGroup | None = None,
         metrics: Callable[[], ValidationMetrics] | None = None,
+        best_metrics: Mapping[str, Direction] | None = None,
     ) -> None:
         self.cfg = cfg
         self.device = device or pick_device(cfg.device)
@@ -178,6 +182,9 @@ class Trainer:
         self.before_checkpoint = before_checkpoint
         self.metrics = metrics
         """Makes a fresh accumulator of the family's validation metrics for each pass."""
+        self.best_metrics = dict(best_metrics or {})
+        """Validation metrics that keep their own best checkpoint, with the way each improves."""
+        self._improved_metrics: dict[str, float] = {}
         self.on_epoch_end: Callable[[], dict[str, float] | None] | None = None
         """Called on the training thread after each epoch's validation (rank 0 only); the
         values it returns are published as ``Scalars`` (the conditioning check uses this)."""
@@ -555,6 +562,8 @@ class Trainer:
             kinds = ("latest",)
         if epoch_due:
             kinds += ("epoch",)
+        if ck is not None and ck.cfg.keep_every_steps and step % ck.cfg.keep_every_steps == 0:
+            kinds += ("periodic",)
         if kinds:
             self._flush_metrics()
             self._checkpoint_or_pause(kinds, val_loss=val_loss)
@@ -682,6 +691,15 @@ class Trainer:
             self.state.evals_without_improvement = 0
         else:
             self.state.evals_without_improvement += 1
+        self._improved_metrics = {}
+        for metric, direction in self.best_metrics.items():
+            value = measured.scalars.get(metric)
+            if value is None or not math.isfinite(value):
+                continue
+            best = self.state.best_metrics.get(metric)
+            if best is None or (value > best if direction == "max" else value < best):
+                self.state.best_metrics[metric] = value
+                self._improved_metrics[metric] = value
         patience_left = es.patience - self.state.evals_without_improvement if es.patience else None
         self.bus.publish(
             EvalMetrics(
@@ -777,7 +795,9 @@ class Trainer:
             epoch=self._epoch_float(),
             val_loss=val_loss,
             kinds=kinds,
+            best_metrics=self._improved_metrics,
         )
+        self._improved_metrics = {}  # written once, by the save after the validation
         for info in written:
             self.bus.publish(
                 CheckpointSaved(
