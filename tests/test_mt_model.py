@@ -92,18 +92,24 @@ def test_the_cached_step_equals_the_full_forward_pass():
 
 
 def test_the_window_slides_past_max_len_with_the_conditioning_kept():
-    model = tiny_model(max_len=16)
-    x = torch.randint(0, 388, (1, 40))
-    caches = model.init_state(1)
-    for t in range(40):
-        z, caches = model.step(x[:, t], caches)
-    cache = caches[0]
-    assert cache.n == 16 and cache.t == 40
-    assert cache.pos.tolist() == [0, 1, *range(26, 40)]  # the 2 prefix tokens, the last 14
-    # Past the window's start, the step sees the prefix and the last 14 tokens only.
-    seq = torch.cat([x[:, :2], x[:, 26:40]], dim=1)
-    assert torch.isfinite(z).all() and z.shape == (1, CONDITIONS.vocab_size)
-    assert seq.shape == (1, 16)
+    torch.manual_seed(2)
+    attn = RelativeAttention(d_model=16, n_heads=2, max_len=16).eval()
+    x = torch.randn(1, 40, 16)
+    cache = attn.init_state(1, pinned=2)
+    with torch.no_grad():
+        for t in range(40):
+            y, cache = attn.step(x[:, t], cache)
+        assert cache.n == 16 and cache.t == 40
+        assert cache.pos.tolist() == [0, 1, *range(26, 40)]  # the 2 pinned, the last 14
+        # By hand: the last token attends to the pinned two at the farthest distance the table
+        # holds (15) and to the last 14 at their own distances.
+        q, k, v = attn._heads(x)  # each (1, H, 40, d)
+        keep = [0, 1, *range(26, 40)]
+        dist = torch.tensor([15, 15, *range(13, -1, -1)])
+        rel = q[:, :, 39:] @ attn.rel[15 - dist].transpose(0, 1)  # (1, H, 1, 16)
+        logits = (q[:, :, 39:] @ k[:, :, keep].transpose(-1, -2) + rel) / math.sqrt(attn.d_head)
+        want = attn.proj((logits.softmax(-1) @ v[:, :, keep]).reshape(1, 16))
+    assert (y - want).abs().max() <= 1e-5
 
 
 def test_generation_past_the_trained_length_is_windowed_never_a_crash():
