@@ -180,3 +180,14 @@ def test_the_full_size_profile_builds_and_takes_one_training_step():
     loss.backward()
     opt.step()
     assert not torch.equal(model.head.weight, before)
+
+
+def test_accuracy_counts_only_the_targets_that_count():
+    from podium.engine.families.music_transformer.metrics import NextTokenAccuracy
+
+    acc = NextTokenAccuracy()
+    y = torch.tensor([[5, 6, 7, 389], [8, 9, 389, 389]])
+    mask = torch.tensor([[0.0, 1, 1, 0], [1, 1, 0, 0]])
+    pred = torch.tensor([[5, 6, 0, 389], [8, 0, 389, 389]])  # masked-out hits do not count
+    acc.update({"pred": pred}, {"y": y, "mask": mask})
+    assert acc.compute().scalars == {"accuracy": 2 / 4}

@@ -101,7 +101,7 @@ def _check(model: MusicTransformerConfig, data: DataConfig, sections: Mapping[st
 def _build_metrics(cfg: MusicTransformerConfig, info: DataInfo) -> ValidationMetrics:
     from podium.engine.families.music_transformer.metrics import NextTokenAccuracy
 
-    return NextTokenAccuracy(_vocab(info)[0])
+    return NextTokenAccuracy()
 
 
 # -- sampling ---------------------------------------------------------------------------------

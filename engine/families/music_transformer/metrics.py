@@ -1,28 +1,35 @@
-"""Next-token accuracy over the targets that count (torchmetrics' micro accuracy)."""
+"""Next-token accuracy over the targets that count (padding and conditioning excluded).
+
+A count of equal ids, kept here rather than taken from torchmetrics: importing torchmetrics
+costs ~4.7 CPU-seconds per process on the 2-core CI box (measured: ``import torch`` 2.8 s of
+user time, with ``torchmetrics.classification`` 7.5 s), paid by every ``podium train`` and
+``podium generate`` of this family, for two integer sums.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
 import torch
-from torchmetrics.classification import MulticlassAccuracy
 
 from podium.engine.metrics import MetricValues
 
-IGNORE = -100
-
 
 class NextTokenAccuracy:
-    """Fraction of masked-in targets the argmax predicts (padding and conditioning excluded)."""
+    """Fraction of masked-in targets the model's argmax predicts, over one validation pass."""
 
-    def __init__(self, vocab_size: int) -> None:
-        self.acc = MulticlassAccuracy(num_classes=vocab_size, average="micro", ignore_index=IGNORE)
+    def __init__(self) -> None:
+        self.correct = 0
+        self.total = 0
 
     def update(
         self, outputs: Mapping[str, torch.Tensor], batch: Mapping[str, torch.Tensor]
     ) -> None:
-        target = batch["y"].masked_fill(batch["mask"] <= 0, IGNORE)
-        self.acc.update(outputs["pred"].flatten().cpu(), target.flatten().cpu())
+        counts = batch["mask"] > 0  # (B, T)
+        hits = (outputs["pred"] == batch["y"]) & counts
+        self.correct += int(hits.sum())
+        self.total += int(counts.sum())
 
     def compute(self) -> MetricValues:
-        return MetricValues(scalars={"accuracy": float(self.acc.compute())})
+        value = self.correct / self.total if self.total else float("nan")
+        return MetricValues(scalars={"accuracy": value})
