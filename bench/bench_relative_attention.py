@@ -18,6 +18,15 @@ Times are CPU seconds of this process (``time.process_time``), single-threaded b
 a machine shared with other jobs skews the ratios less than wall time would.
 
     .venv/bin/python bench/bench_relative_attention.py [--lengths 512 1024 2048] [--rounds 3]
+
+Measured 2026-12-01 on the shared 2-core CPU box (load 8-15), one thread:
+
+       T  skewed s  explicit s  time x  skewed MiB  explicit MiB  memory x
+     512     0.104       0.330     3.2          83           181       2.2
+    1024     0.713       1.665     2.3         150           603       4.0
+    2048     2.726       6.478     2.4         566          2359       4.2
+    generating 1024 tokens: small model 2.45 s cached vs 76.3 s recomputed (31x);
+    published size 12.3 s vs 514 s (42x); last logits equal within 1e-6.
 """
 
 from __future__ import annotations
