@@ -24,6 +24,7 @@ import importlib
 import pkgutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from podium.engine import series as names
@@ -239,6 +240,25 @@ class EpochHook:
     error. The dashboard's "best" of each ``<group>/*`` series follows it."""
 
 
+@dataclass(frozen=True)
+class Prediction:
+    """What a recogniser heard in one window of an input (``podium predict``)."""
+
+    start: float
+    """Window start, in seconds."""
+    end: float
+    """Window end, in seconds."""
+    label: str
+    """The best answer, in the family's notation (``C:maj7/3``)."""
+    top: tuple[tuple[str, float], ...]
+    """The best few answers with their probabilities, best first."""
+
+
+Predictor = Callable[["nn.Module", Profile, DataInfo, Path], list[Prediction]]
+"""``(eval-mode model, profile, checkpoint data info, input file) -> one Prediction per window``;
+``DataError`` for an input it cannot read."""
+
+
 class StateDictAdapter(Protocol):
     """Converts a foreign checkpoint layout (a released model's) to the family's own names and
     back; the model never learns other layouts (torchtitan's state-dict adapters)."""
@@ -295,6 +315,9 @@ class Family(Generic[ModelCfg, DataCfg]):
     """More JSON-able or tensor state to save in every checkpoint (beside the data info)."""
     adapters: Mapping[str, StateDictAdapter] = field(default_factory=dict)
     """Foreign checkpoint layouts by name ("hf", "emopia")."""
+    predictor: Predictor | None = None
+    """A classifier's counterpart of the sampler: what the model recognises in an input file,
+    window by window (``podium predict RUN FILE``). None: the family predicts nothing."""
 
     def __post_init__(self) -> None:
         if (self.metrics or self.matrices) and self.build_metrics is None:

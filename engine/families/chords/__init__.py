@@ -15,9 +15,19 @@ from typing import TYPE_CHECKING, Any
 
 from podium.engine.families.chords.config import ChordDataConfig, ChordModelConfig
 from podium.engine.families.chords.labels import NOTE_NAMES, TYPES
-from podium.engine.families.registry import DataBundle, DataInfo, Family, LogFn, ModelCost
+from podium.engine.families.registry import (
+    DataBundle,
+    DataInfo,
+    Family,
+    LogFn,
+    ModelCost,
+    Prediction,
+    Profile,
+)
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from torch import nn
 
     from podium.engine.metrics import ValidationMetrics
@@ -25,10 +35,11 @@ if TYPE_CHECKING:
 HEADS = ("type", "root", "bass")
 """One cross-entropy per head; the profile's ``[loss_weights]`` weigh them (1 / 1 / 0.5)."""
 
-METRICS = tuple(f"{h}/{m}" for m in ("accuracy", "top3", "f1") for h in HEADS) + (
-    "chord/accuracy",
-)
+METRICS = (*(f"{h}/{m}" for m in ("accuracy", "top3", "f1") for h in HEADS), "chord/accuracy")
+"""Per head: accuracy, top-3 accuracy, macro F1; and all three heads right (``chord``)."""
 MATRICES = (*(f"{h}/confusion" for h in HEADS), *(f"{h}/per_class" for h in HEADS))
+"""Per head: the confusion matrix (counts) and per-class precision / recall / F1; the
+confusions first, so ``m`` in the dashboard walks the heads."""
 
 
 def _build_data(cfg: ChordDataConfig, log: LogFn) -> DataBundle:
@@ -80,6 +91,12 @@ def _build_metrics(cfg: ChordModelConfig, info: DataInfo) -> ValidationMetrics:
     return ChordMetrics({"type": types, "root": roots, "bass": roots})
 
 
+def _predict(model: nn.Module, profile: Profile, info: DataInfo, path: Path) -> list[Prediction]:
+    from podium.engine.families.chords.predict import predict_file
+
+    return predict_file(model, profile, info, path)
+
+
 FAMILY: Family[ChordModelConfig, ChordDataConfig] = Family(
     name="chords",
     description="audio chord recogniser: CQT, conv subsampling, transformer; type/root/bass",
@@ -93,4 +110,5 @@ FAMILY: Family[ChordModelConfig, ChordDataConfig] = Family(
     metrics=METRICS,
     matrices=MATRICES,
     build_metrics=_build_metrics,
+    predictor=_predict,
 )

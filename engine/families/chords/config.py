@@ -133,9 +133,7 @@ class ChordDataConfig:
         if not 0.0 <= self.inversion_prob <= 1.0:
             raise ValueError(f"inversion_prob: must be in [0, 1] (got {self.inversion_prob})")
         if self.snr_db_min > self.snr_db_max:
-            raise ValueError(
-                f"snr_db_min: {self.snr_db_min} is above snr_db_max {self.snr_db_max}"
-            )
+            raise ValueError(f"snr_db_min: {self.snr_db_min} is above snr_db_max {self.snr_db_max}")
         bad = [w for w in self.waveform_list if w not in WAVEFORMS]
         if bad or not self.waveform_list:
             raise ValueError(

@@ -46,7 +46,9 @@ class ChordMetrics:
         self.all_right = 0
         self.seen = 0
 
-    def update(self, outputs: Mapping[str, torch.Tensor], batch: Mapping[str, torch.Tensor]) -> None:
+    def update(
+        self, outputs: Mapping[str, torch.Tensor], batch: Mapping[str, torch.Tensor]
+    ) -> None:
         right = None
         for h in HEADS:
             logits = outputs[h].detach().float().cpu()
