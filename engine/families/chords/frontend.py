@@ -6,14 +6,17 @@ Two kinds, chosen by ``model.frontend``:
   torch: one strided conv1d with the CQT kernels). Measured here (bench/chords_frontend.py):
   a sine at every semitone from C2 to B6 peaks in its own bin (0 bins off across 60 notes),
   and a batch of 32 one-second clips at 8 kHz takes ~70 ms on one CPU thread. It is right for
-  podium, so it is the default.
+  podium, so it is the default, with one change: its default ``pad_mode="reflect"`` pads by
+  half the longest kernel (4,096 samples for C2 at 24 bins an octave and 8 kHz) and fails on
+  any clip shorter than that (0.51 s), so podium pads with zeros (``constant``).
 * ``stft``: triangular log-frequency filters over ``torch.stft``'s magnitude, each spanning
   its neighbours' centres: the same bins without nnAudio, coarser at the bottom (an FFT long
   enough for C2's semitones is used, so the lowest bins are still a semitone apart).
 
 Both kernels are fixed (not trained); their tensors are buffers, so a checkpoint holds them
-and a model built on the meta device is whole once its state is loaded. The magnitude is
-compressed (``log1p``) and standardised per clip, so a loud and a quiet clip look alike.
+and a model built on the meta device is whole once its state is loaded. Each clip is scaled
+to a peak of 1 first, then the magnitude is compressed (``log1p``) and standardised per clip,
+so a loud and a quiet clip look alike.
 """
 
 from __future__ import annotations
@@ -79,13 +82,16 @@ class Frontend(nn.Module):
                 n_bins=cfg.n_bins,
                 bins_per_octave=cfg.bins_per_octave,
                 output_format="Magnitude",
+                pad_mode="constant",  # reflect needs clips longer than half the C2 kernel
                 verbose=False,
             )
         else:
             self.cqt = STFTFilterbank(cfg, sample_rate)
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        spec = self.cqt(audio.float())  # (B, n_bins, frames)
+        audio = audio.float()
+        audio = audio / audio.abs().amax(dim=-1, keepdim=True).clamp_min(1e-6)  # any gain
+        spec = self.cqt(audio)  # (B, n_bins, frames)
         spec = torch.log1p(100.0 * spec)
         mean = spec.mean(dim=(1, 2), keepdim=True)
         std = spec.std(dim=(1, 2), keepdim=True).clamp_min(1e-5)
