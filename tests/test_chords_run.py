@@ -1,13 +1,16 @@
 """A tiny run of profiles/chord-recognition.toml, trained once by ``podium train --headless``
 and read by everything after it: the metrics in the store and ``podium metrics --json``, the
-``--history`` file, ``podium predict`` on a WAV, and the dashboard's heatmap (``m``)."""
+``--history`` file, ``podium predict`` on a WAV, and the dashboard's heatmap (``m``), in Pilot
+and in a real 80x24 terminal (tmux)."""
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,6 +25,7 @@ from podium.tui.app import PodiumApp
 from podium.tui.screens.matrix import MatrixScreen
 from podium.tui.screens.run import RunScreen
 from podium.tui.widgets.heatmap import Heatmap
+from tests.test_tui_terminal import TMUX, Tmux, poll
 from tests.tui_helpers import ROOT, sync, wait_for
 
 PROFILE = ROOT / "profiles" / "chord-recognition.toml"
@@ -154,3 +158,30 @@ async def test_the_dashboard_shows_the_type_confusion_matrix_on_m(chord_run):
         assert sum(line.count("█") for line in drawn[2:34]) >= 1  # the biggest count is shaded
         assert modal.query_one(".dialog").region.bottom <= 24
         assert modal.query_one("#matrix-summary").display  # 32 classes: summarised in words
+
+
+@pytest.mark.skipif(not Path(TMUX).exists(), reason="tmux is not installed")
+def test_the_heatmap_in_a_real_80x24_terminal(chord_run, tmp_path):
+    env = f"-u COLUMNS -u LINES PODIUM_RUNS={shlex.quote(str(chord_run.path.parent))} TERM=xterm-256color"
+    command = f"cd {shlex.quote(str(ROOT))} && env {env} {shlex.quote(sys.executable)} -m podium"
+    tmux = Tmux(tmp_path)
+    try:
+        tmux.start(command, 80, 24)
+        poll(tmux, lambda s: "tiny" in s and "finished" in s, 60, "the runs table")
+        tmux.keys("Enter")
+        poll(tmux, lambda s: "(read-only)" in s, 30, "the run screen")
+        tmux.keys("m")
+        poll(tmux, lambda s: "bass/confusion" in s, 20, "the first matrix")
+        for _ in range(4):
+            tmux.keys("m")
+        screen = poll(tmux, lambda s: "type/confusion" in s and "32 x 32" in s, 20, "the types")
+        lines = screen.splitlines()
+        assert len(lines) <= 24 and all(len(line) <= 80 for line in lines)
+        assert "diagonal" in screen and " 0 maj " in screen and "↑↓ scroll" in screen
+        assert "31 min13" not in screen  # below, until scrolled to
+        tmux.keys("End")
+        poll(tmux, lambda s: "31 min13" in s, 20, "the last row after scrolling")
+        tmux.keys("Escape")
+        tmux.keys("q")
+    finally:
+        tmux.kill()

@@ -60,13 +60,18 @@ class MatrixScreen(ModalScreen[None]):
         self.query_one("#matrix-scroll").focus()  # the arrows and Page Up/Down scroll it
 
     def on_resize(self) -> None:
-        # Title, summary, hint, the dialog's border and padding: about 12 lines around it.
-        self.query_one("#matrix-scroll").styles.max_height = max(self.size.height - 12, 4)
+        self._fit()
+
+    def _fit(self) -> None:
+        """The scroll area as tall as the dialog allows (90% of the screen, less its border,
+        padding, title and its margin, summary and hint) and as wide as the drawn heatmap plus its scrollbar:
+        a scrolling container takes neither from its content by itself."""
+        summary = 1 if self.query_one("#matrix-summary").display else 0
+        scroll = self.query_one("#matrix-scroll")
+        scroll.styles.max_height = max(int(self.size.height * 0.9) - 7 - summary, 4)
         self._fit_width()
 
     def _fit_width(self) -> None:
-        """The scroll area as wide as the drawn heatmap (plus its scrollbar): a scrolling
-        container does not take its content's width by itself."""
         room = max(int(self.size.width * 0.95) - 6, 20)  # the dialog's max, less border/padding
         heatmap = self.query_one(Heatmap)
         width = max((t.cell_len for t in heatmap.lines(room - 1)), default=1)
@@ -88,12 +93,12 @@ class MatrixScreen(ModalScreen[None]):
             title.append(f"  ({self.index % len(names) + 1}/{len(names)})", style="dim")
         self.query_one("#matrix-title", Static).update(title)
         self.query_one(Heatmap).show(None if held is None else held[1])
-        self._fit_width()
-        summary = None if held is None else summary_line(held[1])
+        summary = None if held is None else summary_line(held[1], top=3)
         self.query_one("#matrix-summary", Static).update(summary or "")
         self.query_one("#matrix-summary", Static).display = summary is not None
+        self._fit()
         hint = ("m: next matrix · " if len(names) > 1 else "") + "Escape closes"
-        if held is not None and len(held[1].rows) > 12:
+        if held is not None and len(held[1].rows) > 12:  # taller than 80x24 holds
             hint = "↑↓ scroll · " + hint
         if held is None:
             hint = "measured at each validation; none yet · " + hint

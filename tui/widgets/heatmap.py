@@ -219,7 +219,7 @@ class Heatmap(Widget):
             lines = heatmap_lines(self.matrix, width)
         else:
             lines = compact_lines(self.matrix)
-        return [*lines, Text(), legend_line(self.matrix)]
+        return [*lines, legend_line(self.matrix)]
 
     def get_content_height(self, container, viewport, width: int) -> int:
         return len(self.lines(max(width, 1)))
