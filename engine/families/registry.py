@@ -3,8 +3,9 @@
 A model family is a package (``podium.engine.families.<name>``, or any importable module named by
 a dotted path in the profile, ``family = "mylab.podium_families.gru"``) whose module holds
 ``FAMILY``, a :class:`Family`. It owns everything that differs between model zoos: its profile
-tables, its heads, its data and model, its validation metrics, its sampler, its per-epoch hooks,
-its extra checkpoint state and its adapters for foreign checkpoint layouts. The loop, the store,
+tables, its heads, its data and model, its validation metrics, its sampler (or, for a
+recogniser, its predictor), its per-epoch hooks, its extra checkpoint state and its adapters
+for foreign checkpoint layouts. The loop, the store,
 the CLI and the dashboard ask the family; none of them knows one by name (torchtitan's train
 specs: components chosen by name from config).
 

@@ -114,9 +114,14 @@ def _render(cfg: ChordDataConfig, final: Path, log: LogFn) -> None:
             np.save(tmp / f"{split}_labels.npy", labels)
         meta = {"synth": dataclasses.asdict(backend), "n_train": cfg.n_train, "n_val": cfg.n_val}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
+        if final.exists() and not (final / "meta.json").is_file():
+            shutil.rmtree(final, ignore_errors=True)  # a leftover without its meta: not ours
+        try:
+            tmp.rename(final)
+        except OSError:
+            if not (final / "meta.json").is_file():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)  # a concurrent render of the same settings won
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
