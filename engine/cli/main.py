@@ -15,7 +15,7 @@ import math
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -176,6 +176,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--indent N spreads it over lines, --series and --max-points make it smaller",
     )
     fmt.add_argument("--csv", action="store_true", help="long-form CSV: series,step,value")
+    fmt.add_argument(
+        "--history",
+        metavar="FILE",
+        type=Path,
+        help="write a JSON history, one entry per validation (per epoch by default): epoch, "
+        "step, train_loss (mean since the last), val_loss, <head>_accuracy..., learning_rate",
+    )
     p.add_argument(
         "--series",
         action="append",
@@ -210,12 +217,14 @@ def build_parser() -> argparse.ArgumentParser:
     from podium.engine.cli import generate as generate_cli
     from podium.engine.cli import gpus as gpus_cli
     from podium.engine.cli import importer, prepare
+    from podium.engine.cli import predict as predict_cli
 
     gpus_cli.add_parser(sub)
     generate_cli.add_parser(sub)
     export_cli.add_parser(sub)
     prepare.add_parser(sub)
     importer.add_parser(sub)
+    predict_cli.add_parser(sub)
     return parser
 
 
@@ -623,6 +632,8 @@ def _metrics(args: argparse.Namespace, dashboard: DashboardHook | None) -> int:
                     f"--series {missing[0]!r}: run {run.id} has no such series (it has: {', '.join(names)})"
                 )
             series = {n: store.query(n, max_points=args.max_points) for n in wanted}
+            if args.history is not None:
+                series = {n: store.query(n) for n in names}  # every point: means per epoch
             if args.json:
                 for name in store.matrix_names():
                     latest = store.latest_matrix(name)
@@ -630,7 +641,11 @@ def _metrics(args: argparse.Namespace, dashboard: DashboardHook | None) -> int:
                         matrices[name] = {"step": int(latest[0]), **latest[1].to_dict()}
         finally:
             store.close()
-    if args.json:
+    if args.history is not None:
+        history = _history(series)
+        _write_json_atomic(args.history, history)
+        print(f"podium: wrote {len(history['epoch'])} epochs of history to {args.history}")
+    elif args.json:
         out = {
             "series": {
                 n: [[int(s), _finite_or_none(v)] for s, v in pts] for n, pts in series.items()
@@ -645,6 +660,45 @@ def _metrics(args: argparse.Namespace, dashboard: DashboardHook | None) -> int:
             for s, v in pts:
                 writer.writerow((n, int(s), repr(v)))
     return 0
+
+
+def _history(series: Mapping[str, list[tuple[float, float]]]) -> dict[str, list]:
+    """The guide's history format: a list per quantity, one entry per validation (the
+    trainer validates once an epoch unless ``val_every_steps`` says otherwise): ``train_loss``
+    the mean of the training steps since the previous validation, ``val_loss``, every
+    ``val/<head>/accuracy`` as ``<head>_accuracy`` (``val/accuracy`` as ``accuracy``) and the
+    ``learning_rate`` of the last step."""
+    from podium.engine import series as sn
+
+    accuracies = {}
+    for n in series:
+        metric = sn.metric_of(n)
+        if sn.kind(n) == "metric" and (metric == "accuracy" or metric.endswith("/accuracy")):
+            head = metric.removesuffix("accuracy").rstrip("/").replace("/", "_")
+            accuracies[n] = f"{head}_accuracy" if head else "accuracy"
+    out: dict[str, list] = {"epoch": [], "step": [], "train_loss": [], "val_loss": []}
+    out |= {k: [] for k in accuracies.values()} | {"learning_rate": []}
+    at = {n: dict(pts) for n, pts in series.items()}
+    train, lr, previous = series.get(sn.TRAIN_LOSS, []), series.get(sn.LR, []), -1.0
+    for i, (step, val_loss) in enumerate(series.get(sn.VAL_LOSS, []), start=1):
+        losses = [v for s, v in train if previous < s <= step]
+        rates = [v for s, v in lr if s <= step]
+        out["epoch"].append(i)
+        out["step"].append(int(step))
+        out["train_loss"].append(_finite_or_none(sum(losses) / len(losses)) if losses else None)
+        out["val_loss"].append(_finite_or_none(val_loss))
+        for n, key in accuracies.items():
+            value = at[n].get(step)
+            out[key].append(None if value is None else _finite_or_none(value))
+        out["learning_rate"].append(rates[-1] if rates else None)
+        previous = step
+    return out
+
+
+def _write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    tmp.replace(path)
 
 
 def _finite_or_none(value: float) -> float | None:
@@ -726,6 +780,7 @@ _HANDLERS: dict[str, Callable[[argparse.Namespace, DashboardHook | None], int]] 
     "export": lambda args, dashboard: _export(args),
     "prepare": lambda args, dashboard: _cli_module("prepare").run(args),
     "import": lambda args, dashboard: _cli_module("importer").run(args),
+    "predict": lambda args, dashboard: _predict(args),
 }
 
 
@@ -737,6 +792,12 @@ def _gpus(args: argparse.Namespace) -> int:
     from podium.engine.cli import gpus as gpus_cli
 
     return gpus_cli.run(args)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from podium.engine.cli import predict as predict_cli
+
+    return predict_cli.run(args)
 
 
 def _generate(args: argparse.Namespace) -> int:

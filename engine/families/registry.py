@@ -3,8 +3,9 @@
 A model family is a package (``podium.engine.families.<name>``, or any importable module named by
 a dotted path in the profile, ``family = "mylab.podium_families.gru"``) whose module holds
 ``FAMILY``, a :class:`Family`. It owns everything that differs between model zoos: its profile
-tables, its heads, its data and model, its validation metrics, its sampler, its per-epoch hooks,
-its extra checkpoint state and its adapters for foreign checkpoint layouts. The loop, the store,
+tables, its heads, its data and model, its validation metrics, its sampler (or, for a
+recogniser, its predictor), its per-epoch hooks, its extra checkpoint state and its adapters
+for foreign checkpoint layouts. The loop, the store,
 the CLI and the dashboard ask the family; none of them knows one by name (torchtitan's train
 specs: components chosen by name from config).
 
@@ -24,6 +25,7 @@ import importlib
 import pkgutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from podium.engine import series as names
@@ -241,6 +243,25 @@ class EpochHook:
     error. The dashboard's "best" of each ``<group>/*`` series follows it."""
 
 
+@dataclass(frozen=True)
+class Prediction:
+    """What a recogniser heard in one window of an input (``podium predict``)."""
+
+    start: float
+    """Window start, in seconds."""
+    end: float
+    """Window end, in seconds."""
+    label: str
+    """The best answer, in the family's notation (``C:maj7/3``)."""
+    top: tuple[tuple[str, float], ...]
+    """The best few answers with their probabilities, best first."""
+
+
+Predictor = Callable[["nn.Module", Profile, DataInfo, Path], list[Prediction]]
+"""``(eval-mode model, profile, checkpoint data info, input file) -> one Prediction per window``;
+``DataError`` for an input it cannot read."""
+
+
 class StateDictAdapter(Protocol):
     """Converts a foreign checkpoint layout (a released model's) to the family's own names and
     back; the model never learns other layouts (torchtitan's state-dict adapters)."""
@@ -393,6 +414,9 @@ class Family(Generic[ModelCfg, DataCfg]):
     prepare: Callable[[DataCfg], PrepareSpec] | None = None
     """The tokeniser and split fractions ``podium prepare`` uses for this ``[data]`` table
     (None: the family's data cannot be prepared ahead)."""
+    predictor: Predictor | None = None
+    """A classifier's counterpart of the sampler: what the model recognises in an input file,
+    window by window (``podium predict RUN FILE``). None: the family predicts nothing."""
 
     def __post_init__(self) -> None:
         if (self.metrics or self.matrices) and self.build_metrics is None:

@@ -4,7 +4,10 @@ Each cell holds its value and a density glyph (`` ░▒▓█``, darker for hig
 shaded from the panel's colour to the accent's, so the matrix reads in colour, in a
 256-colour terminal and with ``NO_COLOR`` alike (numbers and glyphs need no colour). Rows are
 labelled on the left, columns on top; a matrix too wide for the widget drops the numbers and
-keeps one glyph cell per column, then cuts the columns it cannot show ("+N cols").
+keeps one glyph cell per column, then cuts the columns it cannot show ("+N cols"). The widget
+draws such a matrix (a 32-class confusion matrix in 80 columns) ``compact`` instead: one cell
+a column, the rows numbered and the columns headed by those numbers, so every column shows;
+``summary_line`` says in words what the cells hide (the most confused pairs).
 """
 
 from __future__ import annotations
@@ -69,6 +72,72 @@ def _cut(label: str, width: int) -> str:
     return label if len(label) <= width else label[: max(width - 1, 0)] + "…"
 
 
+def _cell_style(level: float | None) -> str:
+    return "" if level is None else f"{'black' if level > 0.55 else 'white'} on {_shade(level)}"
+
+
+def fits(matrix: Matrix, width: int) -> bool:
+    """Whether every column shows, at least as a glyph cell, in ``width`` cells."""
+    label_w = min(max((len(r) for r in matrix.rows), default=0), ROW_LABEL_MAX)
+    return label_w + 1 + len(matrix.cols) * 3 <= width
+
+
+def compact_lines(matrix: Matrix) -> list[Text]:
+    """The matrix one cell a column: rows as "<n> <label>", two header lines with each
+    column's number (tens, then units), a glyph per cell. Needs ``4 + label + columns`` cells:
+    a 32 x 32 matrix with labels of 7 fits in 48."""
+    if not matrix.rows or not matrix.cols:
+        return [Text("(empty matrix)", style="dim")]
+    lo, hi = _scale(matrix)
+    label_w = min(max(len(r) for r in matrix.rows), ROW_LABEL_MAX)
+    pad = " " * (3 + label_w + 1)
+    numbers = [f"{i:>2}" for i in range(len(matrix.cols))]
+    lines = [
+        Text(pad + "".join(n[0] for n in numbers), style="dim"),
+        Text(pad + "".join(n[1] for n in numbers), style="dim"),
+    ]
+    for r, label in enumerate(matrix.rows):
+        line = Text(f"{r:>2} ", style="dim")
+        line.append(_cut(label, label_w).ljust(label_w) + " ", style="bold")
+        for value in matrix.values[r]:
+            level = _level(value, lo, hi)
+            line.append(glyph(level), style=_cell_style(level))
+        lines.append(line)
+    return lines
+
+
+def summary_line(matrix: Matrix, top: int = 4) -> Text | None:
+    """The matrix in words, for one too big to read cell by cell (more than 12 rows): for a
+    confusion matrix (rows and columns the same labels) the share on the diagonal and the
+    most frequent confusions, true -> predicted; for another, the rows lowest in its last
+    column (per-class F1, say). None for small matrices."""
+    if len(matrix.rows) <= 12:
+        return None
+    write = value_format(matrix)
+    if matrix.rows == matrix.cols:
+        total = sum(v for r in matrix.values for v in r if math.isfinite(v))
+        right = sum(v for i, r in enumerate(matrix.values) if math.isfinite(v := r[i]))
+        pairs = sorted(
+            (
+                (-v, matrix.rows[i], matrix.cols[j], v)
+                for i, r in enumerate(matrix.values)
+                for j, v in enumerate(r)
+                if i != j and math.isfinite(v) and v > 0
+            ),
+        )[:top]
+        t = Text(f"diagonal {right / total:.0%} · " if total else "", style="bold")
+        t.append("most confused: " if pairs else "no confusions")
+        t.append(" · ".join(f"{a}→{b} {write(v)}" for _, a, b, v in pairs))
+        return t
+    last = matrix.cols[-1]
+    rows = sorted(
+        (r[-1], matrix.rows[i]) for i, r in enumerate(matrix.values) if math.isfinite(r[-1])
+    )[:top]
+    t = Text(f"lowest {last}: ", style="bold")
+    t.append(" · ".join(f"{label} {write(v)}" for v, label in rows))
+    return t
+
+
 def heatmap_lines(matrix: Matrix, width: int) -> list[Text]:
     """The matrix drawn in at most ``width`` cells per line: a column-label line, then a line
     per row (its label, then a cell per column)."""
@@ -103,11 +172,7 @@ def heatmap_lines(matrix: Matrix, width: int) -> list[Text]:
         for c in range(len(shown)):
             value = matrix.values[r][c]
             level = _level(value, lo, hi)
-            style = (
-                ""
-                if level is None
-                else f"{'black' if level > 0.55 else 'white'} on {_shade(level)}"
-            )
+            style = _cell_style(level)
             g = glyph(level)
             cell = (g + " " + texts[r][c].rjust(cell_w - 2)) if numbers else g * 2
             line.append(cell, style=style)
@@ -129,7 +194,9 @@ def legend_line(matrix: Matrix) -> Text:
 
 
 class Heatmap(Widget):
-    """Draws one ``Matrix`` (set with ``show``), fitted to the widget's width at render time."""
+    """Draws one ``Matrix`` (set with ``show``), fitted to the widget's width at render time:
+    labelled cells with numbers when they fit, glyph cells when not, ``compact_lines`` when
+    not even those show every column."""
 
     DEFAULT_CSS = """
     Heatmap { height: auto; text-wrap: nowrap; }
@@ -144,20 +211,25 @@ class Heatmap(Widget):
         self.matrix = matrix
         self.refresh(layout=relayout)
 
-    def _lines(self, width: int) -> list[Text]:
+    def lines(self, width: int) -> list[Text]:
+        """What is drawn in ``width`` cells, a line each."""
         if self.matrix is None:
             return [Text("no matrix yet", style="dim")]
-        return [*heatmap_lines(self.matrix, width), Text(), legend_line(self.matrix)]
+        if fits(self.matrix, width):
+            lines = heatmap_lines(self.matrix, width)
+        else:
+            lines = compact_lines(self.matrix)
+        return [*lines, legend_line(self.matrix)]
 
     def get_content_height(self, container, viewport, width: int) -> int:
-        return len(self._lines(max(width, 1)))
+        return len(self.lines(max(width, 1)))
 
     def get_content_width(self, container, viewport) -> int:
-        return max((t.cell_len for t in self._lines(container.width)), default=1)
+        return max((t.cell_len for t in self.lines(container.width)), default=1)
 
     def render(self) -> Text:
-        return Text("\n").join(self._lines(max(self.content_size.width, 1)))
+        return Text("\n").join(self.lines(max(self.content_size.width, 1)))
 
     def text(self) -> str:
         """The drawn matrix as plain text (for tests and the terminal check)."""
-        return "\n".join(t.plain for t in self._lines(max(self.content_size.width, 80)))
+        return "\n".join(t.plain for t in self.lines(max(self.content_size.width, 80)))
