@@ -1,7 +1,7 @@
 """The Music Transformer family: MIDI-like events, a relative-attention decoder, cached sampling.
 
-The package: ``tokens`` (MIDI <-> the 390 event ids), ``data`` (demo and MIDI-folder datasets,
-conditioning tokens), ``model`` (the decoder), ``sampler`` (generation with cached keys, values
+The package: ``tokens`` (MIDI <-> the 390 event ids), ``prepare`` (the tokeniser ``podium
+prepare`` uses), ``data`` (demo, MIDI-folder and prepared datasets, conditioning tokens), ``model`` (the decoder), ``sampler`` (generation with cached keys, values
 and relative logits) and ``conditioning`` (the per-epoch check that samples follow their
 sentiment). The attention itself is ``podium.engine.models.relative_attention``. This module only
 declares the family; the torch-heavy modules are imported when their builders run.
@@ -30,6 +30,7 @@ from podium.engine.families.registry import (
     Family,
     LogFn,
     ModelCost,
+    PrepareSpec,
     Sample,
     SampleRequest,
     SamplerSpec,
@@ -179,6 +180,12 @@ CONDITIONING_CHECK = EpochHook(
 )
 
 
+def _prepare_spec(cfg: DataConfig) -> PrepareSpec:
+    from podium.engine.families.music_transformer.prepare import MTTokenizer
+
+    return PrepareSpec(tokenizer=MTTokenizer(), val_fraction=cfg.val_fraction)
+
+
 FAMILY: Family[MusicTransformerConfig, DataConfig] = Family(
     name="music_transformer",
     description="Music Transformer (relative attention, MIDI-like events), sentiment + genre",
@@ -194,4 +201,5 @@ FAMILY: Family[MusicTransformerConfig, DataConfig] = Family(
     build_metrics=_build_metrics,
     sampler=SAMPLER,
     epoch_hooks=(CONDITIONING_CHECK,),
+    prepare=_prepare_spec,
 )

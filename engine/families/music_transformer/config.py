@@ -120,7 +120,8 @@ class DataConfig:
     source: Literal["demo", "midi_dir"] = "demo"
     """Where pieces come from: podium's generated demo corpus, or a folder of MIDI files."""
     path: str = ""
-    """The MIDI folder for ``midi_dir`` (searched recursively); unused for ``demo``."""
+    """The MIDI folder for ``midi_dir`` (searched recursively), or, for either source, a
+    ``podium prepare`` output directory, which is then read instead."""
     labels: str = ""
     """``midi_dir`` only: a ``.jsonl`` (one object per piece: ``file``, ``sentiment``,
     ``genre``) or ``.csv`` (columns ``file,sentiment,genre``) of labels, names or the lab's

@@ -8,6 +8,11 @@ Two sources (``DataConfig.source``):
   (``data.labels``, else ``labels.jsonl`` / ``labels.csv`` in the folder) giving each file a
   ``sentiment`` and a ``genre``, as names or as the lab's integers.
 
+A ``data.path`` that is a ``podium prepare`` output directory (made with this family's
+``prepare.MTTokenizer``) is read instead, whatever the source: its tokens as they are, its
+train/val split as prepare drew it, each piece's labels mapped through ``[data.conditioning]``
+as for a MIDI folder (a piece whose label is not in a table is left out with a warning).
+
 Preparation tokenises every piece once (``tokens.encode_midi``) and stores ``tokens.npz`` and
 ``meta.json`` (with each piece's raw labels) in ``<cache>/prepared/mt-<source>-<hash>/``, built
 in a staging directory and renamed into place; it is redone when the files (paths, sizes,
@@ -39,6 +44,7 @@ from torch.utils.data import Dataset
 from podium.engine.data.cache import cache_dir_for, staging_dir, sweep_stale
 from podium.engine.data.demo_corpus import generate_demo_corpus
 from podium.engine.data.midi_io import load_midi
+from podium.engine.data.prepared import PreparedData, is_prepared
 from podium.engine.errors import DataError
 from podium.engine.families.music_transformer import tokens as T
 from podium.engine.families.music_transformer.config import (
@@ -133,8 +139,11 @@ class EventCropDataset(Dataset):
         seq_len: int,
         *,
         random_crops: bool,
+        files: Sequence[str] = (),
     ) -> None:
         self.pieces = [np.asarray(p, dtype=np.int64) for p in pieces]
+        self.files = list(files) or [str(i) for i in range(len(self.pieces))]
+        """Each piece's file (relative to its folder), for messages and tests."""
         self.prefixes = [np.asarray(p, dtype=np.int64) for p in prefixes]
         self.seq_len = seq_len
         self.random_crops = random_crops
@@ -199,6 +208,8 @@ def build_datasets(cfg: DataConfig, *, log: Callable[[str], None] = print) -> Da
     Raises:
         DataError: a missing folder or labels file, a bad label row, or no usable piece.
     """
+    if cfg.path and is_prepared(Path(cfg.path).expanduser()):
+        return _from_prepared(cfg, Path(cfg.path).expanduser().resolve(), log)
     root = cache_dir_for(cfg.cache_dir)
     sweep_stale(root, depth=1)
     if cfg.source == "demo":
@@ -391,9 +402,73 @@ def _bundle(
     log: Callable[[str], None],
 ) -> DataBundle:
     conditions = ConditionTokens.of(cfg.conditioning)
-    kept: list[tuple[str, np.ndarray, list[int], dict[str, str]]] = []
+    kept, n_left_out = _labelled(conditions, meta["pieces"], pieces, src_dir, log)
+    val_ids = split_val_ids([k.id for k in kept], cfg.val_fraction)
+    train = [k for k in kept if k.id not in val_ids]
+    val = [k for k in kept if k.id in val_ids]
+    info = {"source": cfg.source, "source_dir": str(src_dir)}
+    bundle = _datasets(cfg, conditions, train, val, info)
+    bundle.info["n_skipped"] = len(meta["skipped"]) + n_left_out
+    return bundle
+
+
+def _from_prepared(cfg: DataConfig, path: Path, log: Callable[[str], None]) -> DataBundle:
+    """A bundle from ``podium prepare`` output: its train and val splits as they are (the test
+    split unused), each piece's labels turned into conditioning tokens as for a MIDI folder."""
+    from podium.engine.families.music_transformer.prepare import MTTokenizer
+
+    made_by = MTTokenizer().fingerprint()
+    data = PreparedData.open(path, expect={k: made_by[k] for k in ("family", "tokenizer", "vocab")})
+    conditions = ConditionTokens.of(cfg.conditioning)
+    idx = data.indices("train") + data.indices("val")
+    records = [data.records[i] for i in idx]
+    kept, n_left_out = _labelled(conditions, records, [data.array(i) for i in idx], path, log)
+    split = {r["file"]: r["split"] for r in records}
+    train = [k for k in kept if split[k.file] == "train"]
+    val = [k for k in kept if split[k.file] == "val"]
+    for name, rows in (("train", train), ("val", val)):
+        if not rows:
+            raise DataError(
+                f"{path}: no piece of the prepared {name} split has labels in data.conditioning's "
+                "tables; label more pieces, or prepare again with another data.val_fraction"
+            )
+    info = {
+        "source": "prepared",
+        "source_dir": data.manifest.get("source_dir", ""),
+        "prepared_dir": str(path),
+    }
+    bundle = _datasets(cfg, conditions, train, val, info)
+    bundle.info["n_skipped"] = n_left_out  # prepare's own skips are in its report.json
+    return bundle
+
+
+@dataclass(frozen=True)
+class _Labelled:
+    """A piece whose labels all name entries of the profile's conditioning tables."""
+
+    id: str
+    file: str
+    events: np.ndarray
+    prefix: list[int]
+    names: dict[str, str]
+
+
+def _labelled(
+    conditions: ConditionTokens,
+    records: Sequence[Mapping[str, Any]],
+    pieces: Sequence[np.ndarray],
+    where: Path,
+    log: Callable[[str], None],
+) -> tuple[list[_Labelled], int]:
+    """The pieces (records: ``file``, ``labels``, optional ``id``) whose labels resolve in every
+    active table, and how many were left out (one warning line names a few).
+
+    Raises:
+        DataError: fewer than two pieces are left.
+    """
+    kept: list[_Labelled] = []
     unlabelled: list[str] = []
-    for piece, events in zip(meta["pieces"], pieces, strict=True):
+    for piece, events in zip(records, pieces, strict=True):
         names = {}
         for dim in conditions.dims:
             raw = piece["labels"].get(dim)
@@ -402,42 +477,52 @@ def _bundle(
         if missing:
             unlabelled.append(f"{piece['file']} ({', '.join(missing)})")
             continue
-        kept.append((piece["id"], events, conditions.prefix(names), names))
+        pid = piece.get("id") or piece["file"].rsplit(".", 1)[0]
+        kept.append(_Labelled(pid, piece["file"], events, conditions.prefix(names), names))
     if unlabelled:
         shown = ", ".join(unlabelled[:3]) + (
             f", and {len(unlabelled) - 3} more" if len(unlabelled) > 3 else ""
         )
         log(
-            f"podium: warning: left out {len(unlabelled)} pieces of {src_dir} without a label "
+            f"podium: warning: left out {len(unlabelled)} pieces of {where} without a label "
             f"in data.conditioning's tables: {shown}"
         )
     if len(kept) < 2:
         raise DataError(
-            f"{src_dir}: {len(kept)} labelled pieces; need 2 or more (labels must be names or "
+            f"{where}: {len(kept)} labelled pieces; need 2 or more (labels must be names or "
             f"indices of data.conditioning: "
             + "; ".join(f"{d}: {', '.join(conditions.names(d))}" for d in conditions.dims)
             + ")"
         )
-    val_ids = split_val_ids([k[0] for k in kept], cfg.val_fraction)
-    train = [k for k in kept if k[0] not in val_ids]
-    val = [k for k in kept if k[0] in val_ids]
+    return kept, len(unlabelled)
 
-    def dataset(rows: list, random_crops: bool) -> EventCropDataset:
+
+def _datasets(
+    cfg: DataConfig,
+    conditions: ConditionTokens,
+    train: list[_Labelled],
+    val: list[_Labelled],
+    info: dict[str, Any],
+) -> DataBundle:
+    def dataset(rows: list[_Labelled], random_crops: bool) -> EventCropDataset:
         return EventCropDataset(
-            [r[1] for r in rows], [r[2] for r in rows], cfg.seq_len, random_crops=random_crops
+            [r.events for r in rows],
+            [r.prefix for r in rows],
+            cfg.seq_len,
+            random_crops=random_crops,
+            files=[r.file for r in rows],
         )
 
+    kept = train + val
     info = {
-        "source": cfg.source,
-        "source_dir": str(src_dir),
+        **info,
         "n_pieces": len(kept),
         "n_train_pieces": len(train),
         "n_val_pieces": len(val),
-        "n_tokens": int(sum(len(k[1]) for k in kept)),
+        "n_tokens": int(sum(len(k.events) for k in kept)),
         "labels": {
-            d: dict(sorted(Counter(k[3][d] for k in kept).items())) for d in conditions.dims
+            d: dict(sorted(Counter(k.names[d] for k in kept).items())) for d in conditions.dims
         },
-        "n_skipped": len(meta["skipped"]) + len(unlabelled),
     }
     return DataBundle(
         train=dataset(train, True), val=dataset(val, False), conditions=conditions, info=info
