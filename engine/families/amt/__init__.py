@@ -4,7 +4,9 @@ Pieces become TIME_ON / NOTE / DURATION events (``tokens``) behind a SEMANTIC_k 
 k-means cluster of the piece's text description (``semantic``: scikit-learn TF-IDF + k-means, k
 by silhouette). ``data`` prepares and caches them, ``model`` is the GPT-2 (with its validation
 metrics: perplexity, next-token accuracy, loss per semantic token), ``hf`` reads and writes the
-Hugging Face GPT-2 layout, ``sampler`` generates through the key-value cache. This module only
+Hugging Face GPT-2 layout, ``sampler`` generates through the key-value cache, ``prepare`` is the
+tokeniser ``podium prepare`` runs (events only: the semantic token is added when a prepared
+directory is read, once the clustering is fitted over its texts). This module only
 declares the family; the torch-heavy modules are imported when their builders run.
 """
 
@@ -26,6 +28,7 @@ from podium.engine.families.registry import (
     Family,
     LogFn,
     ModelCost,
+    PrepareSpec,
     Sample,
     SampleRequest,
     SamplerSpec,
@@ -167,6 +170,12 @@ SAMPLER = SamplerSpec(
 )
 
 
+def _prepare_spec(cfg: DataConfig) -> PrepareSpec:
+    from podium.engine.families.amt.prepare import tokenizer_of
+
+    return PrepareSpec(tokenizer=tokenizer_of(cfg), val_fraction=cfg.val_fraction)
+
+
 def _adapters() -> Mapping[str, StateDictAdapter]:
     from podium.engine.families.amt.hf import GPT2Adapter
 
@@ -202,5 +211,6 @@ FAMILY: Family[GPT2Config, DataConfig] = Family(
     build_metrics=_build_metrics,
     sampler=SAMPLER,
     extra_state=_extra_state,
+    prepare=_prepare_spec,
     adapters=_LazyAdapters(),
 )

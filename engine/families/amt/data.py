@@ -1,14 +1,19 @@
 """Datasets for the ``amt`` family: pieces + text descriptions -> semantic tokens + events.
 
-Two sources (``DataConfig.source``):
+Two sources (``DataConfig.source``), or a ``podium prepare`` output:
 
 * ``demo``: podium's generated corpus, made on first use in the cache; the texts are its
   ``description`` labels.
 * ``midi_dir``: a folder of ``.mid``/``.midi`` files and a labels file (``labels.jsonl`` or
   ``labels.csv``, or ``data.labels``) with a ``file`` column and the text column
   (``data.text_column``). MIDI files without a label row are skipped with a warning.
+* a directory ``podium prepare`` made with an ``amt`` profile, named by ``data.path`` (any
+  source): its pieces' events and texts as they are, its train/val split (the test split
+  unused). The clustering is fitted here, over those texts, exactly as for a MIDI folder
+  (``fit_texts``), kept in ``<cache>/prepared/amt-semantic-<hash>.json``, and each piece's
+  SEMANTIC_k is put after its START.
 
-Preparation fits the semantic clustering on every piece's text (``semantic.fit_semantic``),
+Preparation fits the semantic clustering on the text of every piece holding a note (``fit_texts``),
 tokenises every piece once (``tokens.encode_midi``, with its SEMANTIC_k), and stores
 ``tokens.npz``, ``semantic.json`` and ``meta.json`` in ``<cache>/prepared/amt-<hash>/``,
 staged and renamed into place, re-used while the source's fingerprint and every tokeniser and
@@ -26,10 +31,11 @@ import csv
 import hashlib
 import itertools
 import json
+import os
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -39,24 +45,19 @@ from torch.utils.data import Dataset
 from podium.engine.data.cache import cache_dir_for, staging_dir, sweep_stale
 from podium.engine.data.demo_corpus import generate_demo_corpus
 from podium.engine.data.midi_io import load_midi
+from podium.engine.data.prepared import PreparedData, is_prepared
 from podium.engine.errors import DataError
 from podium.engine.families.amt.config import DataConfig
 from podium.engine.families.amt.semantic import SemanticModel, fit_semantic
-from podium.engine.families.amt.tokens import AMTVocab, encode_midi
+from podium.engine.families.amt.tokens import START, AMTVocab, encode_midi, vocab_of
 
-PREPARED_FORMAT = 1
+PREPARED_FORMAT = 2
 """Bumped when the prepared files, the tokeniser or the clustering change."""
 DEMO_CORPUS_VERSION = 1
 """Part of the demo corpus directory name (the same corpus the ``cp`` family reads)."""
 MIDI_SUFFIXES = (".mid", ".midi")
 PREFIX = 2
 """START and SEMANTIC_k: every training window begins with them."""
-
-
-def vocab_of(cfg: DataConfig) -> AMTVocab:
-    return AMTVocab(
-        vocab_size=cfg.vocab_size, resolution=cfg.resolution, max_semantic=cfg.max_semantic
-    )
 
 
 class AMTSequenceDataset(Dataset):
@@ -68,9 +69,13 @@ class AMTSequenceDataset(Dataset):
     is a target once. Padding is PAD with mask 0.
     """
 
-    def __init__(self, pieces: Sequence[np.ndarray], seq_len: int) -> None:
+    def __init__(
+        self, pieces: Sequence[np.ndarray], seq_len: int, piece_ids: Sequence[str] = ()
+    ) -> None:
         self.seq_len = seq_len
         self.pieces = [np.asarray(p, dtype=np.int64) for p in pieces]
+        self.piece_ids = list(piece_ids) or [str(i) for i in range(len(self.pieces))]
+        """Each piece's file (relative posix path), in ``pieces``' order."""
         body = seq_len - PREFIX + 1  # new tokens per continuation window
         self.windows: list[tuple[int, int]] = []
         for i, p in enumerate(self.pieces):
@@ -133,8 +138,11 @@ def build_datasets(cfg: DataConfig, *, log: Callable[[str], None] = print) -> Da
     """Prepare (once) and load the data of a profile's ``[data]`` table.
 
     Raises:
-        DataError: a missing folder or labels file, a label row without text, no usable MIDI.
+        DataError: a missing folder or labels file, a label row without text, no usable MIDI;
+            a prepared directory made by another tokeniser or with an empty split.
     """
+    if cfg.path and is_prepared(Path(cfg.path).expanduser()):
+        return _from_prepared(cfg, Path(cfg.path).expanduser().resolve(), log)
     root = cache_root(cfg)
     sweep_stale(root, depth=1)
     vocab = vocab_of(cfg)
@@ -173,12 +181,14 @@ def build_datasets(cfg: DataConfig, *, log: Callable[[str], None] = print) -> Da
     arrays = _load_tokens(prepared_dir, meta)
     ids = [p["id"] for p in meta["pieces"]]
     val_ids = set(split_val_ids(ids, cfg.val_fraction))
-    train = AMTSequenceDataset(
-        [a for a, i in zip(arrays, ids, strict=True) if i not in val_ids], cfg.seq_len
-    )
-    val = AMTSequenceDataset(
-        [a for a, i in zip(arrays, ids, strict=True) if i in val_ids], cfg.seq_len
-    )
+    in_val = [row["id"] in val_ids for row in meta["pieces"]]
+    files = [row["file"] for row in meta["pieces"]]
+
+    def split(held_out: bool) -> AMTSequenceDataset:
+        keep = [i for i, v in enumerate(in_val) if v == held_out]
+        return AMTSequenceDataset([arrays[i] for i in keep], cfg.seq_len, [files[i] for i in keep])
+
+    train, val = split(False), split(True)
     info = {
         "source": cfg.source,
         "source_dir": str(src_dir),
@@ -191,6 +201,105 @@ def build_datasets(cfg: DataConfig, *, log: Callable[[str], None] = print) -> Da
         "n_skipped": len(meta["skipped"]),
     }
     return DataBundle(train, val, vocab, semantic, prepared_dir, info)
+
+
+def fit_texts(cfg: DataConfig, texts: Sequence[str]) -> tuple[SemanticModel, np.ndarray]:
+    """The semantic clustering of ``texts`` with the ``[data]`` table's settings, and each
+    text's cluster: the one fit both a MIDI folder and a prepared directory go through, so the
+    two give the same tokens for the same pieces (given in the same order: sorted by path)."""
+    return fit_semantic(
+        list(texts),
+        min_k=cfg.min_semantic,
+        max_k=cfg.max_semantic,
+        seed=cfg.cluster_seed,
+        max_terms=cfg.max_terms,
+    )
+
+
+def with_semantic(events: np.ndarray, vocab: AMTVocab, k: int) -> np.ndarray:
+    """A piece's events (``START ... END``) with SEMANTIC_k after START: what
+    ``encode_midi(midi, vocab, semantic=k)`` gives."""
+    return np.concatenate([events[:1], [vocab.semantic(k)], events[1:]]).astype(np.int64)
+
+
+def _from_prepared(cfg: DataConfig, path: Path, log: Callable[[str], None]) -> DataBundle:
+    """A bundle from ``podium prepare`` output: its train and val pieces (sorted by path, the
+    order a MIDI folder is read in), the clustering fitted over their texts, SEMANTIC_k put
+    after each piece's START."""
+    from podium.engine.families.amt.prepare import SETTINGS, tokenizer_of
+
+    tokenizer = tokenizer_of(cfg)
+    made_by = tokenizer.fingerprint()
+    data = PreparedData.open(path, expect={k: made_by[k] for k in SETTINGS})
+    used = [i for i, r in enumerate(data.records) if r["split"] in ("train", "val")]
+    used.sort(key=lambda i: PurePosixPath(data.records[i]["file"]))
+    records = [data.records[i] for i in used]
+    if not any(r["split"] == "train" for r in records) or not any(
+        r["split"] == "val" for r in records
+    ):
+        raise DataError(f"{path}: the prepared data has an empty train or val split")
+    field_name = tokenizer.text_field
+    missing = [r["file"] for r in records if not str(r["labels"].get(field_name, "")).strip()]
+    if missing:  # the tokeniser refuses such pieces, so only a hand-edited directory has them
+        raise DataError(f"{path}: {missing[0]} has no {field_name!r} label; run podium prepare")
+    texts = [str(r["labels"][field_name]).strip() for r in records]
+    semantic, labels = _cached_fit(cfg, texts, log)
+    vocab = tokenizer.vocab
+    pieces: dict[str, tuple[list[np.ndarray], list[str]]] = {"train": ([], []), "val": ([], [])}
+    for i, r, k in zip(used, records, labels.tolist(), strict=True):
+        events = np.asarray(data.array(i), dtype=np.int64)
+        if len(events) < 2 or events[0] != START:
+            raise DataError(f"{path}: {r['file']}: its tokens do not start with START")
+        arrays, files = pieces[r["split"]]
+        arrays.append(with_semantic(events, vocab, k))
+        files.append(r["file"])
+    train = AMTSequenceDataset(pieces["train"][0], cfg.seq_len, pieces["train"][1])
+    val = AMTSequenceDataset(pieces["val"][0], cfg.seq_len, pieces["val"][1])
+    info = {
+        "source": "prepared",
+        "source_dir": data.manifest.get("source_dir", ""),
+        "prepared_dir": str(path),
+        "n_pieces": len(records),
+        "n_train_examples": len(train),
+        "n_val_examples": len(val),
+        "semantic_k": semantic.k,
+        "silhouette": semantic.silhouette,
+        "n_skipped": 0,
+    }
+    return DataBundle(train, val, vocab, semantic, path, info)
+
+
+def _cached_fit(
+    cfg: DataConfig, texts: list[str], log: Callable[[str], None]
+) -> tuple[SemanticModel, np.ndarray]:
+    """``fit_texts``, kept in the cache by the texts and the clustering settings: fitting k-means
+    for every k and the silhouettes is the slow part of a build, and a prepared directory is
+    read by every run of a sweep. The cached labels are each text's fitted cluster (not a
+    re-assignment, which could differ at a tie)."""
+    key = json.dumps(
+        [texts, cfg.min_semantic, cfg.max_semantic, cfg.cluster_seed, cfg.max_terms],
+        ensure_ascii=False,
+    )
+    digest = hashlib.sha1(f"{PREPARED_FORMAT}\0{key}".encode()).hexdigest()[:16]
+    cached = cache_root(cfg) / "prepared" / f"amt-semantic-{digest}.json"
+    try:
+        saved = json.loads(cached.read_text(encoding="utf-8"))
+        labels = np.asarray(saved["labels"], dtype=np.int64)
+        if len(labels) == len(texts):
+            return SemanticModel.from_dict(saved["semantic"]), labels
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    semantic, labels = fit_texts(cfg, texts)
+    log(
+        f"podium: semantic tokens over {len(texts)} prepared pieces: k={semantic.k} "
+        f"(silhouette {semantic.silhouette:.3f})"
+    )
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
+    body = {"semantic": semantic.to_dict(), "labels": labels.tolist()}
+    tmp.write_text(json.dumps(body) + "\n", encoding="utf-8")
+    tmp.replace(cached)  # whole or absent, even with two builds at once
+    return semantic, labels
 
 
 def split_val_ids(ids: Sequence[str], val_fraction: float) -> list[str]:
@@ -323,34 +432,34 @@ def _prepare(
     log: Callable[[str], None],
 ) -> dict[str, Any]:
     log(f"podium: preparing {len(pieces)} MIDI files from {src_dir} (once; in {prepared_dir})")
-    midis, kept, skipped = [], [], []
+    events, kept, skipped, readable = [], [], [], 0
     for piece in pieces:
         try:
-            midis.append(load_midi(piece.path))
-            kept.append(piece)
+            midi = load_midi(piece.path)
         except Exception as exc:  # one odd file must not end the preparation
             skipped.append({"file": piece.file, "reason": str(exc)})
-    if not kept:
-        raise DataError(f"{src_dir}: none of the {len(pieces)} labelled MIDI files is readable")
-    semantic, labels = fit_semantic(
-        [p.text for p in kept],
-        min_k=cfg.min_semantic,
-        max_k=cfg.max_semantic,
-        seed=cfg.cluster_seed,
-        max_terms=cfg.max_terms,
-    )
-    arrays, rows = [], []
-    for piece, midi, k in zip(kept, midis, labels.tolist(), strict=True):
-        tokens = encode_midi(midi, vocab, semantic=k)
-        if len(tokens) <= PREFIX + 1:
+            continue
+        readable += 1
+        tokens = encode_midi(midi, vocab)
+        if len(tokens) <= 2:  # START, END
             skipped.append({"file": piece.file, "reason": "no notes"})
             continue
-        arrays.append(tokens)
-        rows.append({"id": piece.id, "file": piece.file, "semantic": k, "text": piece.text})
+        events.append(tokens)
+        kept.append(piece)
     if skipped:
         log(f"podium: warning: skipped {len(skipped)} MIDI files: {skipped[:3]}")
-    if not arrays:
+    if not readable:
+        raise DataError(f"{src_dir}: none of the {len(pieces)} labelled MIDI files is readable")
+    if not kept:
         raise DataError(f"{src_dir}: no labelled MIDI file holds a note")
+    # Fitted over the pieces that are kept, not every readable one: a prepared directory (which
+    # never holds an empty piece) then gives the same clustering for the same files.
+    semantic, labels = fit_texts(cfg, [p.text for p in kept])
+    arrays = [with_semantic(e, vocab, k) for e, k in zip(events, labels.tolist(), strict=True)]
+    rows = [
+        {"id": p.id, "file": p.file, "semantic": k, "text": p.text}
+        for p, k in zip(kept, labels.tolist(), strict=True)
+    ]
     meta = {"fingerprint": fingerprint, "pieces": rows, "skipped": skipped}
     prepared_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = staging_dir(prepared_dir)

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pretty_midi
 
-from podium.engine.families.amt.config import NOTE_TOKENS, SPECIALS
+from podium.engine.families.amt.config import NOTE_TOKENS, SPECIALS, DataConfig
 
 PAD, UNK, START, END = range(len(SPECIALS))
 DECODE_VELOCITY = 80
@@ -88,6 +88,13 @@ class AMTVocab:
         return cls(
             **{k: int(data[k]) for k in ("vocab_size", "resolution", "max_semantic") if k in data}
         )
+
+
+def vocab_of(cfg: DataConfig) -> AMTVocab:
+    """The vocabulary a profile's ``[data]`` table sets."""
+    return AMTVocab(
+        vocab_size=cfg.vocab_size, resolution=cfg.resolution, max_semantic=cfg.max_semantic
+    )
 
 
 def encode_midi(
