@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 import threading
 
+import pytest
+
 from podium.engine.events import (
     CheckpointSaved,
     EvalMetrics,
@@ -259,6 +261,32 @@ def test_the_heads_plot_cycles_on_to_metrics_and_hook_groups():
     assert list(series[0].ys) == [0.5]
     m.family = "tests.families.nope"  # no dashboard module, no importable family: generic
     assert build_heads(m, PlotOptions(head_index=3))[2] == "cond · every few epochs (h: next)"
+
+
+def test_every_heads_accuracy_is_one_plot_beside_the_losses():
+    from podium.engine.events import EvalMetrics
+    from podium.tui.model import RunModel
+    from podium.tui.widgets.loss_panel import PlotOptions, build_heads, plot_views
+
+    m = RunModel()
+    m.heads = ["type", "root", "bass"]
+    m.metric_names = ["type/accuracy", "root/accuracy", "bass/accuracy", "type/top3", "f1"]
+    for step, acc in ((10, 0.5), (20, 0.75)):
+        values = {"type/accuracy": acc, "root/accuracy": acc + 0.1, "bass/accuracy": acc + 0.2}
+        m.apply([EvalMetrics(step=step, epoch=1.0, wall=1.0, loss=1.0, losses={}, best=1.0,
+                             patience_left=None, metrics={**values, "f1": 0.1})])  # fmt: skip
+    views = [(v.kind, v.name) for v in plot_views(m)]
+    # One view per measure two or more heads share, before the single metrics; "top3" (one
+    # head) and "f1" (no head) stay single.
+    assert views[3:5] == [("metrics", "accuracy"), ("metric", "type/accuracy")]
+    assert ("metrics", "top3") not in views
+    series, legend, title = build_heads(m, PlotOptions(head_index=3))
+    assert title == "val accuracy · every head (h: next)"
+    assert [s.label for s in series] == ["type/accuracy", "root/accuracy", "bass/accuracy"]
+    assert [e.name for e in legend] == ["type", "root", "bass"]
+    assert list(series[1].ys) == pytest.approx([0.6, 0.85]) and legend[2].last == pytest.approx(
+        0.95
+    )
 
 
 def test_the_numbers_panel_lists_metrics_and_hook_groups_generically():

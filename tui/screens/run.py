@@ -236,9 +236,26 @@ class RunScreen(Screen):
             m.profile, m.family = info.profile, info.family
         except Exception as exc:
             m.reason = str(exc)
+        self._family_order(m)
         state, reason = run.status()
         m.state, m.reason = state, reason
         self._follow = state == "live"
+
+    @staticmethod
+    def _family_order(m: RunModel) -> None:
+        """A stored run's metrics and matrices in its family's declared order (a live run's
+        session or status gives it), not the store's alphabetical one: "type" before "bass"."""
+        if not m.family:
+            return
+        from podium.engine.errors import ProfileError
+        from podium.engine.families.registry import get_family
+
+        try:
+            family = get_family(m.family)
+        except ProfileError:
+            return  # a family that no longer imports: the store's order
+        m.metric_names = list(family.metrics)
+        m.matrix_names = list(family.matrices)
 
     @work(thread=True, exclusive=True, group="history", exit_on_error=False)
     def _load_history(self) -> None:

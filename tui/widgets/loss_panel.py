@@ -239,16 +239,32 @@ def _train_and_val(
 class View:
     """One view of the second plot after "all heads": a head, a metric or a hook group."""
 
-    kind: Literal["head", "metric", "group"]
+    kind: Literal["head", "metric", "metrics", "group"]
     name: str
-    """The head, the metric (``accuracy``) or the group (``cond``)."""
+    """The head, the metric (``accuracy``), the measure several metrics share (``accuracy`` of
+    ``type/accuracy``, ``root/accuracy``...) or the group (``cond``)."""
+
+
+def shared_metrics(metrics: list[str]) -> dict[str, list[str]]:
+    """Metrics named ``<head>/<measure>`` grouped by measure, where two or more heads share one
+    (``{"accuracy": ["type/accuracy", "root/accuracy", "bass/accuracy"]}``): a classifier's
+    per-head accuracies drawn in one plot beside the losses."""
+    by: dict[str, list[str]] = {}
+    for metric in metrics:
+        head, sep, measure = metric.rpartition("/")
+        if sep and head:
+            by.setdefault(measure, []).append(metric)
+    return {measure: group for measure, group in by.items() if len(group) > 1}
 
 
 def plot_views(model: RunModel) -> list[View]:
-    """The views ``h`` steps through after all heads: each head, each validation metric, then
-    each epoch hook group, for whatever the run's family measures."""
+    """The views ``h`` steps through after all heads: each head, each measure the heads share
+    (every head's accuracy in one plot), each validation metric, then each epoch hook group,
+    for whatever the run's family measures."""
+    metrics = model.metrics
     views = [View("head", h) for h in model.heads]
-    views += [View("metric", m) for m in model.metrics]
+    views += [View("metrics", m) for m in shared_metrics(metrics)]
+    views += [View("metric", m) for m in metrics]
     views += [View("group", g) for g in model.hook_groups]
     return views
 
@@ -274,6 +290,16 @@ def build_heads(
         way = direction(model.family, name)
         legend.append(_entry(model.series.get(name), VAL_GLYPH, VAL_COLOR, view.name, way))
         return series, legend, f"val {view.name} · each validation (h: next)"
+    if view is not None and view.kind == "metrics":
+        for i, metric in enumerate(shared_metrics(model.metrics)[view.name]):
+            color, glyph = _style(i)
+            name = names.val_metric(metric)
+            xs, ys = model.xy(name, opts.x)
+            series.append(PlotSeries(metric, xs, ys, color, markers=True, glyph=glyph))
+            label = metric.rpartition("/")[0]
+            way = direction(model.family, name)
+            legend.append(_entry(model.series.get(name), VAL_GLYPH, color, label, way, glyph))
+        return series, legend, f"val {view.name} · every head (h: next)"
     if view is not None and view.kind == "group":
         for i, name in enumerate(model.hook_groups[view.name]):
             color, glyph = _style(i)
