@@ -208,7 +208,7 @@ def test_kill_9_leaves_an_interrupted_run_that_resumes(tmp_path, env):
         (["train", DEMO, "--headless", "--max-steps", "0"], "--max-steps: must be >= 1"),
         (["train", DEMO, "--headless", "--set", "train.lr=abc"], "train.lr: expected a number"),
         (["resume", "nope", "--headless"], "no run 'nope'"),
-        (["metrics", "nope"], "one of the arguments --json --csv is required"),
+        (["metrics", "nope"], "one of the arguments --json --csv --history is required"),
         (["train", "missing.toml"], "missing.toml: profile not found"),
         (["bogus"], "invalid choice"),
     ],

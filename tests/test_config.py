@@ -227,7 +227,10 @@ def test_the_family_is_required_and_names_its_tables_and_heads():
     with pytest.raises(ProfileError) as info:
         load_profile_text(text, source="nofamily.toml")
     # one line (no line number: the key is nowhere), naming the built-in families
-    assert str(info.value) == "nofamily.toml: family: missing: say which model family, one of cp"
+    assert (
+        str(info.value)
+        == "nofamily.toml: family: missing: say which model family, one of amt, chords, cp, emotion_pipeline, music_transformer"
+    )
 
 
 def test_a_family_outside_podium_is_named_by_its_module_path():

@@ -226,14 +226,21 @@ async def test_run_header_grows_a_line_when_its_text_wraps(tmp_path):
 
 @sync
 async def test_a_long_profile_description_wraps_under_itself(tmp_path):
-    """emopia's description is longer than the profiles list at 80 columns: its second line
-    starts under the description, not back at the list's left edge under the name."""
+    """At 80 columns a description has no room beside the longest name and family: it goes
+    under its name, indented, and its wrapped lines start where it starts."""
     app = PodiumApp(root=tmp_path, profile_dirs=[ROOT / "profiles"])
     async with app.run_test(size=(80, 24)) as pilot:
-        await wait_for(pilot, lambda: app.screen.query_one("#profiles").option_count, 5, "list")
+        options = app.screen.query_one("#profiles")
+        await wait_for(pilot, lambda: options.option_count, 5, "list")
+        names = [str(options.get_option_at_index(i).id) for i in range(options.option_count)]
+        options.highlighted = next(i for i, n in enumerate(names) if n.endswith("emopia-cp.toml"))
         await pilot.pause(0.3)
         lines = rendered(app).splitlines()
-        at = next(i for i, line in enumerate(lines) if line.startswith(" emopia"))
-        column = lines[at].index("EMOPIA-style")
-        following = lines[at + 1][:column]
-        assert following.strip() == "" and lines[at + 1][column:].strip(), lines[at : at + 2]
+        at = next(i for i, line in enumerate(lines) if line.startswith(" emopia-cp "))
+        assert lines[at].split()[:2] == ["emopia-cp", "cp"]
+        assert lines[at + 1].startswith("   EMOPIA-style"), lines[at : at + 3]
+        column = lines[at + 1].index("EMOPIA-style")
+        second = lines[at + 2]
+        assert second[:column].strip() == "" and second[column : column + 1].strip(), lines[
+            at : at + 3
+        ]

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+from rich.console import Group
+from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 from textual import on, work
@@ -317,15 +319,18 @@ class HomeScreen(Screen):
         self.app.push_screen(CompareScreen(chosen))
 
 
-def profile_line(p: ProfileEntry, name_width: int, family_width: int) -> Table:
-    """A profile's option: name, family, then the description, which wraps in its own column
-    (a long one, like emopia's, wrapped back to the list's left edge under the name)."""
-    grid = Table.grid(padding=(0, 2, 0, 0), expand=True)
+def profile_line(p: ProfileEntry, name_width: int, family_width: int) -> Group:
+    """A profile's option: the name and family on one line, the description wrapped under them,
+    indented. Beside a name column sized for the longest name (music-transformer-small) and a
+    family column (music_transformer), a description had no room left at 80 columns; under
+    its name it has the list's whole width."""
+    grid = Table.grid(padding=(0, 2, 0, 0))
     grid.add_column(width=name_width, no_wrap=True, style="bold")
-    grid.add_column(width=family_width, no_wrap=True, style="dim")
-    grid.add_column(ratio=1)
-    grid.add_row(p.name, p.family, p.description)
-    return grid
+    grid.add_column(width=family_width, no_wrap=True, overflow="ellipsis", style="dim")
+    grid.add_row(p.name, p.family)
+    if not p.description:
+        return Group(grid)
+    return Group(grid, Padding(Text(p.description), (0, 0, 0, 2)))
 
 
 def state_detail(state: str, reason: str) -> str:
