@@ -23,8 +23,12 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# Two pytest workers, a test file each at a time (its module fixtures train once): the suite is
+# mostly subprocesses and terminals waiting on each other, so two workers halve it on 2 cores.
+PYTEST_WORKERS ?= 2
+
 test: lint
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # The races repeated many times (minutes each): not part of `make test`, run before a release.
 soak: $(STAMP)
