@@ -312,7 +312,16 @@ def generate_from_run(
     used = sampler.draw(asked, data_info or {}, request.seed) if sampler.draw else asked
     request = dataclasses.replace(request, conditioning=used)
     sample = sampler.sample(model, profile, [request], torch.device(device))[0]
-    sample = dataclasses.replace(sample, requested=asked, checkpoint=checkpoint, step=step)
+    # A blank option the family derives from another one that was asked (a text's semantic
+    # token) counts as asked, so it is not reported as drawn by the seed.
+    derived = {
+        o.name: used.get(o.name, "")
+        for o in sampler.options
+        if o.derived_from and not asked.get(o.name) and asked.get(o.derived_from)
+    }
+    sample = dataclasses.replace(
+        sample, requested={**asked, **derived}, checkpoint=checkpoint, step=step
+    )
     path = out if out is not None else run_path / "samples" / f"{sample_name(stem, sample)}.mid"
     write_meta(sample_meta(run_path, profile.family, request, sample), path)
     return sample, write_midi(sampler, sample, path)

@@ -196,6 +196,7 @@ def test_podium_trains_the_small_profile_and_generates_from_text_or_token(tmp_pa
     assert meta["conditioning"]["text"] == "a slow, sad, quiet piece"
     k = int(sample.conditioning["semantic"])
     assert sample.tokens[1] == 4 + k and sample.ended in ("bars", "eos", "max_len")
+    assert sample.drawn == () and meta["drawn"] == []  # the text chose the token, not the seed
     assert pretty_midi.PrettyMIDI(str(path)).instruments[0].notes
     vocab = AMTVocab.from_dict(load_state(run / "checkpoints" / "latest.pt")["data_info"]["vocab"])
     kinds = "".join(vocab.kind(int(t))[0] for t in sample.tokens[2:-1])  # t(ime) n(ote) d(ur)

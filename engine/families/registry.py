@@ -139,6 +139,9 @@ class ConditionOption:
     """One line for ``--help`` and the form's placeholder."""
     choices: tuple[str, ...] = ()
     """The allowed values, when it is a closed set (else the sampler's ``check`` decides)."""
+    derived_from: str = ""
+    """Another option that sets this one when this is left blank (the semantic token from a
+    text): a value made that way is derived from what was asked, not drawn by the seed."""
 
     @property
     def flag(self) -> str:

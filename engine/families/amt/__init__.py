@@ -157,7 +157,9 @@ def _to_midi(sample: Sample) -> pretty_midi.PrettyMIDI:
 SAMPLER = SamplerSpec(
     options=(
         ConditionOption(
-            name="semantic", help="semantic token K, 0..k-1 (blank: drawn by the seed)"
+            name="semantic",
+            help="semantic token K, 0..k-1 (blank: from --text, else drawn by the seed)",
+            derived_from="text",
         ),
         ConditionOption(
             name="text", help='a description, mapped to the nearest token ("a slow sad ballad")'
