@@ -87,3 +87,24 @@ def sweep_stale(directory: Path, *, depth: int = 0) -> list[Path]:
             shutil.rmtree(entry, ignore_errors=True)
             removed.append(entry)
     return removed
+
+
+def publish_dir(tmp: Path, final: Path) -> None:
+    """Rename a fully written ``tmp`` to ``final``, replacing a stale ``final`` (moved aside
+    first, so a reader never sees a half-removed one); if a concurrent build published first,
+    keep theirs (it was made from the same source) and drop ``tmp``."""
+    import contextlib
+
+    old = None
+    if final.exists():
+        old = staging_dir(final, "old")
+        with contextlib.suppress(OSError):
+            final.rename(old / "stale")
+    try:
+        tmp.rename(final)
+    except OSError:
+        if not final.is_dir():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

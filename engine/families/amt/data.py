@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from podium.engine.data.cache import cache_dir_for, staging_dir, sweep_stale
+from podium.engine.data.cache import cache_dir_for, publish_dir, staging_dir, sweep_stale
 from podium.engine.data.demo_corpus import generate_demo_corpus
 from podium.engine.data.midi_io import load_midi
 from podium.engine.data.prepared import PreparedData, is_prepared
@@ -470,14 +470,7 @@ def _prepare(
         )
         (tmp / "semantic.json").write_text(json.dumps(semantic.to_dict()) + "\n", encoding="utf-8")
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
-        if prepared_dir.exists():
-            shutil.rmtree(prepared_dir, ignore_errors=True)
-        try:
-            tmp.rename(prepared_dir)
-        except OSError:  # a concurrent build published the same data first
-            if not prepared_dir.is_dir():
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
+        publish_dir(tmp, prepared_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -24,7 +24,6 @@ Use::
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import hashlib
 import itertools
@@ -42,7 +41,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from podium.engine.data.cache import cache_dir_for, staging_dir, sweep_stale
+from podium.engine.data.cache import cache_dir_for, publish_dir, staging_dir, sweep_stale
 from podium.engine.data.demo_corpus import generate_demo_corpus
 from podium.engine.data.midi_io import estimate_key, load_midi, piano_notes
 from podium.engine.data.prepare.progress import Progress
@@ -624,7 +623,7 @@ def _prepare(
             tmp / "tokens.npz", tokens=np.concatenate(arrays).astype(np.int16), offsets=offsets
         )
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
-        _publish(tmp, prepared_dir)
+        publish_dir(tmp, prepared_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -637,24 +636,6 @@ def _counted(specs: list[_PieceSpec], progress: Progress) -> Iterator[_PieceSpec
     for spec in specs:
         yield spec
         progress.advance()
-
-
-def _publish(tmp: Path, final: Path) -> None:
-    """Rename ``tmp`` to ``final``, replacing a stale ``final``; if a concurrent build published
-    first, keep theirs (it was made from the same source)."""
-    old = None
-    if final.exists():
-        old = staging_dir(final, "old")
-        with contextlib.suppress(OSError):
-            final.rename(old / "stale")
-    try:
-        tmp.rename(final)
-    except OSError:
-        if not final.is_dir():
-            raise
-        shutil.rmtree(tmp, ignore_errors=True)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _read_prepared_meta(prepared_dir: Path, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
