@@ -5,8 +5,11 @@ A shared server runs several jobs at once. Measured on a 2-core VM with the demo
 10.7k + 10.9k; with one thread each 12.5k + 12.9k; and with three torch processes on the two
 cores one run fell from 15.8k to ~400 tokens/s, its OpenMP threads spin-waiting against the
 others'. So a run sizes its intra-op threads from the CPUs it may use (affinity, the cgroup's
-quota) shared with the podium runs already on the host, and its OpenMP threads sleep while they
-wait (passive) unless the profile asks for spinning (a machine of its own).
+quota), and its OpenMP threads sleep while they wait (passive) unless the profile asks for
+spinning (a machine of its own). Dividing the CPUs among the podium runs already on the host is
+a profile choice (``cpu_share``), not the default: the thread count would then follow the host's
+load, and on CPU a different count changes results in their last bits, so a resume or a rerun
+would no longer repeat the numbers of the run it continues.
 
 The wait policy is read by OpenMP when torch is imported, so ``apply_wait_policy`` runs before
 that (``podium train``/``resume`` load the profile without torch); a process that has imported
@@ -234,9 +237,12 @@ def _env_threads() -> int | None:
     return value if value > 0 else None
 
 
-def share_cpus(policy: WaitPolicy, *, threads: int = 0, ranks: int = 1) -> CpuPlan:
+def share_cpus(
+    policy: WaitPolicy, *, threads: int = 0, ranks: int = 1, share: bool = False
+) -> CpuPlan:
     """Choose and apply this run's intra-op threads: the profile's fixed number (``threads``
-    > 0), else ``OMP_NUM_THREADS`` when the user set it, else a fair share. Call with torch
+    > 0), else ``OMP_NUM_THREADS`` when the user set it, else the usable CPUs divided among the
+    ranks and, with ``share``, among the podium runs already training here. Call with torch
     importable; the wait policy was applied before it loaded."""
     global _CURRENT
     import torch
@@ -248,8 +254,8 @@ def share_cpus(policy: WaitPolicy, *, threads: int = 0, ranks: int = 1) -> CpuPl
         chosen = threads
     elif asked is not None:  # the user's own OMP_NUM_THREADS
         chosen = asked
-    else:
-        chosen = plan_threads(usable, others, ranks)
+    else:  # a fair share of the host only when asked: it makes the count depend on the load
+        chosen = plan_threads(usable, others if share else 0, ranks)
     torch.set_num_threads(chosen)
     env = os.environ.get("OMP_WAIT_POLICY", "")
     in_force = env.lower() if env else "openmp default"

@@ -226,6 +226,7 @@ def _build_inner(
         profile.train.cpu_wait,
         threads=profile.train.cpu_threads,
         ranks=world,
+        share=profile.train.cpu_share,
     )
     say(f"podium: CPU {cpu.describe()}" + (f" ({cpu.note})" if cpu.note else ""))
     bus = EventBus()

@@ -68,8 +68,13 @@ class TrainConfig:
     num_workers: int = 0
     """DataLoader worker processes (0 = load in the training thread)."""
     cpu_threads: int = 0
-    """Intra-op CPU threads per rank (0 = a fair share: the CPUs this process may use, by its
-    affinity and cgroup quota, divided among the podium runs training on the host)."""
+    """Intra-op CPU threads per rank (0 = the CPUs this process may use, by its affinity and
+    cgroup quota, divided among the run's ranks)."""
+    cpu_share: bool = False
+    """Also divide those CPUs among the podium runs training on the host when this one starts
+    (faster when several share the cores). Off by default: on CPU the thread count can change
+    a result in its last bits, so with it a rerun or a resume on a busier or quieter host is no
+    longer bit-identical to the run it repeats."""
     cpu_wait: Literal["passive", "active"] = "passive"
     """How idle OpenMP threads wait: passive (sleep; right on a shared host, where spinning
     threads of several runs starve each other) or active (spin; a machine of one's own).

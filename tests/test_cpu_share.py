@@ -138,9 +138,18 @@ def test_a_run_says_the_share_it_took(tmp_path):
     out = podium("train", toy, *common, "--set", "train.cpu_threads=1", env=env).stdout
     line = next(ln for ln in out.splitlines() if ln.startswith("podium: CPU "))
     assert line.startswith("podium: CPU 1 thread of ") and line.endswith("· passive wait"), line
+    pattern = r"podium: CPU (\d+) threads? of ([\d.]+) CPUs \((no|\d+) other runs?\)"
+    # By default every usable CPU, whatever else runs: the same count on a busy host or a
+    # quiet one, so a rerun or a resume repeats the numbers.
     out = podium("train", toy, *common, "--set", 'train.cpu_wait="active"', env=env).stdout
     line = next(ln for ln in out.splitlines() if ln.startswith("podium: CPU "))
-    m = re.match(r"podium: CPU (\d+) threads? of ([\d.]+) CPUs \((no|\d+) other runs?\)", line)
+    m = re.match(pattern, line)
     assert m and line.endswith("· active wait"), line
+    assert float(m[2]) == usable_cpus() and int(m[1]) == plan_threads(usable_cpus(), 0), line
+    # cpu_share: a fair share of the host among the podium runs training on it.
+    out = podium("train", toy, *common, "--set", "train.cpu_share=true", env=env).stdout
+    line = next(ln for ln in out.splitlines() if ln.startswith("podium: CPU "))
+    m = re.match(pattern, line)
+    assert m, line
     threads, usable, others = int(m[1]), float(m[2]), 0 if m[3] == "no" else int(m[3])
     assert usable == usable_cpus() and threads == plan_threads(usable, others), line

@@ -174,6 +174,8 @@ async def test_a_run_that_cannot_start_shows_the_data_error(tmp_path):
     async with app.run_test(size=SIZE) as pilot:
         (live,) = app.live_runs.values()
         await wait_for(pilot, lambda: not live.training, 60, "the start to fail")
+        # The UI records the end when it handles TrainingEnded, a moment after the thread ends.
+        await wait_for(pilot, lambda: live.model.state != "starting", 10, "the end recorded")
         assert live.session is None and live.model.state == "failed"
         assert "fewer than one optimizer step" in live.model.reason
         header = str(app.screen.query_one("#run-header").render())
