@@ -271,3 +271,33 @@ def test_emopia_layout_quadrant_from_the_name_key_from_the_csv(tmp_path):
     assert V.VOCAB.names["emotion"][heads["Q1_abc_0.mid"][F["emotion"]]] == "Q1"
     assert V.VOCAB.names["key"][heads["Q1_abc_0.mid"][F["key"]]] == "F:maj"  # from the CSV
     assert V.VOCAB.names["key"][heads["Q3_xyz_1.mid"][F["key"]]] == "A:min"  # estimated
+
+
+def test_a_profile_that_keeps_drums_tokenises_them_as_notes(tmp_path):
+    """``[data] keep_drums``: a drums-only file is kept, drum notes are notes; the same profile's
+    own folder path (podium train on the folder) gives the same tokens as podium prepare."""
+    from podium.engine.families.cp import FAMILY
+
+    src = tmp_path / "src"
+    write_piece(src / "Q1_beat.mid", [36, 38, 42, 36, 38, 42], drums=True)
+    write_piece(src / "Q2_tune.mid", C_MAJOR)
+    cfg = DataConfig(source="midi_dir", path=str(src), val_fraction=0.1, keep_drums=True)
+    spec = FAMILY.prepare(cfg)
+    assert spec.tokenizer.keep_drums
+    out = tmp_path / "out"
+    report = prepare("midi-folder", src, out, spec, family="cp", profile="t", workers=1,
+                     stream=io.StringIO())  # fmt: skip
+    assert report.skipped == [] and report.pieces_kept == 2
+    data = PreparedData.open(out)
+    beat = next(i for i, r in enumerate(data.records) if r["file"] == "Q1_beat.mid")
+    pitches = {int(p) for p in data.array(beat)[:, F["pitch"]] if p > 0}
+    assert len(pitches) >= 2  # the kick, snare and hat keys are pitches now
+    dropped = prepare("midi-folder", src, tmp_path / "out2", FAMILY.prepare(
+        DataConfig(source="midi_dir", path=str(src), val_fraction=0.1)), family="cp",
+        profile="t", workers=1, stream=io.StringIO())  # fmt: skip
+    assert [s["reason"] for s in dropped.skipped] == ["drums only"]
+    # The folder path of podium train, with the same setting, makes the same tokens.
+    bundle = build_datasets(cfg, log=lambda _line: None)
+    pieces = [*bundle.train.pieces, *bundle.val.pieces]
+    assert len(pieces) == 2
+    assert any(np.array_equal(p, data.array(beat).astype(p.dtype)) for p in pieces)

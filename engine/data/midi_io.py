@@ -67,6 +67,15 @@ def _seconds_to_ticks(midi: pretty_midi.PrettyMIDI, seconds: np.ndarray) -> np.n
     return np.rint(starts[seg] + (seconds - times[seg]) * per_second[seg]).astype(np.int64)
 
 
+def drums_as_notes(midi: pretty_midi.PrettyMIDI) -> pretty_midi.PrettyMIDI:
+    """``midi`` with its drum tracks turned into pitched ones (a drum's General MIDI key number
+    becomes its pitch), for a profile that keeps drums (``[data] keep_drums``): the vocabularies
+    have no instrument field, so kept drums are notes like the others. Changes ``midi``."""
+    for inst in midi.instruments:
+        inst.is_drum = False
+    return midi
+
+
 def piano_notes(midi: pretty_midi.PrettyMIDI) -> list[NoteEvent]:
     """All non-drum notes of every instrument, merged as one piano, on the 480-tick grid
     (not yet quantised to 16ths), sorted by (start, pitch)."""

@@ -14,6 +14,7 @@ from typing import Any
 
 import pretty_midi
 
+from podium.engine.data.midi_io import drums_as_notes
 from podium.engine.data.prepare.shards import ShardStore
 from podium.engine.errors import DataError
 from podium.engine.families.registry import Tokenizer
@@ -88,6 +89,8 @@ def encode_file(
         if not pitched:
             return "skipped", "drums only", None, {}
         midi.instruments = [i for i in midi.instruments if not i.is_drum]
+    else:  # kept: their notes tokenised like the others' (the encoders leave drum tracks out)
+        drums_as_notes(midi)
     try:
         tokens = tokenizer.encode(midi, labels)
     except DataError as exc:

@@ -44,7 +44,7 @@ from torch.utils.data import Dataset
 
 from podium.engine.data.cache import cache_dir_for, publish_dir, staging_dir, sweep_stale
 from podium.engine.data.demo_corpus import generate_demo_corpus
-from podium.engine.data.midi_io import load_midi
+from podium.engine.data.midi_io import drums_as_notes, load_midi
 from podium.engine.data.prepared import PreparedData, is_prepared
 from podium.engine.errors import DataError
 from podium.engine.families.amt.config import DataConfig
@@ -163,6 +163,7 @@ def build_datasets(cfg: DataConfig, *, log: Callable[[str], None] = print) -> Da
         "vocab": vocab.to_dict(),
         "text_column": cfg.text_column,
         "semantic": [cfg.min_semantic, cfg.max_semantic, cfg.cluster_seed, cfg.max_terms],
+        **({"keep_drums": True} if cfg.keep_drums else {}),  # absent: the caches made before it
     }
     digest = hashlib.sha1(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:12]
     prepared_dir = root / "prepared" / f"amt-{cfg.source}-{digest}"
@@ -440,7 +441,7 @@ def _prepare(
             skipped.append({"file": piece.file, "reason": str(exc)})
             continue
         readable += 1
-        tokens = encode_midi(midi, vocab)
+        tokens = encode_midi(drums_as_notes(midi) if cfg.keep_drums else midi, vocab)
         if len(tokens) <= 2:  # START, END
             skipped.append({"file": piece.file, "reason": "no notes"})
             continue

@@ -85,7 +85,7 @@ class AMTTokenizer:
 
 def tokenizer_of(cfg: DataConfig) -> AMTTokenizer:
     """The tokeniser of a profile's ``[data]`` table (its vocabulary and text column)."""
-    return AMTTokenizer(vocab=vocab_of(cfg), text_field=text_label(cfg))
+    return AMTTokenizer(vocab=vocab_of(cfg), text_field=text_label(cfg), keep_drums=cfg.keep_drums)
 
 
 def text_label(cfg: DataConfig) -> str:

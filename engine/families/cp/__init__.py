@@ -183,7 +183,9 @@ def _prepare_spec(cfg: DataConfig) -> PrepareSpec:
     from podium.engine.families.cp.prepare import CPTokenizer
 
     return PrepareSpec(
-        tokenizer=CPTokenizer(), val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction
+        tokenizer=CPTokenizer(keep_drums=cfg.keep_drums),
+        val_fraction=cfg.val_fraction,
+        test_fraction=cfg.test_fraction,
     )
 
 

@@ -135,6 +135,10 @@ class DataConfig:
     """Bars per demo piece."""
     seq_len: int = 256
     """Tokens per training example (model inputs); each example holds ``seq_len + 1`` tokens."""
+    keep_drums: bool = False
+    """Tokenise drum tracks too, their notes as pitches (General MIDI key numbers: the
+    vocabulary has no instrument field). Off: drum tracks are dropped, and a file with only
+    drums is skipped ("drums only")."""
     val_fraction: float = 0.1
     """Share of pieces held out for validation, chosen by a stable hash of the piece id."""
     test_fraction: float = 0.0

@@ -43,7 +43,7 @@ from torch.utils.data import Dataset
 
 from podium.engine.data.cache import cache_dir_for, publish_dir, staging_dir, sweep_stale
 from podium.engine.data.demo_corpus import generate_demo_corpus
-from podium.engine.data.midi_io import estimate_key, load_midi, piano_notes
+from podium.engine.data.midi_io import drums_as_notes, estimate_key, load_midi, piano_notes
 from podium.engine.data.prepare.progress import Progress
 from podium.engine.data.prepared import PreparedData, is_prepared
 from podium.engine.errors import DataError
@@ -239,6 +239,7 @@ def build_datasets(cfg: DataConfig, *, log: Callable[[str], None] = print) -> Da
         "source": cfg.source,
         "format": PREPARED_FORMAT,
         "vocab": cp_vocab.VOCAB_VERSION,
+        **({"keep_drums": True} if cfg.keep_drums else {}),  # absent: the caches made before it
     }
     digest = hashlib.sha1(source_id.encode()).hexdigest()[:12]
     prepared_dir = root / "prepared" / f"{cfg.source}-{digest}"
@@ -254,7 +255,9 @@ def build_datasets(cfg: DataConfig, *, log: Callable[[str], None] = print) -> Da
             specs, unusable = _emopia_pieces(src_dir)
         else:
             specs, unusable = _midi_dir_pieces(src_dir), []
-        meta = _prepare(specs, unusable, src_dir, prepared_dir, fingerprint, log)
+        meta = _prepare(
+            specs, unusable, src_dir, prepared_dir, fingerprint, log, drums=cfg.keep_drums
+        )
     pieces = _load_tokens(prepared_dir, meta)
     return _bundle(cfg, meta, pieces, prepared_dir, src_dir)
 
@@ -553,8 +556,11 @@ def _prepare(
     prepared_dir: Path,
     fingerprint: dict[str, Any],
     log: Callable[[str], None],
+    *,
+    drums: bool = False,
 ) -> dict[str, Any]:
-    """Tokenise ``specs`` and publish ``prepared_dir`` atomically; returns its meta."""
+    """Tokenise ``specs`` and publish ``prepared_dir`` atomically; returns its meta. ``drums``:
+    drum tracks are tokenised as notes (``[data] keep_drums``)."""
     log(
         f"podium: preparing {len(specs)} MIDI files from {src_dir} (once; cached in {prepared_dir})"
     )
@@ -568,6 +574,8 @@ def _prepare(
             continue
         try:
             midi = load_midi(spec.path)
+            if drums:
+                drums_as_notes(midi)
             key = spec.key or estimate_key(piano_notes(midi))
             tokens = encode_midi(midi, emotion=spec.emotion, key=key)
         except DataError as exc:

@@ -183,7 +183,9 @@ CONDITIONING_CHECK = EpochHook(
 def _prepare_spec(cfg: DataConfig) -> PrepareSpec:
     from podium.engine.families.music_transformer.prepare import MTTokenizer
 
-    return PrepareSpec(tokenizer=MTTokenizer(), val_fraction=cfg.val_fraction)
+    return PrepareSpec(
+        tokenizer=MTTokenizer(keep_drums=cfg.keep_drums), val_fraction=cfg.val_fraction
+    )
 
 
 FAMILY: Family[MusicTransformerConfig, DataConfig] = Family(

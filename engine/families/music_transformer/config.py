@@ -136,6 +136,10 @@ class DataConfig:
     seq_len: int = 2048
     """Tokens per training example (model inputs, conditioning tokens included). Longer pieces
     are cropped at a random place every epoch, drawn from (train seed, epoch, example)."""
+    keep_drums: bool = False
+    """Tokenise drum tracks too, their notes as pitches (General MIDI key numbers: the
+    vocabulary has no instrument field). Off: drum tracks are dropped, and a file with only
+    drums is skipped ("drums only")."""
     val_fraction: float = 0.1
     """Share of pieces held out for validation (by a stable hash of the piece id); validation
     crops are always the piece's opening."""

@@ -43,7 +43,7 @@ from torch.utils.data import Dataset
 
 from podium.engine.data.cache import cache_dir_for, publish_dir, staging_dir, sweep_stale
 from podium.engine.data.demo_corpus import generate_demo_corpus
-from podium.engine.data.midi_io import load_midi
+from podium.engine.data.midi_io import drums_as_notes, load_midi
 from podium.engine.data.prepared import PreparedData, is_prepared
 from podium.engine.errors import DataError
 from podium.engine.families.music_transformer import tokens as T
@@ -231,11 +231,12 @@ def build_datasets(cfg: DataConfig, *, log: Callable[[str], None] = print) -> Da
         "source": cfg.source,
         "format": PREPARED_FORMAT,
         "files": _fingerprint(src_dir, labels_path),
+        **({"keep_drums": True} if cfg.keep_drums else {}),  # absent: the caches made before it
     }
     meta = _read_meta(prepared_dir, fingerprint)
     if meta is None:
         labels = read_labels(labels_path) if labels_path is not None else {}
-        meta = _prepare(src_dir, labels, prepared_dir, fingerprint, log)
+        meta = _prepare(src_dir, labels, prepared_dir, fingerprint, log, drums=cfg.keep_drums)
     pieces = _load_tokens(prepared_dir, meta)
     return _bundle(cfg, meta, pieces, src_dir, log)
 
@@ -313,6 +314,8 @@ def _prepare(
     prepared_dir: Path,
     fingerprint: dict[str, Any],
     log: Callable[[str], None],
+    *,
+    drums: bool = False,
 ) -> dict[str, Any]:
     files = _midi_files(src_dir)
     if not files:
@@ -322,7 +325,8 @@ def _prepare(
     for p in files:
         rel = p.relative_to(src_dir).as_posix()
         try:
-            events = T.encode_midi(load_midi(p))
+            midi = load_midi(p)
+            events = T.encode_midi(drums_as_notes(midi) if drums else midi)
         except Exception as exc:  # one odd file must not end a thousand-file preparation
             skipped.append({"file": rel, "reason": f"{type(exc).__name__}: {exc}"})
             continue
