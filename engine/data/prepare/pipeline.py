@@ -22,7 +22,6 @@ from __future__ import annotations
 import concurrent.futures as cf
 import json
 import multiprocessing
-import os
 import sys
 import threading
 import time
@@ -50,12 +49,11 @@ IN_FLIGHT_PER_WORKER = 4
 
 
 def default_workers() -> int:
-    """The cores this process may run on (its affinity mask, not the machine's core count:
-    under Slurm or taskset that is what was granted)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
+    """The CPUs this process may use: its affinity mask capped by its cgroup's CPU quota (what
+    Slurm, taskset or a container granted, not the machine's core count), whole CPUs only."""
+    from podium.engine.cpu_share import usable_cpus
+
+    return max(1, int(usable_cpus()))
 
 
 def prepare(
