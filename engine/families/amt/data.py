@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import itertools
 import json
 import os
 import shutil
@@ -46,6 +45,7 @@ from podium.engine.data.cache import cache_dir_for, publish_dir, staging_dir, sw
 from podium.engine.data.demo_corpus import generate_demo_corpus
 from podium.engine.data.midi_io import drums_as_notes, load_midi
 from podium.engine.data.prepared import PreparedData, is_prepared
+from podium.engine.data.token_pack import load_token_pack, save_token_pack
 from podium.engine.errors import DataError
 from podium.engine.families.amt.config import DataConfig
 from podium.engine.families.amt.semantic import SemanticModel, fit_semantic
@@ -179,7 +179,7 @@ def build_datasets(cfg: DataConfig, *, log: Callable[[str], None] = print) -> Da
     semantic = SemanticModel.from_dict(
         json.loads((prepared_dir / "semantic.json").read_text(encoding="utf-8"))
     )
-    arrays = _load_tokens(prepared_dir, meta)
+    arrays = load_token_pack(prepared_dir, len(meta["pieces"]))
     ids = [p["id"] for p in meta["pieces"]]
     val_ids = set(split_val_ids(ids, cfg.val_fraction))
     in_val = [row["id"] in val_ids for row in meta["pieces"]]
@@ -465,10 +465,7 @@ def _prepare(
     prepared_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = staging_dir(prepared_dir)
     try:
-        offsets = np.cumsum([0] + [len(a) for a in arrays]).astype(np.int64)
-        np.savez(
-            tmp / "tokens.npz", tokens=np.concatenate(arrays).astype(np.int32), offsets=offsets
-        )
+        save_token_pack(tmp, arrays, np.int32)
         (tmp / "semantic.json").write_text(json.dumps(semantic.to_dict()) + "\n", encoding="utf-8")
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
         publish_dir(tmp, prepared_dir)
@@ -490,17 +487,3 @@ def _read_meta(prepared_dir: Path, fingerprint: dict[str, Any]) -> dict[str, Any
         return meta if ok and files else None
     except (OSError, ValueError):
         return None
-
-
-def _load_tokens(prepared_dir: Path, meta: dict[str, Any]) -> list[np.ndarray]:
-    path = prepared_dir / "tokens.npz"
-    try:
-        with np.load(path) as npz:
-            tokens, offsets = npz["tokens"].astype(np.int64), npz["offsets"]
-    except (OSError, ValueError, KeyError) as exc:
-        raise DataError(
-            f"{path}: prepared data is unreadable ({exc}); delete {prepared_dir}"
-        ) from exc
-    if len(offsets) != len(meta["pieces"]) + 1 or offsets[-1] != len(tokens):
-        raise DataError(f"{path}: prepared data does not match meta.json; delete {prepared_dir}")
-    return [tokens[a:b] for a, b in itertools.pairwise(offsets)]

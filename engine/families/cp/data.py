@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import itertools
 import json
 import re
 import shutil
@@ -46,6 +45,7 @@ from podium.engine.data.demo_corpus import generate_demo_corpus
 from podium.engine.data.midi_io import drums_as_notes, estimate_key, load_midi, piano_notes
 from podium.engine.data.prepare.progress import Progress
 from podium.engine.data.prepared import PreparedData, is_prepared
+from podium.engine.data.token_pack import load_token_pack, save_token_pack
 from podium.engine.errors import DataError
 from podium.engine.families.cp import vocab as cp_vocab
 from podium.engine.families.cp.config import DataConfig
@@ -258,7 +258,7 @@ def build_datasets(cfg: DataConfig, *, log: Callable[[str], None] = print) -> Da
         meta = _prepare(
             specs, unusable, src_dir, prepared_dir, fingerprint, log, drums=cfg.keep_drums
         )
-    pieces = _load_tokens(prepared_dir, meta)
+    pieces = load_token_pack(prepared_dir, len(meta["pieces"]))
     return _bundle(cfg, meta, pieces, prepared_dir, src_dir)
 
 
@@ -625,11 +625,7 @@ def _prepare(
     tmp = staging_dir(prepared_dir)
     try:
         cp_vocab.save(tmp / "dictionary.json")
-        offsets = np.cumsum([0] + [len(a) for a in arrays]).astype(np.int64)
-        # int16 on disk: every index is < 256; widened to int64 on load.
-        np.savez(
-            tmp / "tokens.npz", tokens=np.concatenate(arrays).astype(np.int16), offsets=offsets
-        )
+        save_token_pack(tmp, arrays, np.int16)  # every index is < 256; int64 once loaded
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
         publish_dir(tmp, prepared_dir)
     except BaseException:
@@ -659,17 +655,3 @@ def _read_prepared_meta(prepared_dir: Path, fingerprint: dict[str, Any]) -> dict
         return meta
     except (OSError, ValueError, KeyError, TypeError):
         return None
-
-
-def _load_tokens(prepared_dir: Path, meta: dict[str, Any]) -> list[np.ndarray]:
-    path = prepared_dir / "tokens.npz"
-    try:
-        with np.load(path) as npz:
-            tokens, offsets = npz["tokens"].astype(np.int64), npz["offsets"]
-    except (OSError, ValueError, KeyError) as exc:
-        raise DataError(
-            f"{path}: prepared data is unreadable ({exc}); delete {prepared_dir}"
-        ) from exc
-    if len(offsets) != len(meta["pieces"]) + 1 or offsets[-1] != len(tokens):
-        raise DataError(f"{path}: prepared data does not match meta.json; delete {prepared_dir}")
-    return [tokens[a:b] for a, b in itertools.pairwise(offsets)]

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import itertools
 import json
 import shutil
 from collections import Counter
@@ -45,6 +44,7 @@ from podium.engine.data.cache import cache_dir_for, publish_dir, staging_dir, sw
 from podium.engine.data.demo_corpus import generate_demo_corpus
 from podium.engine.data.midi_io import drums_as_notes, load_midi
 from podium.engine.data.prepared import PreparedData, is_prepared
+from podium.engine.data.token_pack import load_token_pack, save_token_pack
 from podium.engine.errors import DataError
 from podium.engine.families.music_transformer import tokens as T
 from podium.engine.families.music_transformer.config import (
@@ -237,7 +237,7 @@ def build_datasets(cfg: DataConfig, *, log: Callable[[str], None] = print) -> Da
     if meta is None:
         labels = read_labels(labels_path) if labels_path is not None else {}
         meta = _prepare(src_dir, labels, prepared_dir, fingerprint, log, drums=cfg.keep_drums)
-    pieces = _load_tokens(prepared_dir, meta)
+    pieces = load_token_pack(prepared_dir, len(meta["pieces"]))
     return _bundle(cfg, meta, pieces, src_dir, log)
 
 
@@ -341,16 +341,12 @@ def _prepare(
     meta = {"fingerprint": fingerprint, "pieces": pieces, "skipped": skipped}
     tmp = staging_dir(prepared_dir)
     try:
-        offsets = np.cumsum([0] + [len(a) for a in arrays]).astype(np.int64)
-        np.savez(
-            tmp / "tokens.npz", tokens=np.concatenate(arrays).astype(np.int16), offsets=offsets
-        )
+        n_tokens = save_token_pack(tmp, arrays, np.int16)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
         publish_dir(tmp, prepared_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    n_tokens = int(offsets[-1])
     log(f"podium: prepared {len(pieces)} pieces ({n_tokens} event tokens) in {prepared_dir}")
     return meta
 
@@ -362,20 +358,6 @@ def _read_meta(prepared_dir: Path, fingerprint: dict[str, Any]) -> dict[str, Any
         return None
     ok = meta.get("fingerprint") == fingerprint and (prepared_dir / "tokens.npz").is_file()
     return meta if ok else None
-
-
-def _load_tokens(prepared_dir: Path, meta: dict[str, Any]) -> list[np.ndarray]:
-    path = prepared_dir / "tokens.npz"
-    try:
-        with np.load(path) as npz:
-            tokens, offsets = npz["tokens"].astype(np.int64), npz["offsets"]
-    except (OSError, ValueError, KeyError) as exc:
-        raise DataError(
-            f"{path}: prepared data is unreadable ({exc}); delete {prepared_dir}"
-        ) from None
-    if len(offsets) != len(meta["pieces"]) + 1:
-        raise DataError(f"{path}: prepared data does not match meta.json; delete {prepared_dir}")
-    return [tokens[a:b] for a, b in itertools.pairwise(offsets)]
 
 
 def split_val_ids(ids: Sequence[str], val_fraction: float) -> set[str]:
