@@ -45,6 +45,7 @@ from podium.engine.data.cache import cache_dir_for, publish_dir, staging_dir, sw
 from podium.engine.data.demo_corpus import generate_demo_corpus
 from podium.engine.data.midi_io import drums_as_notes, load_midi
 from podium.engine.data.prepared import PreparedData, is_prepared
+from podium.engine.data.splits import split_val_ids
 from podium.engine.data.token_pack import load_token_pack, save_token_pack
 from podium.engine.errors import DataError
 from podium.engine.families.amt.config import DataConfig
@@ -301,20 +302,6 @@ def _cached_fit(
     tmp.write_text(json.dumps(body) + "\n", encoding="utf-8")
     tmp.replace(cached)  # whole or absent, even with two builds at once
     return semantic, labels
-
-
-def split_val_ids(ids: Sequence[str], val_fraction: float) -> list[str]:
-    """Validation ids: those whose sha1 falls below ``val_fraction`` (stable when pieces are
-    added); with >= 2 pieces both sides get at least one."""
-    h = {i: int(hashlib.sha1(i.encode()).hexdigest()[:13], 16) / 16**13 for i in ids}
-    val = [i for i in ids if h[i] < val_fraction]
-    if len(ids) >= 2:
-        if not val:
-            val = [min(ids, key=lambda i: (h[i], i))]
-        if len(val) == len(ids):
-            top = max(ids, key=lambda i: (h[i], i))
-            val = [i for i in val if i != top]
-    return val
 
 
 # -- sources ---------------------------------------------------------------------------------

@@ -45,6 +45,7 @@ from podium.engine.data.demo_corpus import generate_demo_corpus
 from podium.engine.data.midi_io import drums_as_notes, estimate_key, load_midi, piano_notes
 from podium.engine.data.prepare.progress import Progress
 from podium.engine.data.prepared import PreparedData, is_prepared
+from podium.engine.data.splits import split_val_ids
 from podium.engine.data.token_pack import load_token_pack, save_token_pack
 from podium.engine.errors import DataError
 from podium.engine.families.cp import vocab as cp_vocab
@@ -354,24 +355,6 @@ def _from_prepared(cfg: DataConfig, path: Path) -> DataBundle:
 
 
 _EMOTION = cp_vocab.FIELDS.index("emotion")
-
-
-def split_val_ids(ids: Sequence[str], val_fraction: float) -> list[str]:
-    """The validation piece ids: those whose sha1 falls below ``val_fraction``.
-
-    A hash rather than order or an RNG keeps a piece on the same side when pieces are added or
-    the list is re-ordered. With >= 2 pieces both sides are non-empty: the lowest hash goes to
-    validation, the highest to training, if the fraction alone left a side empty.
-    """
-    h = {pid: int(hashlib.sha1(pid.encode()).hexdigest()[:13], 16) / 16**13 for pid in ids}
-    val = [pid for pid in ids if h[pid] < val_fraction]
-    if len(ids) >= 2:
-        if not val:
-            val = [min(ids, key=lambda p: (h[p], p))]
-        if len(val) == len(ids):
-            top = max(ids, key=lambda p: (h[p], p))
-            val = [p for p in val if p != top]
-    return val
 
 
 # -- sources ---------------------------------------------------------------------------------

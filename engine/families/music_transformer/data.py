@@ -44,6 +44,7 @@ from podium.engine.data.cache import cache_dir_for, publish_dir, staging_dir, sw
 from podium.engine.data.demo_corpus import generate_demo_corpus
 from podium.engine.data.midi_io import drums_as_notes, load_midi
 from podium.engine.data.prepared import PreparedData, is_prepared
+from podium.engine.data.splits import split_val_ids
 from podium.engine.data.token_pack import load_token_pack, save_token_pack
 from podium.engine.errors import DataError
 from podium.engine.families.music_transformer import tokens as T
@@ -360,19 +361,6 @@ def _read_meta(prepared_dir: Path, fingerprint: dict[str, Any]) -> dict[str, Any
     return meta if ok else None
 
 
-def split_val_ids(ids: Sequence[str], val_fraction: float) -> set[str]:
-    """Validation piece ids: those whose sha1 falls below ``val_fraction`` (a piece stays on
-    its side when others are added); with >= 2 pieces neither side is empty."""
-    h = {pid: int(hashlib.sha1(pid.encode()).hexdigest()[:13], 16) / 16**13 for pid in ids}
-    val = {pid for pid in ids if h[pid] < val_fraction}
-    if len(ids) >= 2:
-        if not val:
-            val = {min(ids, key=lambda p: (h[p], p))}
-        if len(val) == len(ids):
-            val.discard(max(ids, key=lambda p: (h[p], p)))
-    return val
-
-
 def _bundle(
     cfg: DataConfig,
     meta: dict[str, Any],
@@ -382,7 +370,7 @@ def _bundle(
 ) -> DataBundle:
     conditions = ConditionTokens.of(cfg.conditioning)
     kept, n_left_out = _labelled(conditions, meta["pieces"], pieces, src_dir, log)
-    val_ids = split_val_ids([k.id for k in kept], cfg.val_fraction)
+    val_ids = set(split_val_ids([k.id for k in kept], cfg.val_fraction))
     train = [k for k in kept if k.id not in val_ids]
     val = [k for k in kept if k.id in val_ids]
     info = {"source": cfg.source, "source_dir": str(src_dir)}
