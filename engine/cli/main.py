@@ -638,6 +638,23 @@ def _run_row(run: Any) -> dict[str, Any]:
         "host": info.host,
         "user": info.user,
         "path": str(run.path),
+        "world": _world_of(run),
+    }
+
+
+def _world_of(run: Any) -> dict[str, Any] | None:
+    """The newest session's world from the run's ``world.json`` (None for a one-process run)."""
+    from podium.engine.launcher import read_worlds
+
+    worlds = read_worlds(run.path)
+    if not worlds:
+        return None
+    w = worlds[-1]
+    return {
+        "launcher": w.get("launcher"),
+        "ranks": w.get("world_size"),
+        "nodes": w.get("nodes"),
+        "hosts": w.get("hosts"),
     }
 
 
