@@ -12,6 +12,11 @@ How a user gets it:
   It is meant for tests and for checking a multi-GPU setup on a laptop; on a two-core machine
   it is slower than one process.
 
+- Several servers: start podium under ``torchrun`` or ``srun``; it then joins the launcher's
+  world instead of starting workers (``podium.engine.launcher``, ``join_ranks``). Everything
+  below holds there too, except that the launcher starts the processes and hosts (torchrun) or
+  lets rank 0 host (srun) the store.
+
 Process layout: the podium process that builds the session is rank 0. It owns everything a user
 sees: the store, checkpoints, the control socket, the log and the events; it also validates.
 Ranks 1..N-1 are fresh interpreters it starts as ``python -m podium.engine.rank_worker`` with a JSON job
