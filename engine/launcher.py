@@ -19,8 +19,9 @@ workers (``podium.engine.distributed.start_ranks``):
 Every rank joins one store (``join_world``). Rank 0 is podium's usual rank 0: it creates or
 resumes the run, owns the run directory, the store, checkpoints, the control socket and the
 events, and publishes a ``LaunchJob`` (the resolved profile, the checkpoint resumed, the run id,
-the backend) in the store; the other ranks wait for it (``follow``) and train exactly like the
-workers podium starts itself (``podium.engine.rank_worker.train_follower``), writing nothing. A
+the backend) in the store; the other ranks wait for it (``podium.engine.rank_worker.follow``)
+and train exactly like the workers podium starts itself (the same ``train_follower``), writing
+nothing. A
 rank 0 that fails before the job is out says why in the store, and every other rank exits with
 that reason instead of waiting.
 
@@ -43,15 +44,14 @@ import json
 import os
 import re
 import socket
-import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from podium.engine.errors import PodiumError, RunError
+from podium.engine.errors import RunError
 
 if TYPE_CHECKING:
     import torch.distributed as dist
@@ -434,32 +434,3 @@ def read_worlds(run_dir: Path) -> list[dict[str, Any]]:
         return list(sessions) if isinstance(sessions, list) else []
     except (OSError, ValueError, KeyError, TypeError):
         return []
-
-
-# ----------------------------------------------------------------------------------------------
-# The other ranks
-
-
-def follow(launched: Launched, say: Callable[[str], None] | None = None) -> int:
-    """Ranks != 0: wait for rank 0's job, claim this node's GPUs, train; write nothing.
-
-    Returns the exit code: 0, 2 for a reason podium explains (printed as one line), 1 else.
-    """
-    from podium.engine.rank_worker import leave, train_launched
-
-    world = launched.world
-    say = say or (lambda line: sys.stderr.write(line + "\n"))
-    try:
-        train_launched(launched)
-    except PodiumError as exc:
-        say(f"podium: error: rank {world.rank}: {exc}")
-        leave(exc.exit_code)
-    except KeyboardInterrupt:
-        leave(130)
-    except BaseException:
-        import traceback
-
-        traceback.print_exc()
-        leave(1)
-    leave(0)
-    return 0  # not reached: leave() ends the process

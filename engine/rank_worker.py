@@ -243,5 +243,28 @@ def _node_gpu(launched: Launched, launch: object) -> torch.device:
     return torch.device("cuda", world.local_rank)
 
 
+def follow(launched: Launched, say: Callable[[str], None] | None = None) -> int:
+    """Ranks != 0: wait for rank 0's job, claim this node's GPUs, train; write nothing.
+
+    Returns the exit code: 0, 2 for a reason podium explains (printed as one line), 1 else.
+    """
+    world = launched.world
+    say = say or (lambda line: sys.stderr.write(line + "\n"))
+    try:
+        train_launched(launched)
+    except PodiumError as exc:
+        say(f"podium: error: rank {world.rank}: {exc}")
+        leave(exc.exit_code)
+    except KeyboardInterrupt:
+        leave(130)
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+        leave(1)
+    leave(0)
+    return 0  # not reached: leave() ends the process
+
+
 if __name__ == "__main__":
     _worker_main(WorkerSpec.from_json(sys.stdin.read()))

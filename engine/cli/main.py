@@ -297,7 +297,8 @@ def _under_launcher(args: argparse.Namespace, dashboard: DashboardHook | None) -
             from podium.engine.runs import resolve_run, runs_root
 
             _wait_policy(resolve_run(args.run, runs_root(args.runs_dir)).profile_path)
-    from podium.engine.launcher import follow, join_world
+    from podium.engine.launcher import join_world
+    from podium.engine.rank_worker import follow
 
     launched = join_world(world)
     if not world.is_lead:
