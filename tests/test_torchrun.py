@@ -14,6 +14,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -22,11 +23,13 @@ import torch
 from podium.engine.build import assemble
 from podium.engine.checkpoints import load_state
 from podium.engine.config import load_profile
+from podium.engine.control import ControlClient
 from podium.engine.errors import RunError
 from podium.engine.gpus.leases import holders
 from podium.engine.gpus.select import GpuSelectionError, ReservedGpuError
 from podium.engine.launcher import claim_node_gpus, detect_world, read_worlds, tasks_per_node
 from podium.engine.runs import RunDir
+from podium.engine.series import LR as LR_SERIES
 from podium.engine.session import new_session, resume_session
 from podium.engine.store import RunStore
 from tests.fake_nvml import end, hold_lease, isolate, lab_config, lab_devices, uuid, write_fake
@@ -234,7 +237,7 @@ def start_torchrun_node(node: int, port: int, root: Path) -> subprocess.Popen:
 
 def start_srun_task(task: int, port: int, root: Path) -> subprocess.Popen:
     """Task TASK of ``srun --nodes 2 --ntasks-per-node 1 podium resume ref``: srun's variables
-    and the batch script's MASTER_ADDR/PORT, set by hand."""
+    and the batch script's MASTER_ADDR/PORT, set by hand. It trains until it is stopped."""
     env = clean_env(
         SLURM_PROCID=str(task),
         SLURM_NTASKS="2",
@@ -246,7 +249,7 @@ def start_srun_task(task: int, port: int, root: Path) -> subprocess.Popen:
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(port),
     )
-    cmd = [sys.executable, "-m", "podium", "resume", "ref", "--headless", "--max-steps", "5"]
+    cmd = [sys.executable, "-m", "podium", "resume", "ref", "--headless"]
     return subprocess.Popen(
         [*cmd, "--runs-dir", str(root)],
         cwd=ROOT,
@@ -257,57 +260,120 @@ def start_srun_task(task: int, port: int, root: Path) -> subprocess.Popen:
     )
 
 
+LR = 5e-3
+
+
+def drive(run: Path, procs: list[subprocess.Popen]) -> dict[str, int]:
+    """Through rank 0's control socket, as a user would: pause at step 5 or later, check the
+    run stands still, save, set the learning rate, resume for two steps, stop."""
+    deadline = time.monotonic() + 240
+    client = None
+    while client is None:
+        assert all(p.poll() is None for p in procs), "a rank exited before its run was live"
+        assert time.monotonic() < deadline, "the run's control socket never came up"
+        try:
+            client = ControlClient.for_run(run)
+            client.request("status")
+        except RunError:
+            client = None
+            time.sleep(0.1)
+
+    def wait_step(n: int) -> None:
+        while client.request("status")["step"] < n:
+            assert time.monotonic() < deadline, f"no step {n}"
+            time.sleep(0.02)
+
+    with client:
+        wait_step(5)
+        paused_at = client.request("pause")
+        time.sleep(0.5)
+        status = client.request("status")
+        assert (status["state"], status["step"]) == ("paused", paused_at)
+        assert (status["ranks"], status["nodes"], status["launcher"]) == (2, 2, "srun")
+        assert {c["step"] for c in client.request("save")} == {paused_at}
+        client.request("set_lr", lr=LR)  # while paused: must reach rank 1 too
+        client.request("resume")
+        wait_step(paused_at + 2)
+        client.request("stop")
+    return {"paused_at": paused_at}
+
+
+def step_of(run: Path) -> int:
+    return int(load_state(run / "checkpoints" / "latest.pt")["train_state"]["step"])
+
+
 @pytest.fixture(scope="module")
 def worlds(tmp_path_factory):
-    """ref: one process, 3 steps; tr: torchrun, 2 nodes x 1 rank, 3 steps; then tr resumed on one
-    process (2 -> 1) and ref resumed under srun on 2 ranks (1 -> 2), both to step 5; straight:
-    one process, 5 steps. Returns the runs root and the weights at step 3."""
+    """ref: one process, 3 steps; tr: torchrun, 2 nodes x 1 rank, 3 steps; straight: one
+    process, 5 steps. Then tr resumes on one process to step 5 (2 -> 1), and ref resumes under
+    srun on 2 ranks (1 -> 2) and is paused, saved, given a new lr, resumed and stopped over its
+    control socket; straight repeats those commands at the same steps on one process."""
     root = tmp_path_factory.mktemp("worlds")
     prof = load_profile(DEMO, SETTINGS)
     ref = new_session(prof, root=root, name="ref", gpus="cpu", max_steps=3)
     assert ref.run_training().step == 3  # also prepares the data the subprocesses find cached
-    at3 = {"ref": weights(root / "ref")}
+    got: dict = {"ref@3": weights(root / "ref")}
 
     port = free_port()
     torchrun = [start_torchrun_node(node, port, root) for node in (0, 1)]
     straight = new_session(prof, root=root, name="straight", gpus="cpu", max_steps=5)
     assert straight.run_training().step == 5
+    got["straight@5"] = weights(root / "straight")
     wait_all(torchrun, "torchrun")
-    at3["tr"] = weights(root / "tr")
+    got["tr@3"] = weights(root / "tr")
 
     port = free_port()
     slurm = [start_srun_task(task, port, root) for task in (0, 1)]
-    single = resume_session(RunDir(root / "tr"), max_steps=5, cpu_ranks=1)
-    assert single.trainer.group is None and single.run_training().step == 5
+    try:
+        single = resume_session(RunDir(root / "tr"), max_steps=5, cpu_ranks=1)
+        assert single.trainer.group is None and single.run_training().step == 5
+        got.update(drive(root / "ref", slurm))
+    except BaseException:
+        for p in slurm:
+            p.kill()
+        raise
     wait_all(slurm, "srun")
-    return root, at3
+    got["end"] = step_of(root / "ref")
+    assert got["end"] >= got["paused_at"] + 2
+
+    # The same commands at the same steps on one process. Had rank 1 missed the new learning
+    # rate, its weights would have drifted from rank 0's, and so would the averaged gradients.
+    base = RunDir(root / "straight")
+    if got["paused_at"] > 5:
+        assert resume_session(base, max_steps=got["paused_at"]).run_training().step > 5
+    cont = resume_session(base, max_steps=got["end"])
+    cont.trainer.set_lr(LR)  # applied at the first step boundary, as after the pause
+    assert cont.run_training().step == got["end"]
+    return root, got
 
 
 def test_two_torchrun_nodes_train_the_weights_of_one_process(worlds):
-    root, at3 = worlds
-    diff = max_diff(at3["ref"], at3["tr"])
+    root, got = worlds
+    diff = max_diff(got["ref@3"], got["tr@3"])
     print(f"\n2 torchrun nodes vs 1 process, 3 steps: max abs weight diff {diff:.2e}")
     assert diff < 1e-5
     initial = assemble(load_profile(DEMO, SETTINGS), log=lambda line: None).model.state_dict()
-    assert max_diff(at3["ref"], initial) > 1e-3  # they trained: equal is not untouched
-    assert not any(k.startswith("module.") for k in at3["tr"])  # the bare model
+    assert max_diff(got["ref@3"], initial) > 1e-3  # they trained: equal is not untouched
+    assert not any(k.startswith("module.") for k in got["tr@3"])  # the bare model
     # rank 0 alone records the global batch's losses, once per step
-    tr, ref = series(root / "tr"), series(root / "straight")
+    tr, ref = series(root / "tr"), series(root / "straight")[:5]
     assert [s for s, _ in tr] == [1, 2, 3, 4, 5]
     assert [v for _, v in tr] == pytest.approx([v for _, v in ref], rel=1e-5)
 
 
 def test_a_run_resumes_from_two_ranks_on_one_and_from_one_on_two_under_srun(worlds):
-    root, _ = worlds
-    straight = weights(root / "straight")
-    two_to_one, one_to_two = weights(root / "tr"), weights(root / "ref")
+    root, got = worlds
+    two_to_one = max_diff(got["straight@5"], weights(root / "tr"))
+    one_to_two = max_diff(weights(root / "straight"), weights(root / "ref"))
     print(
-        f"\nat step 5 vs one process: 2 -> 1 ranks {max_diff(straight, two_to_one):.2e}, "
-        f"1 -> 2 ranks (srun) {max_diff(straight, one_to_two):.2e}"
+        f"\nvs one process: 2 -> 1 ranks at step 5 {two_to_one:.2e}, 1 -> 2 ranks under srun "
+        f"with pause/save/set_lr/stop at step {got['end']} {one_to_two:.2e}"
     )
-    assert max_diff(straight, two_to_one) < 1e-5
-    assert max_diff(straight, one_to_two) < 1e-5
-    assert [s for s, _ in series(root / "ref")] == [1, 2, 3, 4, 5]  # one history, no gap
+    assert two_to_one < 1e-5
+    assert one_to_two < 1e-5
+    end = got["end"]
+    assert [s for s, _ in series(root / "ref")] == list(range(1, end + 1))  # no gap, no repeat
+    assert series(root / "ref", LR_SERIES)[-1][1] == pytest.approx(LR, rel=0.05)
 
 
 def test_the_run_directory_records_each_sessions_world(worlds):
