@@ -64,8 +64,8 @@ LauncherKind = Literal["torchrun", "env", "slurm"]
 JOIN_TIMEOUT = timedelta(minutes=10)
 """How long a rank waits for the others to reach the rendezvous."""
 
-JOB_TIMEOUT_S = 1800.0
-"""How long the other ranks wait for rank 0 to build its data and publish the job."""
+NODE_GPUS_TIMEOUT_S = 600.0
+"""How long a node's other ranks wait for its first local rank to choose the node's GPUs."""
 
 WORLD_FILE = "world.json"
 """In the run directory: one entry per session (start, each resume) that ran with a world."""
@@ -242,13 +242,16 @@ class Launched:
         """A node's first local rank: the GPUs of this node, in cuda:LOCAL_RANK order."""
         self.store.set(f"gpus/node/{self.world.node_rank}", json.dumps(list(uuids)))
 
-    def wait_key(self, key: str, what: str, timeout: float = JOB_TIMEOUT_S) -> str:
+    def wait_key(self, key: str, what: str, timeout: float | None = None) -> str:
         """Wait for ``key``; rank 0's abort (or losing the store) ends the wait with its reason.
+
+        No ``timeout``: as long as it takes (rank 0 may prepare a large dataset first); a rank 0
+        that dies takes the store with it (srun), or torchrun ends every rank.
 
         Raises:
             RunError: rank 0 aborted, the store went away, or the key did not come in time.
         """
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + (timeout or 0.0)
         while True:
             try:
                 if self.store.check([key]):
@@ -264,7 +267,7 @@ class Launched:
                     f"{self.world.master_addr}:{self.world.master_port} while waiting for {what} "
                     f"({type(exc).__name__})"
                 ) from None
-            if time.monotonic() > deadline:
+            if timeout is not None and time.monotonic() > deadline:
                 raise RunError(
                     f"rank {self.world.rank}: no {what} from rank 0 within {timeout:.0f} s"
                 )
@@ -292,6 +295,10 @@ def join_world(world: LauncherWorld) -> Launched:
             f"{world.master_addr}:{world.master_port} ({first}); check MASTER_ADDR/MASTER_PORT "
             "and that every rank was started (under Slurm: with srun)"
         ) from None
+    # From here on the store serves the collectives' setup, as in podium's own worlds.
+    from podium.engine.distributed import COLLECTIVE_TIMEOUT
+
+    store.set_timeout(COLLECTIVE_TIMEOUT)
     # Our own key space: torchrun's agent store also holds the agents' keys, and a restarted
     # group must not find the previous attempt's.
     return Launched(world=world, store=dist.PrefixStore(f"podium/{world.restart}/", store))

@@ -20,6 +20,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -207,7 +208,7 @@ def _node_gpu(launched: Launched, launch: object) -> torch.device:
     """cuda:LOCAL_RANK of this node's GPUs, which its first local rank chose and leased before
     any rank of the node started CUDA."""
     from podium.engine.gpus.select import apply_visibility, check_visible_devices
-    from podium.engine.launcher import LaunchJob, claim_node_gpus
+    from podium.engine.launcher import NODE_GPUS_TIMEOUT_S, LaunchJob, claim_node_gpus
 
     assert isinstance(launch, LaunchJob)
     world = launched.world
@@ -223,7 +224,7 @@ def _node_gpu(launched: Launched, launch: object) -> torch.device:
             )
             if not placement.uuids:
                 raise RunError(
-                    f"node {world.node_rank} ({describe_rank(0, '')['host']}) has no usable GPU "
+                    f"node {world.node_rank} ({socket.gethostname()}) has no usable GPU "
                     f"({placement.selection.note}) but rank 0 trains on GPUs"
                 )
         except PodiumError as exc:
@@ -233,7 +234,7 @@ def _node_gpu(launched: Launched, launch: object) -> torch.device:
         uuids = placement.uuids
         launched.publish_node_gpus(uuids)
     else:
-        got = json.loads(launched.wait_key(key, "this node's GPUs"))
+        got = json.loads(launched.wait_key(key, "this node's GPUs", NODE_GPUS_TIMEOUT_S))
         if isinstance(got, dict):
             raise RunError(f"node {world.node_rank}'s GPUs: {got['error']}")
         uuids = tuple(got)

@@ -123,6 +123,27 @@ def test_an_incomplete_launcher_environment_is_one_line(env, message):
         detect_world(env)
 
 
+def test_the_other_ranks_stop_with_rank_0s_reason_instead_of_waiting():
+    from torch.distributed import TCPStore
+
+    from podium.engine.launcher import Launched
+
+    world = detect_world(torchrun_env(MASTER_ADDR="127.0.0.1"))
+    host = TCPStore("127.0.0.1", 0, 1, is_master=True, wait_for_workers=False)
+    follower = Launched(world=world, store=TCPStore("127.0.0.1", host.port, is_master=False))
+    lead = Launched(world=world, store=host)
+    lead.store.set("job", "{}")
+    assert follower.wait_key("job", "the run's job") == "{}"
+    lead.abort("profiles/x.toml:3: train.lr: must be > 0\nmore")
+    with pytest.raises(RunError, match=r"rank 0 failed, so rank 3 stops: profiles/x.toml:3: "):
+        follower.wait_key("gpus/node/1", "this node's GPUs")
+    gone = TCPStore("127.0.0.1", 0, 1, is_master=True, wait_for_workers=False)
+    orphan = Launched(world=world, store=TCPStore("127.0.0.1", gone.port, is_master=False))
+    del gone  # the store's host is gone (rank 0 under srun died)
+    with pytest.raises(RunError, match=r"lost the rendezvous store at 127\.0\.0\.1:29500"):
+        orphan.wait_key("job", "the run's job", timeout=30)
+
+
 def clean_env(**extra: str) -> dict[str, str]:
     """This process's environment without any launcher's variables (CI may run under one)."""
     env = {
