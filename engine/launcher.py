@@ -227,7 +227,6 @@ class Launched:
 
     world: LauncherWorld
     store: dist.Store
-    job_published: bool = False
 
     def abort(self, reason: str) -> None:
         """Rank 0: it failed before (or while) publishing the job; the others exit with this."""
@@ -236,7 +235,6 @@ class Launched:
 
     def publish_job(self, job: LaunchJob) -> None:
         self.store.set("job", job.to_json())
-        self.job_published = True
 
     def publish_node_gpus(self, uuids: tuple[str, ...]) -> None:
         """A node's first local rank: the GPUs of this node, in cuda:LOCAL_RANK order."""
