@@ -13,6 +13,8 @@ Each part prints its rows and goes on when one fails (the failure is a row too):
    Reports tokens/s and MFU (target >= 35% for emopia-cp on an H100/H200), for the attention
    backend "torch" (pure-torch chunked form) and "fla" when importable.
 3. the same step with ``torch.compile`` (``train.compile = true``): tokens/s and MFU.
+   tests: the GPU-only tests (tests/test_gpu_fast_path.py: a bf16 step under
+   ``torch.cuda.set_sync_debug_mode("error")``, the device-side skip; the fla agreement test).
 4. flash-linear-attention vs the pure-torch form, bf16, forward + backward at 1024 tokens
    (B=4, H=8, D=64): max abs difference of outputs and gradients (expected within bf16
    tolerance, ~1e-2 relative) and the time of each.
@@ -399,6 +401,21 @@ def isolation_part(quick: bool) -> None:
     row("isolation", "last line", out.splitlines()[-1] if out else "")
 
 
+def tests_part(quick: bool) -> None:
+    """The tests that skip without a GPU: no host sync in a bf16 step, fla against torch."""
+    files = ["tests/test_gpu_fast_path.py", "tests/test_linear_attention.py"]
+    p = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", *files],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    tail = (p.stdout + p.stderr).strip().splitlines()
+    row("tests", "pytest exit code", p.returncode, "must be 0")
+    row("tests", "summary", tail[-1] if tail else "")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
@@ -407,6 +424,7 @@ def main() -> None:
     args = parser.parse_args()
     parts = {
         "facts": facts,
+        "tests": lambda: tests_part(args.quick),
         "attention": lambda: attention_part(args.quick),
         "preview": lambda: preview_part(args.quick),
         "step": lambda: steps_part(args.quick),
