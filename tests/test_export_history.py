@@ -207,3 +207,29 @@ def test_bad_runs_and_flags_are_one_line_and_write_nothing(runs, tmp_path, capsy
     )
     assert "pip install 'podium[tensorboard]'" in err
     assert list(out.iterdir()) == []
+
+
+def test_csv_keeps_nan_inf_and_a_missing_epoch_and_an_empty_store_is_refused(tmp_path, capsys):
+    from podium.engine.runs import RunInfo, create_run
+    from podium.engine.store import RunStore
+
+    root = tmp_path / "runs"
+    run = create_run(root, profile_name="toy", name="odd")
+    run.write_info(RunInfo(id="odd", profile="toy", family="toy", created=1.0, host="h",
+                           user="u", profile_source=TOY, pids=[1]))  # fmt: skip
+    store = RunStore.open(run.db_path)
+    store.flush()  # a schema and no series: a run that died before its first step
+    err = _one_line_error(capsys, "export", "odd", "--runs-dir", str(root), "--csv", "-")
+    assert "run odd: its store holds no series yet" in err
+    store.add_scalars(1, None, 10.5, {"train/loss": math.nan, "lr": 1e-3})  # type: ignore[arg-type]
+    store.add_scalars(2, 0.5, 11.25, {"train/loss": math.inf, "lr": 1 / 3})
+    store.flush()
+    store.close()
+    code, out, _ = run_cli(capsys, "export", "odd", "--runs-dir", str(root), "--csv", "-")
+    assert code == 0
+    assert sorted(out.splitlines()[1:]) == [
+        "odd,lr,1,,10.5,0.001",
+        "odd,lr,2,0.5,11.25,0.3333333333333333",
+        "odd,train/loss,1,,10.5,nan",
+        "odd,train/loss,2,0.5,11.25,inf",
+    ]
