@@ -104,7 +104,8 @@ def run(args: argparse.Namespace) -> int:
     if args.csv == "-" and args.onnx is not None:
         raise PodiumError("--csv -: stdout is the CSV; export --onnx in a command of its own")
     run_dir = resolve_run(args.run, runs_root(args.runs_dir))
-    # Every target and the run's history are checked before anything is written.
+    # Every target, the family's exporter and the run's history are checked before anything
+    # is written (--onnx's checkpoint is read when its turn comes, after the history files).
     profile = _exportable_profile(run_dir) if args.onnx is not None else None
     board = csv_path = None
     if args.tensorboard is not None:
