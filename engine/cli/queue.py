@@ -182,7 +182,9 @@ def _check_gpus_exist(profile: Any, spec: Any, *, share: bool) -> None:
                 f"{len(usable)} that are not reserved, so the run would wait forever"
             )
         chosen = usable[: spec.count]
-    whole = [g._replace(memory_used=0 if not is_na(g.memory_total) else g.memory_used) for g in chosen]
+    whole = [
+        g._replace(memory_used=0 if not is_na(g.memory_total) else g.memory_used) for g in chosen
+    ]
     check_fits(profile, whole, processes=len(whole))
     if len(whole) > 1 and profile.train.batch_size < len(whole):
         raise ProfileError(
@@ -197,7 +199,9 @@ def _cancel(queue: Queue, text: str | None) -> int:
     try:
         entry_id = int(text)
     except ValueError:
-        raise QueueError(f"queue cancel {text}: an entry id is a number (see podium queue)") from None
+        raise QueueError(
+            f"queue cancel {text}: an entry id is a number (see podium queue)"
+        ) from None
     entry = queue.cancel(entry_id)
     print(f"podium: cancelled queue entry {entry.id} ({entry.profile_name})")
     return 0
@@ -214,9 +218,7 @@ def _list(queue: Queue, *, as_json: bool) -> int:
     if as_json:
         out = {
             "waiter": pid,
-            "entries": [
-                {**e.to_dict(), "position": i} for i, e in enumerate(waiting, start=1)
-            ]
+            "entries": [{**e.to_dict(), "position": i} for i, e in enumerate(waiting, start=1)]
             + [{**e.to_dict(), "position": None} for e in ended],
         }
         print(json.dumps(out, indent=1))
@@ -233,9 +235,10 @@ def _list(queue: Queue, *, as_json: bool) -> int:
     widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header) - 1)]
     for row in (header, *rows):
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[-1])
-    if waiting:
-        how = "started now" if started else "alive"
-        print(f"waiter: pid {pid} ({how})" if pid else "waiter: starting")
+    if started:
+        print(f"waiter: pid {started} (started now: none was alive)")
+    elif waiting:
+        print(f"waiter: pid {pid}" if pid else "waiter: starting")
     return 0
 
 

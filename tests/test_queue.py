@@ -1,0 +1,156 @@
+"""``podium queue``: the per-user GPU queue, on the FAKE NVML lab with real processes.
+
+The lab (tests/fake_nvml.py): GPUs 0 and 1 reserved lab-wide, 2 and 3 free. The waiter and the
+runs it starts are real detached processes (toy runs, trained on the CPU since the fake GPUs are
+no CUDA devices, holding real leases on the fake GPUs' UUIDs); the ``podium queue`` commands run
+in this process through the CLI's ``main``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+
+import pytest
+
+from podium.engine.cli.main import main
+from podium.engine.gpus.leases import holders
+from podium.engine.queue.store import Queue
+from tests.fake_nvml import ROOT, isolate, lab_config, lab_devices, uuid, write_fake
+
+TOY = str(ROOT / "tests" / "families" / "toy" / "toy.toml")
+LONG = ["--set", "train.epochs=2000", "--set", "train.cpu_threads=1"]
+"""Runs that last until the test ends them (a toy epoch is a few milliseconds)."""
+
+
+@pytest.fixture
+def lab(tmp_path, monkeypatch):
+    box = isolate(monkeypatch, tmp_path)
+    lab_config(box, box / "leases")
+    monkeypatch.setenv("PODIUM_FAKE_NVML", str(write_fake(box / "fake.json", lab_devices())))
+    monkeypatch.setenv("XDG_STATE_HOME", str(box / "state"))
+    monkeypatch.setenv("PODIUM_QUEUE_POLL_S", "0.3")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    queue = Queue()
+    yield queue, box
+    # Whatever the test left: the runs, then the waiter.
+    for entry in queue.entries():
+        if entry.pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(entry.pid, signal.SIGKILL)
+    pid = queue.waiter_pid()
+    if pid:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def queue_cmd(capsys, *args: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = main(["queue", *args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def wait(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.1)
+
+
+def states(queue: Queue) -> dict[int, str]:
+    return {e.id: e.state for e in queue.entries()}
+
+
+def lease_holders(box) -> dict[int, set[str]]:
+    """Which runs hold each free fake GPU's lease, read from the lease files themselves."""
+    out = {}
+    for index in (2, 3):
+        info = holders(uuid(index), lease_dir=box / "leases", admins=[os.getuid()])
+        out[index] = {h.run_id for h in info.holders} if info is not None else set()
+    return out
+
+
+def test_three_runs_two_free_gpus_one_ends_the_third_starts(lab, capsys, tmp_path):
+    queue, box = lab
+    runs = str(tmp_path / "runs")
+    for _ in range(3):
+        code, out, err = queue_cmd(capsys, TOY, "--gpus", "1", *LONG, "--runs-dir", runs)
+        assert code == 0, err
+    assert "queued entry 3" in out and "2 ahead of it" in out
+
+    # Two free GPUs: entries 1 and 2 start, one GPU each; 3 waits and names what for.
+    wait(lambda: states(queue) == {1: "started", 2: "started", 3: "queued"}, 60, "two runs")
+    first, second, third = queue.entries()
+    assert {first.gpu_indices[0], second.gpu_indices[0]} == {2, 3}
+    assert lease_holders(box) == {
+        first.gpu_indices[0]: {first.run_id},
+        second.gpu_indices[0]: {second.run_id},
+    }
+    assert "0 of 4 GPUs free, 1 wanted" in third.waiting
+    assert "GPU 2 leased by" in third.waiting and "GPU 3 leased by" in third.waiting
+    assert first.run_id in third.waiting and second.run_id in third.waiting
+    code, out, _ = queue_cmd(capsys)
+    assert code == 0 and "0 of 4 GPUs free" in out and "waiter: pid" in out
+
+    # A killed waiter is noticed by the next `podium queue` and replaced.
+    old = queue.waiter_pid()
+    assert old
+    os.kill(old, signal.SIGKILL)
+    wait(lambda: not queue.waiter_alive(), 10, "the killed waiter's lock to go")
+    code, out, _ = queue_cmd(capsys)
+    assert "started now" in out
+    new = wait(queue.waiter_pid, 10, "a new waiter")
+    assert new != old
+
+    # Cancel: a fourth entry waits behind the third, is cancelled, and never starts.
+    code, _, _ = queue_cmd(capsys, TOY, "--gpus", "1", *LONG, "--runs-dir", runs)
+    assert code == 0
+    wait(lambda: "entry 3 first" in queue.get(4).waiting, 10, "the fourth to wait behind the third")
+    code, out, _ = queue_cmd(capsys, "cancel", "4")
+    assert code == 0 and "cancelled queue entry 4" in out
+    code, _, err = queue_cmd(capsys, "cancel", "99")
+    assert code == 2 and err.count("\n") == 1 and "no such entry" in err
+    code, _, err = queue_cmd(capsys, "cancel", "1")
+    assert code == 2 and "started" in err
+
+    # The first run ends: the third starts on the GPU it freed, under the new waiter.
+    os.kill(first.pid, signal.SIGTERM)
+    third = wait(lambda: (e := queue.get(3)).state == "started" and e, 60, "the third run to start")
+    assert third.gpu_indices == first.gpu_indices
+    assert lease_holders(box)[first.gpu_indices[0]] == {third.run_id}
+    assert lease_holders(box)[second.gpu_indices[0]] == {second.run_id}
+    assert states(queue) == {1: "started", 2: "started", 3: "started", 4: "cancelled"}
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == sorted(
+        (first.run_id, second.run_id, third.run_id)
+    )
+    log = (queue.waiter_log_path).read_text()
+    assert log.count("started run") == 3 and "failed" not in log
+
+    # Nothing left to start: the waiter exits by itself.
+    for entry in (second, third):
+        os.kill(entry.pid, signal.SIGTERM)
+    wait(lambda: not queue.waiter_alive(), 20, "the waiter to exit")
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--gpus", "1", "--set", "train.nosuch=1"], "train.nosuch"),
+        ([], "a CPU run waits for no GPU"),  # the toy profile trains on the CPU
+        (["--gpus", "0,"], "reserved"),
+        (["--gpus", "3"], "2 that are not reserved"),
+    ],
+)
+def test_a_request_that_could_never_start_is_refused_and_not_queued(lab, capsys, args, words):
+    queue, _ = lab
+    code, _, err = queue_cmd(capsys, TOY, *args, "--runs-dir", str(queue.path / "runs"))
+    assert code == 2 and err.count("\n") == 1 and words in err, err
+    assert "Traceback" not in err
+    assert queue.entries() == [] and not queue.waiter_alive()
