@@ -17,8 +17,11 @@ import pytest
 
 from podium.engine.cli.main import main
 from podium.engine.gpus.leases import holders
-from podium.engine.queue.store import Queue
+from podium.engine.queue.store import Entry, Queue
+from podium.tui.app import PodiumApp
+from podium.tui.screens.home import QUEUE_KEY
 from tests.fake_nvml import ROOT, isolate, lab_config, lab_devices, uuid, write_fake
+from tests.tui_helpers import make_stored_run, sync, wait_for
 
 TOY = str(ROOT / "tests" / "families" / "toy" / "toy.toml")
 LONG = ["--set", "train.epochs=2000", "--set", "train.cpu_threads=1"]
@@ -154,3 +157,33 @@ def test_a_request_that_could_never_start_is_refused_and_not_queued(lab, capsys,
     assert code == 2 and err.count("\n") == 1 and words in err, err
     assert "Traceback" not in err
     assert queue.entries() == [] and not queue.waiter_alive()
+
+
+@sync
+async def test_the_home_screen_shows_a_queued_run_and_what_it_waits_for(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    root = tmp_path / "runs"
+    make_stored_run(root, "alpha", steps=10, checkpoints=False)
+    queue = Queue()
+    waits = "0 of 4 GPUs free, 1 wanted: GPU 2 leased by bob (run x)"
+    entry = Entry(
+        id=0, profile=TOY, profile_name="toy", gpus="1", runs_dir=str(root.resolve()), cwd="/"
+    )
+    queue.add(entry)
+    entry.waiting = waits
+    with queue.locked():
+        queue.save(entry)
+    elsewhere = Entry(id=0, profile=TOY, profile_name="other", gpus="1", runs_dir="/x", cwd="/")
+    queue.add(elsewhere)  # another runs root: not this screen's
+    app = PodiumApp(root=root)
+    async with app.run_test(size=(140, 30)) as pilot:
+        table = app.screen.query_one("#runs")
+        await wait_for(pilot, lambda: table.row_count == 2, 10, "the run and the queued entry")
+        cells = [str(c) for c in table.get_row(f"{QUEUE_KEY}{entry.id}")]
+        assert cells[0] == f"queue #{entry.id}" and cells[1] == "toy"
+        assert "queued for 0 of 4 GPUs free, 1 wanted: GPU 2 leased by b" in cells[2]
+        assert table.get_row_index(f"{QUEUE_KEY}{entry.id}") == 0  # above the runs
+        with queue.locked():
+            entry.state = "cancelled"
+            queue.save(entry)
+        await wait_for(pilot, lambda: table.row_count == 1, 10, "the cancelled entry to go")
