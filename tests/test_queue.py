@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -18,9 +20,19 @@ import pytest
 from podium.engine.cli.main import main
 from podium.engine.gpus.leases import holders
 from podium.engine.queue.store import Entry, Queue
+from podium.engine.queue.waiter import Waiter
 from podium.tui.app import PodiumApp
 from podium.tui.screens.home import QUEUE_KEY
-from tests.fake_nvml import ROOT, isolate, lab_config, lab_devices, uuid, write_fake
+from tests.fake_nvml import (
+    ROOT,
+    end,
+    hold_lease,
+    isolate,
+    lab_config,
+    lab_devices,
+    uuid,
+    write_fake,
+)
 from tests.tui_helpers import make_stored_run, sync, wait_for
 
 TOY = str(ROOT / "tests" / "families" / "toy" / "toy.toml")
@@ -187,3 +199,44 @@ async def test_the_home_screen_shows_a_queued_run_and_what_it_waits_for(tmp_path
             entry.state = "cancelled"
             queue.save(entry)
         await wait_for(pilot, lambda: table.row_count == 1, 10, "the cancelled entry to go")
+
+
+def test_a_new_waiter_keeps_a_starting_runs_gpu_and_requeues_a_run_that_lost_its_lease(
+    lab, tmp_path
+):
+    """What a waiter finds on disk after its predecessor died: one run still starting (its GPU
+    not leased yet) and one whose start failed because another run leased its GPU first."""
+    queue, box = lab
+    runs = str(tmp_path / "runs")
+    base = dict(profile=TOY, profile_name="toy", gpus="1", runs_dir=runs, cwd=str(ROOT))
+    starting = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    holder = hold_lease(uuid(2), "someone-elses-run", box / "leases")
+    try:
+        a = queue.add(Entry(id=0, **base))
+        b = queue.add(Entry(id=0, **base))
+        c = queue.add(Entry(id=0, **base))
+        with queue.locked():
+            a.state, a.run_id, a.pid = "starting", "toy-a", starting.pid
+            a.gpu_uuids, a.gpu_indices = [uuid(3)], [3]
+            queue.save(a)
+            b.state, b.run_id, b.pid = "starting", "toy-b", gone.pid
+            b.gpu_uuids, b.gpu_indices = [uuid(2)], [2]
+            queue.save(b)
+        queue.start_log_path(b.id).write_text(
+            f"podium: error: --gpus {uuid(2)}: GPU {uuid(2)} is leased by alice (run x); "
+            "choose another GPU or wait\n"
+        )
+        Waiter(queue).step()
+        a, b, c = queue.entries()
+        assert a.state == "starting"  # its process lives, its GPU is not leased yet: still counted
+        assert b.state == "queued" and b.run_id is None and "taken as it started" in b.reason
+        assert "GPU 3 leased by" in b.waiting and "starting from queue entry 1" in b.waiting
+        assert "GPU 2 leased by" in b.waiting and "someone-elses-run" in b.waiting
+        assert c.state == "queued" and c.waiting == "entry 2 first (the queue keeps its order)"
+        assert not (tmp_path / "runs").exists()  # nothing was started on a taken GPU
+    finally:
+        starting.kill()
+        starting.wait()
+        end(holder)

@@ -294,9 +294,15 @@ class Waiter:
             entry.state = "started"  # it ran (and ended already): its run says how
             say(f"entry {entry.id}: run {entry.run_id} ended")
         else:
-            entry.state = "failed"
-            entry.reason = _last_line(self.queue.start_log_path(entry.id)) or "exited at start"
-            say(f"entry {entry.id}: run {entry.run_id} failed to start: {entry.reason}")
+            reason = _last_line(self.queue.start_log_path(entry.id)) or "exited at start"
+            if _lost_lease(reason):  # another run leased a GPU first: wait again, in place
+                say(f"entry {entry.id}: its GPUs were taken before run {entry.run_id} leased them")
+                entry.state, entry.run_id, entry.pid = "queued", None, None
+                entry.gpu_uuids, entry.gpu_indices = [], []
+                entry.reason = f"queued again: its GPUs were taken as it started ({reason})"
+            else:
+                entry.state, entry.reason = "failed", reason
+                say(f"entry {entry.id}: run {entry.run_id} failed to start: {reason}")
         self.queue.save(entry)
 
     def _holds_leases(self, entry: Entry) -> bool:
@@ -355,6 +361,14 @@ def _pid_alive(pid: int | None) -> bool:
         if Path(f"/proc/{pid}/stat").read_text().split(") ")[-1].startswith("Z"):
             return False  # a zombie: it has exited, its parent has not asked yet
     return True
+
+
+def _lost_lease(reason: str) -> bool:
+    """Whether a run failed to start because another run leased its GPU between the waiter's
+    look and the run's own lease (``busy_message``'s words)."""
+    return (
+        " is leased by " in reason or " is shared by " in reason or "leased exclusively" in reason
+    )
 
 
 def _last_line(path: Path) -> str:
