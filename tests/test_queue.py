@@ -50,15 +50,21 @@ def lab(tmp_path, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     queue = Queue()
     yield queue, box
-    # Whatever the test left: the runs, then the waiter.
-    for entry in queue.entries():
-        if entry.pid:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(entry.pid, signal.SIGKILL)
+    # Whatever the test left: nothing queued may start any more (cancelled under the queue's
+    # lock, which a waiter holds while it starts runs), then the waiter and the runs go.
+    with queue.locked():
+        for entry in queue.entries():
+            if entry.state == "queued":
+                entry.state = "cancelled"
+                queue.save(entry)
     pid = queue.waiter_pid()
     if pid:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+    for entry in queue.entries():
+        if entry.pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(entry.pid, signal.SIGKILL)
 
 
 def queue_cmd(capsys, *args: str) -> tuple[int, str, str]:
