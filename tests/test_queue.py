@@ -9,6 +9,7 @@ in this process through the CLI's ``main``.
 from __future__ import annotations
 
 import contextlib
+import getpass
 import os
 import signal
 import subprocess
@@ -114,11 +115,14 @@ def test_three_runs_two_free_gpus_one_ends_the_third_starts(lab, capsys, tmp_pat
         first.gpu_indices[0]: {first.run_id},
         second.gpu_indices[0]: {second.run_id},
     }
-    assert "0 of 4 GPUs free, 1 wanted" in third.waiting
-    assert "GPU 2 leased by" in third.waiting and "GPU 3 leased by" in third.waiting
-    assert first.run_id in third.waiting and second.run_id in third.waiting
+    assert third.waiting.startswith("1 free GPU (0 free now): ")
+    assert third.waiting.endswith("GPUs 0, 1 reserved")
+    for entry in (first, second):
+        assert f"GPU {entry.gpu_indices[0]} leased by {getpass.getuser()}'s run {entry.run_id}" in (
+            third.waiting
+        )
     code, out, _ = queue_cmd(capsys)
-    assert code == 0 and "0 of 4 GPUs free" in out and "waiter: pid" in out
+    assert code == 0 and "1 free GPU (0 free now)" in out and "waiter: pid" in out
 
     # A killed waiter is noticed by the next `podium queue` and replaced.
     old = queue.waiter_pid()
@@ -183,7 +187,7 @@ async def test_the_home_screen_shows_a_queued_run_and_what_it_waits_for(tmp_path
     root = tmp_path / "runs"
     make_stored_run(root, "alpha", steps=10, checkpoints=False)
     queue = Queue()
-    waits = "0 of 4 GPUs free, 1 wanted: GPU 2 leased by bob (run x)"
+    waits = "1 free GPU (0 free now): GPU 2 leased by bob's run x; GPU 3 leased by alice's run y"
     entry = Entry(
         id=0, profile=TOY, profile_name="toy", gpus="1", runs_dir=str(root.resolve()), cwd="/"
     )
@@ -199,7 +203,7 @@ async def test_the_home_screen_shows_a_queued_run_and_what_it_waits_for(tmp_path
         await wait_for(pilot, lambda: table.row_count == 2, 10, "the run and the queued entry")
         cells = [str(c) for c in table.get_row(f"{QUEUE_KEY}{entry.id}")]
         assert cells[0] == f"queue #{entry.id}" and cells[1] == "toy"
-        assert "queued for 0 of 4 GPUs free, 1 wanted: GPU 2 leased by b" in cells[2]
+        assert "queued for 1 free GPU (0 free now): GPU 2 leased by bob's run x; GPU" in cells[2]
         assert table.get_row_index(f"{QUEUE_KEY}{entry.id}") == 0  # above the runs
         with queue.locked():
             entry.state = "cancelled"
@@ -238,8 +242,9 @@ def test_a_new_waiter_keeps_a_starting_runs_gpu_and_requeues_a_run_that_lost_its
         a, b, c = queue.entries()
         assert a.state == "starting"  # its process lives, its GPU is not leased yet: still counted
         assert b.state == "queued" and b.run_id is None and "taken as it started" in b.reason
-        assert "GPU 3 leased by" in b.waiting and "starting from queue entry 1" in b.waiting
-        assert "GPU 2 leased by" in b.waiting and "someone-elses-run" in b.waiting
+        me = getpass.getuser()
+        assert f"GPU 3 leased by {me}'s run toy-a starting from queue entry 1" in b.waiting
+        assert f"GPU 2 leased by {me}'s run someone-elses-run" in b.waiting
         assert c.state == "queued" and c.waiting == "entry 2 first (the queue keeps its order)"
         assert not (tmp_path / "runs").exists()  # nothing was started on a taken GPU
     finally:

@@ -30,18 +30,21 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from podium.engine.detach import CHILD_FLAG, free_run_id
 from podium.engine.errors import PodiumError
 from podium.engine.gpus.config import load_gpu_config
 from podium.engine.gpus.leases import Holder, LeaseInfo, holders
-from podium.engine.gpus.nvml import read_snapshot
+from podium.engine.gpus.nvml import is_na, read_snapshot
 from podium.engine.gpus.select import (
     GpuSelectionError,
+    GpuStatus,
     LeasedGpuError,
     ReservedGpuError,
     Selection,
+    classify,
     parse_spec,
     probe_leases,
     select_gpus,
@@ -212,10 +215,16 @@ class Waiter:
             )
         except (ReservedGpuError, LeasedGpuError):
             raise
-        except GpuSelectionError as exc:
+        except GpuSelectionError:
             if spec.kind == "list":
                 raise
-            raise _Wait(_waiting_text(str(exc), spec.text)) from None
+            statuses = classify(
+                snapshot,
+                reserved=config.reserved,
+                leases=leases,
+                busy_memory_fraction=config.settings.busy_memory_fraction,
+            )
+            raise _Wait(waiting_text(spec.count, statuses)) from None
         if selection.cpu:
             raise _Wait(f"no GPU can be seen: {selection.note}")
         return selection
@@ -330,12 +339,33 @@ class _Wait(PodiumError):
     """The first entry's GPUs are not free now; the message says what it waits for."""
 
 
-def _waiting_text(message: str, spec: str) -> str:
-    """``select_gpus``'s refusal as what an entry waits for (without the flag and the advice)."""
-    text = message.removeprefix(f"--gpus {spec}: ")
-    for advice in ("; wait, or use --gpus cpu", "; wait, or ask for fewer"):
-        text = text.removesuffix(advice)
-    return text
+def waiting_text(count: int, statuses: Sequence[GpuStatus]) -> str:
+    """What an entry that wants ``count`` GPUs waits for, in a line: the GPUs that could be
+    free one day and why they are not now; the reserved ones only counted.
+
+    ``1 free GPU (0 free now): GPU 2 leased by alice's run x; GPU 3 busy, 1 compute process
+    (user bob); GPUs 0, 1 reserved``
+    """
+    free = [s for s in statuses if s.state == "FREE" and not is_na(s.gpu.uuid)]
+    reasons = []
+    for s in statuses:
+        if s.state == "LEASED" and s.lease is not None and s.lease.holders:
+            who = ", ".join(
+                f"{h.user}'s run {h.run_id}" if h.recorded else f"{h.user} (pid {h.pid})"
+                for h in s.lease.holders
+            )
+            reasons.append(f"GPU {s.gpu.index} leased by {who}")
+        elif s.state == "LEASED":
+            reasons.append(f"GPU {s.gpu.index} leased by {s.detail}")
+        elif s.state == "BUSY":
+            reasons.append(f"GPU {s.gpu.index} busy, {s.detail}")
+        elif s.state == "BLOCKED":
+            reasons.append(f"GPU {s.gpu.index} cannot be leased: {s.detail}")
+    reserved = [str(s.gpu.index) for s in statuses if s.state == "RESERVED"]
+    if reserved:
+        reasons.append(f"GPU{'s' if len(reserved) > 1 else ''} {', '.join(reserved)} reserved")
+    plural = "s" if count != 1 else ""
+    return f"{count} free GPU{plural} ({len(free)} free now): " + "; ".join(reasons)
 
 
 def _fresh_id(root: Path, profile_name: str, taken: set[str | None]) -> str:
