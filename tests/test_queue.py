@@ -215,13 +215,12 @@ def test_a_new_waiter_keeps_a_starting_runs_gpu_and_requeues_a_run_that_lost_its
     lab, tmp_path
 ):
     """What a waiter finds on disk after its predecessor died: one run still starting (its GPU
-    not leased yet) and one whose start failed because another run leased its GPU first."""
+    not leased yet) and one whose start failed because another run leased its GPU first (its
+    pid now another process's)."""
     queue, box = lab
     runs = str(tmp_path / "runs")
     base = dict(profile=TOY, profile_name="toy", gpus="1", runs_dir=runs, cwd=str(ROOT))
     starting = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    gone = subprocess.Popen([sys.executable, "-c", "pass"])
-    gone.wait()
     holder = hold_lease(uuid(2), "someone-elses-run", box / "leases")
     try:
         a = queue.add(Entry(id=0, **base))
@@ -231,7 +230,8 @@ def test_a_new_waiter_keeps_a_starting_runs_gpu_and_requeues_a_run_that_lost_its
             a.state, a.run_id, a.pid = "starting", "toy-a", starting.pid
             a.gpu_uuids, a.gpu_indices = [uuid(3)], [3]
             queue.save(a)
-            b.state, b.run_id, b.pid = "starting", "toy-b", gone.pid
+            # b's run has exited and its pid went to another process (a start time that differs)
+            b.state, b.run_id, b.pid, b.pid_start = "starting", "toy-b", starting.pid, 1
             b.gpu_uuids, b.gpu_indices = [uuid(2)], [2]
             queue.save(b)
         queue.start_log_path(b.id).write_text(

@@ -71,6 +71,8 @@ class Entry:
     run_id: str | None = None
     pid: int | None = None
     """The started run's process."""
+    pid_start: int | None = None
+    """Its start time in clock ticks since boot: a pid reused after a reboot is not the run."""
     gpu_uuids: list[str] = field(default_factory=list)
     gpu_indices: list[int] = field(default_factory=list)
     reason: str = ""

@@ -277,6 +277,7 @@ class Waiter:
             os.close(log)
         self.children[entry.id] = proc
         entry.state, entry.waiting, entry.run_id, entry.pid = "starting", "", run_id, proc.pid
+        entry.pid_start = _pid_start(proc.pid)
         entry.gpu_uuids = list(selection.uuids)
         entry.gpu_indices = [g.index for g in selection.gpus]
         self.queue.save(entry)
@@ -291,7 +292,7 @@ class Waiter:
         if child is not None:
             alive = child.poll() is None
         else:
-            alive = _pid_alive(entry.pid)
+            alive = _pid_alive(entry.pid, entry.pid_start)
         if alive:
             if self._holds_leases(entry):
                 entry.state = "started"
@@ -306,7 +307,7 @@ class Waiter:
             reason = _last_line(self.queue.start_log_path(entry.id)) or "exited at start"
             if _lost_lease(reason):  # another run leased a GPU first: wait again, in place
                 say(f"entry {entry.id}: its GPUs were taken before run {entry.run_id} leased them")
-                entry.state, entry.run_id, entry.pid = "queued", None, None
+                entry.state, entry.run_id, entry.pid, entry.pid_start = "queued", None, None, None
                 entry.gpu_uuids, entry.gpu_indices = [], []
                 entry.reason = f"queued again: its GPUs were taken as it started ({reason})"
             else:
@@ -378,7 +379,18 @@ def _fresh_id(root: Path, profile_name: str, taken: set[str | None]) -> str:
     return candidate
 
 
-def _pid_alive(pid: int | None) -> bool:
+def _pid_start(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (a reused pid has another)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return int(f.read().rsplit(b")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _pid_alive(pid: int | None, start: int | None) -> bool:
+    """Whether the run process ``pid`` started at ``start`` still runs (not a zombie, not a
+    reused pid)."""
     if not pid:
         return False
     try:
@@ -387,8 +399,10 @@ def _pid_alive(pid: int | None) -> bool:
         return False
     except PermissionError:
         return True
+    if start is not None and _pid_start(pid) not in (None, start):
+        return False  # the pid was given to another process
     with contextlib.suppress(OSError):
-        if Path(f"/proc/{pid}/stat").read_text().split(") ")[-1].startswith("Z"):
+        if Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[-1].startswith("Z"):
             return False  # a zombie: it has exited, its parent has not asked yet
     return True
 
