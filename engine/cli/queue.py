@@ -45,7 +45,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="auto (one GPU, default), a count (2) or GPU indices with a comma (0, or 2,3)",
     )
     p.add_argument("--share-gpu", action="store_true", help="share the GPUs with sharing runs")
-    p.add_argument("--cpu-ranks", type=positive_int, metavar="N", help=argparse.SUPPRESS)
     p.add_argument("--max-steps", type=positive_int, metavar="N", help="end after N steps")
     p.add_argument("--max-epochs", type=positive_int, metavar="N", help="end after N epochs")
     p.add_argument("--seed", type=whole_number, metavar="N", help="same as --set train.seed=N")
@@ -130,7 +129,6 @@ def check_request(args: argparse.Namespace) -> Entry:
         ("--max-steps", args.max_steps),
         ("--max-epochs", args.max_epochs),
         ("--seed", args.seed),
-        ("--cpu-ranks", args.cpu_ranks),
         ("--share-group", args.share_group),
     ):
         if value is not None:
