@@ -195,7 +195,8 @@ async def test_checkpoint_table_keeps_age_and_keep_with_epoch_names(tmp_path):
             table = screen.table
             long = "epoch-0003-val-2.4567"
             table.show([info(long, 350, keep=True), info("latest", 350)])
-            await pilot.pause(0.2)
+            # a loaded box draws the table a few frames later
+            await wait_for(pilot, lambda a=app: "✓" in rendered(a), 10, "the checkpoint table")
             keys = [c.key.value for c in table.columns.values()]
             assert keys[0] == "name" and keys[-2:] == ["age", "keep"], (size, keys)
             width = sum(c.get_render_width(table) for c in table.columns.values())
