@@ -50,6 +50,7 @@ from podium.engine.distributed import (
 from podium.engine.errors import CheckpointError, RunError
 from podium.engine.events import EventBus, Message, QueuedSubscriber
 from podium.engine.families.registry import Sample, SampleRequest
+from podium.engine.gpus.nvml import FAKE_ENV
 from podium.engine.gpus.select import (
     Placement,
     apply_visibility,
@@ -269,7 +270,10 @@ def _build_inner(
     say(f"podium: CPU {cpu.describe()}" + (f" ({cpu.note})" if cpu.note else ""))
     bus = EventBus()
     assembly = assemble(profile, log=say)
-    device = pick_device("cuda" if placement.uuids else "cpu")
+    # The fake NVML's GPUs (PODIUM_FAKE_NVML: tests, demos) are no CUDA devices: a run placed on
+    # them holds their leases like any other and trains on the CPU.
+    on_gpu = bool(placement.uuids) and not os.environ.get(FAKE_ENV)
+    device = pick_device("cuda" if on_gpu else "cpu")
     group: RankGroup | None = None
     if world > 1:
         if device.type == "cuda":
@@ -318,7 +322,7 @@ def _build_inner(
     )
     bundle = assembly.data
 
-    if placement.uuids:
+    if on_gpu:
         check_visible_devices(placement.uuids)
 
     def flush_store() -> None:

@@ -219,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     from podium.engine.cli import gpus as gpus_cli
     from podium.engine.cli import importer, prepare
     from podium.engine.cli import predict as predict_cli
+    from podium.engine.cli import queue as queue_cli
 
     gpus_cli.add_parser(sub)
     generate_cli.add_parser(sub)
@@ -226,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_parser(sub)
     importer.add_parser(sub)
     predict_cli.add_parser(sub)
+    queue_cli.add_parser(sub)
     return parser
 
 
@@ -861,6 +863,7 @@ _HANDLERS: dict[str, Callable[[argparse.Namespace, DashboardHook | None], int]] 
     "prepare": lambda args, dashboard: _cli_module("prepare").run(args),
     "import": lambda args, dashboard: _cli_module("importer").run(args),
     "predict": lambda args, dashboard: _predict(args),
+    "queue": lambda args, dashboard: _cli_module("queue").run(args),
 }
 
 
