@@ -60,7 +60,8 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device(args.device)
     profile = load_profile(
-        ROOT / "profiles" / f"{PROFILES[args.size]}.toml", [f"model.max_len={args.seq}"]
+        ROOT / "profiles" / f"{PROFILES[args.size]}.toml",
+        [f"model.max_len={args.seq}", f"data.seq_len={args.seq}"],
     )
     backends = ["torch"]
     for name in ("fla", "fast_transformers"):

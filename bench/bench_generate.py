@@ -71,13 +71,16 @@ def build(tokens: int, size: str = "demo") -> tuple[CPTransformer, object]:
 @torch.no_grad()
 def naive(model: CPTransformer, cfg, tokens: int, seed: int) -> int:
     gen = np.random.Generator(np.random.PCG64(seed))
-    x = torch.as_tensor(emotion_token("Q1", "C:maj")).view(1, 1, -1)
+    device = next(model.parameters()).device
+    x = torch.as_tensor(emotion_token("Q1", "C:maj"), device=device).view(1, 1, -1)
     t, p = cfg.temperature, cfg.top_p
     for _ in range(tokens):
         h = model.hidden(x)[:, -1]  # the whole prefix again
         kind = sample_logits(model.type_logits(h), t, p, gen, "type")
-        rest = model.field_logits(h, torch.tensor([kind]), x[:, 0, V.FIELDS.index("key")])
-        row = torch.zeros(len(V.FIELDS), dtype=torch.long)
+        rest = model.field_logits(
+            h, torch.tensor([kind], device=device), x[:, 0, V.FIELDS.index("key")]
+        )
+        row = torch.zeros(len(V.FIELDS), dtype=torch.long, device=device)
         row[TYPE] = kind
         for i, f in enumerate(V.FIELDS):
             if i != TYPE:
