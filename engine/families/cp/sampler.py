@@ -112,9 +112,9 @@ def _one_cpu_thread(device: torch.device) -> Iterator[None]:
 
     One token at a time, every op is a matrix-vector product or a vector of a few hundred
     numbers: a second thread has little to share and a barrier per op, and on a loaded machine
-    each barrier waits for a core. Measured on this 2-core box under load (bench_generate.py):
-    the demo model's 1024-token sample took 29 CPU-seconds on 2 threads and 3 on one, and
-    emopia-cp's matrix-vector products run on one thread either way. The count is per thread
+    each barrier waits for a core. Measured on a loaded 2-core box (bench/bench_generate.py,
+    1024 tokens): the demo model 42.6 s (23 CPU-s) on 2 threads, 2.5 s (1.6 CPU-s) on one;
+    emopia-cp's 39M 278 s (196 CPU-s) against 62 s (31 CPU-s). The count is per thread
     for torch's OpenMP pool, so a run training in another thread keeps its own (a thread
     started meanwhile would inherit one).
     """
