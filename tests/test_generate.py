@@ -100,6 +100,25 @@ def test_sampling_leaves_the_global_rng_and_the_train_mode_alone():
     assert torch.equal(torch.rand(3), expected) and model.training
 
 
+def test_sampling_on_one_thread_gives_the_threads_back_even_on_a_bad_request():
+    # The sampler runs its one-token steps on one CPU thread (sampler._one_cpu_thread); the
+    # caller's count comes back, also when the request fails inside.
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        model, cfg = tiny_model(), GenerateConfig()
+        a = sample_one(model, cfg, cp_request(emotion="Q2", tokens=30, bars=None, seed=3))
+        assert torch.get_num_threads() == 2
+        with pytest.raises(GenerateError, match="--emotion"):
+            sample_one(model, cfg, cp_request(emotion="Q9", tokens=5, bars=None))
+        assert torch.get_num_threads() == 2
+        torch.set_num_threads(1)
+        b = sample_one(model, cfg, cp_request(emotion="Q2", tokens=30, bars=None, seed=3))
+        assert (a.tokens == b.tokens).all()  # the same piece whatever the caller's threads
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_the_length_caps_end_a_model_that_never_says_eos():
     model = tiny_model()
     with torch.no_grad():  # make EOS impossible: the type head never picks it
