@@ -449,3 +449,31 @@ def test_every_generate_option_has_help_and_the_familys_flags_are_listed(capsys)
         ("--key VALUE", "cp: e.g. C:maj"),
     ):
         assert f"{flag} " in text and words in text, (flag, text)
+
+
+def test_a_live_preview_leaves_the_training_runs_threads_alone(monkeypatch):
+    # torch's thread count is the process's: a preview taken inside a training process must
+    # not change it under the training thread (speed, and results in their last bits).
+    from podium.engine import cpu_share
+
+    seen: list[int] = []
+    model, cfg = tiny_model(), GenerateConfig()
+    plain_train = model.train  # the sampler sets eval mode inside its thread setting
+
+    def train(mode: bool = True):
+        seen.append(torch.get_num_threads())
+        return plain_train(mode)
+
+    model.train = train
+    before = torch.get_num_threads()
+    monkeypatch.setattr(cpu_share, "_CURRENT", None)
+    try:
+        torch.set_num_threads(2)
+        sample_one(model, cfg, cp_request(emotion="Q2", tokens=5, bars=None, seed=3))
+        assert seen and set(seen) == {1}, "no run trains here: one thread"
+        seen.clear()
+        cpu_share.share_cpus("passive", threads=2)  # what a run starting here does
+        sample_one(model, cfg, cp_request(emotion="Q2", tokens=5, bars=None, seed=3))
+        assert seen and set(seen) == {2}, "a run trains here: its count"
+    finally:
+        torch.set_num_threads(before)

@@ -108,18 +108,25 @@ def sample_batch(
 
 @contextlib.contextmanager
 def _one_cpu_thread(device: torch.device) -> Iterator[None]:
-    """On the CPU, torch's intra-op threads down to one while sampling, then as they were.
+    """On the CPU, torch's intra-op threads down to one while sampling, then as they were,
+    unless a run trains in this process.
 
     One token at a time, every op is a matrix-vector product or a vector of a few hundred
     numbers: a second thread has little to share and a barrier per op, and on a loaded machine
     each barrier waits for a core. Measured on a loaded 2-core box (bench/bench_generate.py,
     1024 tokens): the demo model 42.6 s (23 CPU-s) on 2 threads, 2.5 s (1.6 CPU-s) on one;
-    emopia-cp's 39M 278 s (196 CPU-s) against 62 s (31 CPU-s). The count is per thread
-    for torch's OpenMP pool, so a run training in another thread keeps its own (a thread
-    started meanwhile would inherit one).
+    emopia-cp's 39M 278 s (196 CPU-s) against 62 s (31 CPU-s).
+
+    The count is the process's (torch.set_num_threads from one thread changes the other
+    threads' count and MKL's too: checked), so while a run trains here (a preview from the
+    live run) it is left alone: a thread count that changes mid-run slows the training thread
+    and changes its results in their last bits, and a resume must reproduce them. That is
+    ``podium generate`` and stored-run previews on one thread, live previews on the run's.
     """
+    from podium.engine.cpu_share import current_plan
+
     before = torch.get_num_threads()
-    if device.type != "cpu" or before == 1:
+    if device.type != "cpu" or before == 1 or current_plan() is not None:
         yield
         return
     torch.set_num_threads(1)
