@@ -5,26 +5,35 @@ other load) hits both alike. The engine runs with its real subscribers (the SQLi
 a progress printer to /dev/null); the bare loop does only forward, weighted loss sum, backward,
 clip, AdamW step. Prints the median step time of each and their ratio (target <= 1.03).
 
-    .venv/bin/python bench/bench_trainer.py [--profile profiles/demo.toml] [--rounds 6] [--steps 15]
+    .venv/bin/python bench/bench_trainer.py [--profile profiles/demo.toml] [--set KEY=VALUE ...]
+        [--rounds 6] [--steps 15]
+
+The suite (``bench/run.py``) calls ``bench_rows``: every family at tiny settings (``FAMILIES``).
+Validation is off in the measured window (``train.val_every_steps=0``): the bare loop has none.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
+import shutil
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from report_rows import Row, row
 
 from podium.engine.config import load_profile
 from podium.engine.events import EventBus
 from podium.engine.metrics import split_output
 from podium.engine.sinks import LineSink, StoreSink
 from podium.engine.store import StoreWriter
-from podium.engine.trainer import Trainer, seed_everything
+from podium.engine.trainer import Trainer, _optimizer_groups, seed_everything
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def bare_loop(model, dataset, index_lists, weights, cfg, lr_at, start_step: int) -> float:
@@ -44,17 +53,31 @@ def bare_loop(model, dataset, index_lists, weights, cfg, lr_at, start_step: int)
     return time.perf_counter() - t0
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--profile", default="profiles/demo.toml")
-    parser.add_argument("--rounds", type=int, default=6)
-    parser.add_argument("--steps", type=int, default=15, help="optimizer steps per round and loop")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "demo/cp": ("profiles/demo.toml", ("data.n_pieces=48", "data.bars=4", "data.seq_len=128")),
+    "music-transformer-small": (
+        "profiles/music-transformer-small.toml",
+        ("data.n_pieces=48", "data.bars=4", "data.seq_len=128", "model.max_len=128"),
+    ),
+    "amt-gpt2-small": (
+        "profiles/amt-gpt2-small.toml",
+        ("data.n_pieces=48", "data.bars=4", "data.seq_len=128", "model.max_len=128"),
+    ),
+    "midikompanion": ("profiles/midikompanion.toml", ("data.examples=2000",)),
+    "chord-recognition": (
+        "profiles/chord-recognition.toml",
+        ("data.n_train=128", "data.n_val=16", "data.clip_seconds=0.5", "train.batch_size=16"),
+    ),
+}
+"""The suite's families at tiny settings: the engine's overhead, not the model, is measured."""
 
-    profile = load_profile(args.profile)
+
+def compare_loops(
+    profile_path: str | Path, overrides: tuple[str, ...] | list[str], rounds: int, steps: int
+) -> dict[str, float]:
+    """Median seconds per step of the engine and of the bare loop, interleaved in rounds, and
+    the engine's tokens per step (0 for a family whose batches carry no token count)."""
+    profile = load_profile(profile_path, ["train.val_every_steps=0", *overrides])
     family = profile.family_spec
     bundle = family.build_data(profile.data, lambda s: None)
     cfg = profile.train
@@ -82,10 +105,9 @@ def main() -> None:
         bus=bus,
         device=torch.device("cpu"),
     )
+    # The engine's own parameter groups (decay only on matrices), so both optimizers do the same.
     bare_loop.opt = torch.optim.AdamW(
-        bare_model.configure_optimizer_groups(cfg.weight_decay)
-        if hasattr(bare_model, "configure_optimizer_groups")
-        else bare_model.parameters(),
+        _optimizer_groups(bare_model, cfg.weight_decay),
         lr=cfg.lr,
         betas=(cfg.beta1, cfg.beta2),
         eps=cfg.eps,
@@ -111,17 +133,18 @@ def main() -> None:
 
     engine_times, bare_times = [], []
     bare_step = 3
-    for r in range(args.rounds):
+    tokens0 = trainer.state.tokens_seen
+    for r in range(rounds):
         order = ("engine", "bare") if r % 2 == 0 else ("bare", "engine")
         for which in order:
             if which == "engine":
                 start = trainer.state.step
-                trainer.max_steps = start + args.steps
+                trainer.max_steps = start + steps
                 t0 = time.perf_counter()
                 trainer.train()
-                engine_times.append((time.perf_counter() - t0) / args.steps)
+                engine_times.append((time.perf_counter() - t0) / steps)
             else:
-                batches = batches_from(bare_step, args.steps)
+                batches = batches_from(bare_step, steps)
                 secs = bare_loop(
                     bare_model,
                     bundle.train,
@@ -131,16 +154,81 @@ def main() -> None:
                     trainer.schedule.lr_at,
                     bare_step,
                 )
-                bare_step += args.steps
-                bare_times.append(secs / args.steps)
+                bare_step += steps
+                bare_times.append(secs / steps)
+    tokens_per_step = (trainer.state.tokens_seen - tokens0) / (rounds * steps)
     writer.close()
     devnull.close()
+    shutil.rmtree(tmp, ignore_errors=True)
+    return {
+        "engine": statistics.median(engine_times),
+        "bare": statistics.median(bare_times),
+        "tokens_per_step": tokens_per_step,
+        "params": sum(p.numel() for p in engine_model.parameters()),
+        "model": engine_model,
+        "batch": torch.utils.data.default_collate([bundle.train[j] for j in batches_from(0, 1)[0]]),
+    }
 
-    e, b = statistics.median(engine_times), statistics.median(bare_times)
-    tokens = cfg.batch_size * cfg.grad_accum * profile.data.seq_len
-    print(
-        f"profile {args.profile}: batch {cfg.batch_size} x seq {profile.data.seq_len}, torch threads {torch.get_num_threads()}"
-    )
+
+def mfu_note(model: torch.nn.Module, batch: dict, tokens_per_step: float, step_s: float) -> str:
+    """MFU of the engine's step, from the model's FLOPs per token and the measured tokens/s.
+
+    Hook for ``podium.engine.mfu`` (FLOPs per token via torch.utils.flop_counter, peak FLOPs by
+    device): used when that module is in the tree; until then the row says so.
+    """
+    try:
+        mfu = importlib.import_module("podium.engine.mfu")
+    except ImportError:
+        return "MFU: n/a (podium.engine.mfu not in this tree yet)"
+    return mfu.bench_note(model, batch, tokens_per_step, step_s)  # TODO(bench): lead's API
+
+
+SIZES = {"tiny": (1, 2), "quick": (2, 6), "full": (4, 10)}
+"""Per suite size: (interleaved rounds, optimizer steps per round and loop)."""
+
+
+def bench_rows(size: str = "full") -> list[Row]:
+    """One row per family: the engine's median step time over the bare loop's (target <= 1.03)."""
+    rounds, steps = SIZES[size]
+    rows = []
+    for name, (profile, overrides) in FAMILIES.items():
+        got = compare_loops(ROOT / profile, overrides, rounds, steps)
+        tps = got["tokens_per_step"]
+        note = f"{got['params'] / 1e6:.2f}M params"
+        if tps:
+            note += f", {tps / got['engine']:,.0f} tokens/s"
+        note += "; " + mfu_note(got["model"], got["batch"], tps, got["engine"])
+        over = " ".join(f"--set {o}" for o in overrides)
+        rows.append(
+            row(
+                f"engine vs bare step, {name}" + ("" if size == "full" else f" ({size})"),
+                got["engine"] * 1e3,
+                got["bare"] * 1e3,
+                a_is="podium's Trainer step (store + progress subscribers)",
+                b_is="bare torch loop, same model and batches",
+                unit="ms/step",
+                target="<= 1.03",
+                command=f"python bench/bench_trainer.py --profile {profile} {over} "
+                f"--rounds {rounds} --steps {steps}",
+                note=note,
+            )
+        )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="profiles/demo.toml")
+    parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE")
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--steps", type=int, default=15, help="optimizer steps per round and loop")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    got = compare_loops(args.profile, args.overrides, args.rounds, args.steps)
+    e, b, tokens = got["engine"], got["bare"], got["tokens_per_step"]
+    print(f"profile {args.profile}: torch threads {torch.get_num_threads()}")
     print(f"{'loop':<10}{'median step (ms)':>18}{'tokens/s':>12}")
     print(f"{'bare':<10}{b * 1e3:>18.1f}{tokens / b:>12,.0f}")
     print(f"{'engine':<10}{e * 1e3:>18.1f}{tokens / e:>12,.0f}")
