@@ -40,6 +40,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from report_rows import Row, row
+
 from podium.engine.config import load_profile
 from podium.engine.events import StepMetrics
 from podium.engine.session import new_session
@@ -286,6 +288,45 @@ def child(args: argparse.Namespace, mode: str, root: Path) -> list[str]:
     if out.returncode != 0:
         raise SystemExit(f"{mode} run failed:\n{out.stdout}\n{out.stderr}")
     return out.stdout.strip().splitlines()[-1].split()
+
+
+SUITE_SIZES = {"tiny": (6, 2, 1), "quick": (25, 5, 1), "full": (40, 5, 2)}
+"""Per suite size: (steps per throughput run, warm-up steps, runs per mode), shrunk demo."""
+
+
+def bench_rows(size: str = "full") -> list[Row]:
+    """Throughput with the dashboard attached over headless (target >= 0.97), each run in a
+    fresh process, alternating; the median over the runs."""
+    steps, warmup, repeats = SUITE_SIZES[size]
+    os.environ.setdefault("PODIUM_CACHE", str(Path(tempfile.gettempdir()) / "podium-bench-cache"))
+    args = argparse.Namespace(steps=steps, warmup=warmup, small=True)
+    tmp = Path(tempfile.mkdtemp(prefix="podium-bench-dash-"))
+    heads, dashes, shares = [], [], []
+    try:
+        for i in range(repeats):
+            heads.append(float(child(args, "headless", tmp / f"h{i}")[0]))
+            d, ui = map(float, child(args, "dashboard", tmp / f"d{i}"))
+            dashes.append(d)
+            shares.append(ui)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    h, d = statistics.median(heads), statistics.median(dashes)
+    return [
+        row(
+            "dashboard attached vs headless, demo/cp (shrunk)"
+            + ("" if size == "full" else f" ({size})"),
+            d,
+            h,
+            a_is="tokens/s with PodiumApp on the run screen (headless driver, 120x40)",
+            b_is="tokens/s of session.run_training() headless",
+            unit="tok/s",
+            target=">= 0.97",
+            command=f"python bench/bench_dashboard.py --small --steps {steps} --warmup {warmup} "
+            f"--repeats {repeats} --skip idle,draw",
+            note=f"UI thread {100 * statistics.median(shares):.1f}% of the process CPU; "
+            f"{repeats} run(s) per mode, fresh process each",
+        )
+    ]
 
 
 def main() -> None:

@@ -269,13 +269,13 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, float]:
     }
 
 
-SIZES = {"tiny": (2_000, 3, 2), "quick": (100_000, 20, 3), "full": (1_000_000, 20, 10)}
+SUITE_SIZES = {"tiny": (2_000, 3, 2), "quick": (100_000, 20, 3), "full": (1_000_000, 20, 10)}
 """Per suite size: (points per series, series for query_many, repeats of each query)."""
 
 
 def bench_rows(size: str = "full") -> list[Row]:
     """The suite's rows: ingest with rollups vs raw-only, downsampled queries rollups vs raw."""
-    points, series, repeats = SIZES[size]
+    points, series, repeats = SUITE_SIZES[size]
     args = argparse.Namespace(points=points, series=series, repeats=repeats, tmp=None)
     tmp = Path(tempfile.mkdtemp(prefix="podium-bench-store-"))
     try:

@@ -99,12 +99,12 @@ def compare(rounds: int, steps: int, poll: float) -> dict[str, float]:
     }
 
 
-SIZES = {"tiny": (1, 2), "quick": (2, 8), "full": (4, 12)}
+SUITE_SIZES = {"tiny": (1, 2), "quick": (2, 8), "full": (4, 12)}
 """Per suite size: (interleaved rounds, steps per round and mode)."""
 
 
 def bench_rows(size: str = "full") -> list[Row]:
-    rounds, steps = SIZES[size]
+    rounds, steps = SUITE_SIZES[size]
     got = compare(rounds, steps, MIN_POLL_SECONDS)
     source = "NVML" if torch.cuda.is_available() else "fake NVML (4 GPUs)"
     return [

@@ -183,13 +183,13 @@ def mfu_note(model: torch.nn.Module, batch: dict, tokens_per_step: float, step_s
     return mfu.bench_note(model, batch, tokens_per_step, step_s)  # TODO(bench): lead's API
 
 
-SIZES = {"tiny": (1, 2), "quick": (2, 6), "full": (4, 10)}
+SUITE_SIZES = {"tiny": (1, 2), "quick": (2, 6), "full": (4, 10)}
 """Per suite size: (interleaved rounds, optimizer steps per round and loop)."""
 
 
 def bench_rows(size: str = "full") -> list[Row]:
     """One row per family: the engine's median step time over the bare loop's (target <= 1.03)."""
-    rounds, steps = SIZES[size]
+    rounds, steps = SUITE_SIZES[size]
     rows = []
     for name, (profile, overrides) in FAMILIES.items():
         got = compare_loops(ROOT / profile, overrides, rounds, steps)

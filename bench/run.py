@@ -44,7 +44,7 @@ SUITES: dict[str, tuple[str, str]] = {
     "telemetry": ("bench_telemetry", "training with the GPU telemetry thread on vs off"),
     "store": ("bench_store", "metrics store ingest and downsampled queries"),
     "attention": ("bench_linear_attention", "attention backends forward+backward"),
-    "generation": ("bench_generate", "generation with recurrent state / KV cache vs recompute"),
+    "generation": ("bench_generate", "generation with recurrent state / KV caches vs recompute"),
     "prepare": ("bench_prepare", "podium prepare vs miditok"),
     "cpu_share": ("bench_cpu_share", "two concurrent runs vs one"),
 }
