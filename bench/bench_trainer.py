@@ -54,14 +54,14 @@ def bare_loop(model, dataset, index_lists, weights, cfg, lr_at, start_step: int)
 
 
 FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
-    "demo/cp": ("profiles/demo.toml", ("data.n_pieces=48", "data.bars=4", "data.seq_len=128")),
+    "demo/cp": ("profiles/demo.toml", ("data.n_pieces=48", "data.bars=4", "data.seq_len=64")),
     "music-transformer-small": (
         "profiles/music-transformer-small.toml",
-        ("data.n_pieces=48", "data.bars=4", "data.seq_len=128", "model.max_len=128"),
+        ("data.n_pieces=48", "data.bars=4", "data.seq_len=64", "model.max_len=64"),
     ),
     "amt-gpt2-small": (
         "profiles/amt-gpt2-small.toml",
-        ("data.n_pieces=48", "data.bars=4", "data.seq_len=128", "model.max_len=128"),
+        ("data.n_pieces=48", "data.bars=4", "data.seq_len=64", "model.max_len=64"),
     ),
     "midikompanion": ("profiles/midikompanion.toml", ("data.examples=2000",)),
     "chord-recognition": (
@@ -183,7 +183,7 @@ def mfu_note(model: torch.nn.Module, batch: dict, tokens_per_step: float, step_s
     return mfu.bench_note(model, batch, tokens_per_step, step_s)  # TODO(bench): lead's API
 
 
-SUITE_SIZES = {"tiny": (1, 2), "quick": (2, 6), "full": (4, 10)}
+SUITE_SIZES = {"tiny": (1, 2), "quick": (2, 5), "full": (4, 10)}
 """Per suite size: (interleaved rounds, optimizer steps per round and loop)."""
 
 

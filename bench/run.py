@@ -120,11 +120,11 @@ OWN_THREADS = {"dashboard", "cpu_share"}
 def _child(suite: str, size: str, out: Path, threads: int) -> None:
     """In a fresh interpreter: one suite's rows (and the device it ran on) as JSON into ``out``."""
     sys.path.insert(0, str(HERE))
-    if threads and suite not in OWN_THREADS:
+    module = importlib.import_module(SUITES[suite][0])
+    if threads and suite not in OWN_THREADS and "torch" in sys.modules:  # store needs no torch
         import torch
 
         torch.set_num_threads(threads)
-    module = importlib.import_module(SUITES[suite][0])
     rows = module.bench_rows(size)
     device = "cpu"
     if "torch" in sys.modules:
