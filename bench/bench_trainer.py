@@ -15,7 +15,6 @@ Validation is off in the measured window (``train.val_every_steps=0``): the bare
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import shutil
 import statistics
@@ -29,11 +28,13 @@ from report_rows import Row, row
 from podium.engine.config import load_profile
 from podium.engine.events import EventBus
 from podium.engine.metrics import split_output
+from podium.engine.mfu import count_flops, mfu, peak_flops
 from podium.engine.sinks import LineSink, StoreSink
 from podium.engine.store import StoreWriter
-from podium.engine.trainer import Trainer, _optimizer_groups, seed_everything
+from podium.engine.trainer import Trainer, _batch_tokens, _optimizer_groups, seed_everything
 
 ROOT = Path(__file__).resolve().parents[1]
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def bare_loop(model, dataset, index_lists, weights, cfg, lr_at, start_step: int) -> float:
@@ -42,6 +43,7 @@ def bare_loop(model, dataset, index_lists, weights, cfg, lr_at, start_step: int)
     t0 = time.perf_counter()
     for i, idx in enumerate(index_lists):
         batch = torch.utils.data.default_collate([dataset[j] for j in idx])
+        batch = {k: v.to(DEVICE) if torch.is_tensor(v) else v for k, v in batch.items()}
         for g in opt.param_groups:
             g["lr"] = lr_at(start_step + i)
         losses, _ = split_output(model(batch))
@@ -103,7 +105,7 @@ def compare_loops(
         loss_weights=profile.loss_weights,
         checkpointer=None,
         bus=bus,
-        device=torch.device("cpu"),
+        device=DEVICE,
     )
     # The engine's own parameter groups (decay only on matrices), so both optimizers do the same.
     bare_loop.opt = torch.optim.AdamW(
@@ -166,21 +168,29 @@ def compare_loops(
         "tokens_per_step": tokens_per_step,
         "params": sum(p.numel() for p in engine_model.parameters()),
         "model": engine_model,
-        "batch": torch.utils.data.default_collate([bundle.train[j] for j in batches_from(0, 1)[0]]),
+        "batch": {
+            k: v.to(DEVICE) if torch.is_tensor(v) else v
+            for k, v in torch.utils.data.default_collate(
+                [bundle.train[j] for j in batches_from(0, 1)[0]]
+            ).items()
+        },
     }
 
 
 def mfu_note(model: torch.nn.Module, batch: dict, tokens_per_step: float, step_s: float) -> str:
-    """MFU of the engine's step, from the model's FLOPs per token and the measured tokens/s.
-
-    Hook for ``podium.engine.mfu`` (FLOPs per token via torch.utils.flop_counter, peak FLOPs by
-    device): used when that module is in the tree; until then the row says so.
-    """
-    try:
-        mfu = importlib.import_module("podium.engine.mfu")
-    except ImportError:
-        return "MFU: n/a (podium.engine.mfu not in this tree yet)"
-    return mfu.bench_note(model, batch, tokens_per_step, step_s)  # TODO(bench): lead's API
+    """MFU of the engine's step: the model's training FLOPs per token (torch's FLOP counter on
+    one batch, ``podium.engine.mfu``) x the measured tokens/s, over the device's peak; where
+    the peak is unknown (a CPU, unless ``PODIUM_PEAK_TFLOPS`` names it), the achieved GFLOP/s."""
+    tokens = float(_batch_tokens(batch))
+    count = count_flops(model, batch, tokens)
+    achieved = count.train_per_token * tokens_per_step / step_s  # FLOP/s
+    peak = peak_flops(DEVICE)
+    value = mfu(count.train_per_token, tokens_per_step / step_s, peak)
+    per = "token" if "mask" in batch else "example"  # the loop counts examples without a mask
+    got = f"{count.train_per_token / 1e6:,.2f} MFLOP/{per}, {achieved / 1e9:,.2f} GFLOP/s"
+    if value is None:
+        return f"MFU n/a on {DEVICE.type}: no peak FLOPs known ({got})"
+    return f"MFU {100 * value:.2f}% ({got}, peak {peak / 1e12:g} TFLOP/s)"
 
 
 SUITE_SIZES = {"tiny": (1, 2), "quick": (2, 5), "full": (4, 10)}
@@ -194,10 +204,9 @@ def bench_rows(size: str = "full") -> list[Row]:
     for name, (profile, overrides) in FAMILIES.items():
         got = compare_loops(ROOT / profile, overrides, rounds, steps)
         tps = got["tokens_per_step"]
-        note = f"{got['params'] / 1e6:.2f}M params"
-        if tps:
-            note += f", {tps / got['engine']:,.0f} tokens/s"
-        note += "; " + mfu_note(got["model"], got["batch"], tps, got["engine"])
+        per = "tokens" if "mask" in got["batch"] else "examples"
+        note = f"{got['params'] / 1e6:.2f}M params, {tps / got['engine']:,.0f} {per}/s; "
+        note += mfu_note(got["model"], got["batch"], tps, got["engine"])
         over = " ".join(f"--set {o}" for o in overrides)
         rows.append(
             row(

@@ -201,14 +201,16 @@ def print_report(report: dict[str, Any]) -> None:
     )
     rows = report["rows"]
     w = max([len(r["name"]) for r in rows] + [4])
-    print(f"{'name':<{w}}  {'a':>10}  {'b':>10}  {'unit':<7} {'ratio':>8}  {'target':<7} ok")
+    print(
+        f"{'name':<{w}}  {'a':>10}  {'b':>10}  {'unit':<7} {'ratio':>8}  {'target':<7} ok    note"
+    )
     for r in rows:
         if r["ratio"] is None:
             print(f"{r['name']:<{w}}  {r['note']}  {_verdict(r['ok'])}")
             continue
         print(
             f"{r['name']:<{w}}  {_fmt(r['a']):>10}  {_fmt(r['b']):>10}  {r['unit']:<7} "
-            f"{_fmt(r['ratio']):>8}  {r['target'] or '':<7} {_verdict(r['ok'])}"
+            f"{_fmt(r['ratio']):>8}  {r['target'] or '':<7} {_verdict(r['ok']):<4}  {r['note']}"
         )
     walls = ", ".join(f"{k} {v:.0f} s" for k, v in report["wall_s"].items())
     print(f"wall time {report['total_wall_s']:.0f} s ({walls})")
