@@ -290,7 +290,7 @@ def child(args: argparse.Namespace, mode: str, root: Path) -> list[str]:
     return out.stdout.strip().splitlines()[-1].split()
 
 
-SUITE_SIZES = {"tiny": (6, 2, 1), "quick": (25, 5, 1), "full": (40, 5, 2)}
+SUITE_SIZES = {"tiny": (6, 2, 1), "quick": (12, 3, 1), "full": (25, 5, 1)}
 """Per suite size: (steps per throughput run, warm-up steps, runs per mode), shrunk demo."""
 
 

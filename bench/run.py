@@ -126,13 +126,15 @@ def _child(suite: str, size: str, out: Path, threads: int) -> None:
 
         torch.set_num_threads(threads)
     rows = module.bench_rows(size)
-    device = "cpu"
+    device, threads_used = "cpu", None
     if "torch" in sys.modules:
         import torch
 
         if torch.cuda.is_available():
             device = f"cuda ({torch.cuda.get_device_name(0)})"
-        device += f", {torch.get_num_threads()} torch threads"
+        threads_used = torch.get_num_threads()
+    for r in rows:
+        r["device"], r["torch_threads"] = device, threads_used
     out.write_text(json.dumps({"rows": rows, "device": device}))
 
 
@@ -196,7 +198,8 @@ def print_report(report: dict[str, Any]) -> None:
     m = report["machine"]
     print(
         f"podium bench ({report['size']}): {m['hostname']}, {m['cpu']}, {m['cores_usable']} usable "
-        f"cores (load {m['load_average']}), torch {m['torch']}, device {report['device']}, "
+        f"cores (load {m['load_average']}), torch {m['torch']}, device {report['device']} "
+        f"(torch threads: {report['torch_threads']}), "
         f"commit {m['git_commit']}, {m['date']}"
     )
     rows = report["rows"]
@@ -328,12 +331,16 @@ def main(argv: list[str] | None = None) -> int:
             devices.append(device)
         for r in got:
             r.setdefault("suite", suite)
-            r["device"] = device
             r["suite_command"] = _command(chosen, [suite])
         rows += got
         print(f"      {walls[suite]:.0f} s, {len(got)} rows", file=sys.stderr, flush=True)
     report |= {
         "device": "; ".join(devices) or "cpu",
+        "torch_threads": ", ".join(
+            f"{s} {t}"
+            for s, t in dict.fromkeys((r["suite"], r.get("torch_threads")) for r in rows)
+            if t is not None
+        ),
         "rows": rows,
         "wall_s": walls,
         "total_wall_s": time.perf_counter() - t0,
