@@ -77,7 +77,7 @@ SMALL = ["data.n_pieces=48", "data.seq_len=96", "model.max_len=96", "train.batch
 SUITE_SIZES = {
     "tiny": (4, ("passive",)),
     "quick": (15, ("passive",)),
-    "full": (40, ("passive", "shared", "spinning")),
+    "full": (20, ("passive", "shared", "spinning")),
 }
 """Per suite size: (steps per run, the two-run scenarios measured against one alone)."""
 

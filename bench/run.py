@@ -332,6 +332,9 @@ def main(argv: list[str] | None = None) -> int:
         for r in got:
             r.setdefault("suite", suite)
             r["suite_command"] = _command(chosen, [suite])
+            # Every row names where it was measured, so a row copied out of the report still says.
+            r["machine"] = f"{report['machine']['hostname']} ({report['machine']['cpu']})"
+            r["torch"] = report["machine"]["torch"]
         rows += got
         print(f"      {walls[suite]:.0f} s, {len(got)} rows", file=sys.stderr, flush=True)
     report |= {

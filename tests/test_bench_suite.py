@@ -44,7 +44,8 @@ def test_podium_bench_writes_a_report_with_the_machine_and_one_row_per_ratio(rep
         assert r["a"] > 0 and r["b"] > 0 and r["ratio"] == pytest.approx(r["a"] / r["b"])
         assert r["command"].startswith("python bench/bench_store.py --points 2000")
         assert r["suite_command"] == "podium bench --tiny --only store"
-        assert "(tiny)" in r["name"] and r["device"] == data["device"]
+        assert "(tiny)" in r["name"] and r["device"] == data["device"] == "cpu"
+        assert r["torch"] == m["torch"] and m["hostname"] in r["machine"]
         assert (r["target"] is None) == (r["ok"] is None)
     targeted = [r for r in rows if r["target"]]
     assert targeted and all(isinstance(r["ok"], bool) for r in targeted)
