@@ -81,7 +81,14 @@ class Clock:
 def overrides(small: bool) -> list[str]:
     # No validation or checkpoints inside the measured window: both modes pay the same for them,
     # and leaving them out keeps the ratio about the training loop and the dashboard.
-    return [*(SMALL if small else ()), "train.val_every_steps=100000"]
+    threads = os.environ.get(THREADS_ENV)
+    pinned = [f"train.cpu_threads={threads}"] if threads else []
+    return [*(SMALL if small else ()), "train.val_every_steps=100000", *pinned]
+
+
+THREADS_ENV = "PODIUM_BENCH_CPU_THREADS"
+"""Set by the suite: the torch threads of both modes' runs (``train.cpu_threads``). One thread
+keeps tokens per CPU second steady on a machine other jobs load; the UI thread's CPU counts."""
 
 
 def headless_rate(root: Path, steps: int, warmup: int, small: bool) -> tuple[float, float]:
@@ -304,6 +311,9 @@ def bench_rows(size: str = "full") -> list[Row]:
     """Throughput with the dashboard attached over headless (target >= 0.97), each run in a
     fresh process, alternating; the median over the runs."""
     steps, warmup, repeats = SUITE_SIZES[size]
+    import torch
+
+    os.environ[THREADS_ENV] = str(torch.get_num_threads())  # the suite's --threads, to children
     os.environ.setdefault("PODIUM_CACHE", str(Path(tempfile.gettempdir()) / "podium-bench-cache"))
     args = argparse.Namespace(steps=steps, warmup=warmup, small=True)
     tmp = Path(tempfile.mkdtemp(prefix="podium-bench-dash-"))
@@ -333,7 +343,8 @@ def bench_rows(size: str = "full") -> list[Row]:
             f"--repeats {repeats} --skip idle,draw",
             note=f"wall ratio {statistics.median(walls):.3f} (the two runs at different times: "
             f"a loaded machine skews it); UI thread {100 * statistics.median(shares):.1f}% of "
-            f"the process CPU; {repeats} run(s) per mode, fresh process each",
+            f"the process CPU; {repeats} run(s) per mode, fresh process each, "
+            f"train.cpu_threads={os.environ[THREADS_ENV]}",
         )
     ]
 

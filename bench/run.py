@@ -113,7 +113,7 @@ def machine() -> dict[str, Any]:
 # -- running suites ----------------------------------------------------------------------------
 
 
-OWN_THREADS = {"dashboard", "cpu_share"}
+OWN_THREADS = {"cpu_share"}
 """Suites that measure podium's own thread choice (their runs start with podium's defaults)."""
 
 
@@ -296,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=1,
         help="torch threads of the in-process suites (default 1: a shared machine skews the "
-        "ratios less; 0 = torch's default); dashboard and cpu_share keep podium's own",
+        "ratios less; 0 = torch's default); cpu_share keeps podium's own",
     )
     p.add_argument("--child", choices=sorted(SUITES), help=argparse.SUPPRESS)
     p.add_argument("--size", choices=SIZES, default="full", help=argparse.SUPPRESS)
