@@ -100,6 +100,25 @@ def test_sampling_leaves_the_global_rng_and_the_train_mode_alone():
     assert torch.equal(torch.rand(3), expected) and model.training
 
 
+def test_sampling_on_one_thread_gives_the_threads_back_even_on_a_bad_request():
+    # The sampler runs its one-token steps on one CPU thread (sampler._one_cpu_thread); the
+    # caller's count comes back, also when the request fails inside.
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        model, cfg = tiny_model(), GenerateConfig()
+        a = sample_one(model, cfg, cp_request(emotion="Q2", tokens=30, bars=None, seed=3))
+        assert torch.get_num_threads() == 2
+        with pytest.raises(GenerateError, match="--emotion"):
+            sample_one(model, cfg, cp_request(emotion="Q9", tokens=5, bars=None))
+        assert torch.get_num_threads() == 2
+        torch.set_num_threads(1)
+        b = sample_one(model, cfg, cp_request(emotion="Q2", tokens=30, bars=None, seed=3))
+        assert (a.tokens == b.tokens).all()  # the same piece whatever the caller's threads
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_the_length_caps_end_a_model_that_never_says_eos():
     model = tiny_model()
     with torch.no_grad():  # make EOS impossible: the type head never picks it
@@ -430,3 +449,31 @@ def test_every_generate_option_has_help_and_the_familys_flags_are_listed(capsys)
         ("--key VALUE", "cp: e.g. C:maj"),
     ):
         assert f"{flag} " in text and words in text, (flag, text)
+
+
+def test_a_live_preview_leaves_the_training_runs_threads_alone(monkeypatch):
+    # torch's thread count is the process's: a preview taken inside a training process must
+    # not change it under the training thread (speed, and results in their last bits).
+    from podium.engine import cpu_share
+
+    seen: list[int] = []
+    model, cfg = tiny_model(), GenerateConfig()
+    plain_train = model.train  # the sampler sets eval mode inside its thread setting
+
+    def train(mode: bool = True):
+        seen.append(torch.get_num_threads())
+        return plain_train(mode)
+
+    model.train = train
+    before = torch.get_num_threads()
+    monkeypatch.setattr(cpu_share, "_CURRENT", None)
+    try:
+        torch.set_num_threads(2)
+        sample_one(model, cfg, cp_request(emotion="Q2", tokens=5, bars=None, seed=3))
+        assert seen and set(seen) == {1}, "no run trains here: one thread"
+        seen.clear()
+        cpu_share.share_cpus("passive", threads=2)  # what a run starting here does
+        sample_one(model, cfg, cp_request(emotion="Q2", tokens=5, bars=None, seed=3))
+        assert seen and set(seen) == {2}, "a run trains here: its count"
+    finally:
+        torch.set_num_threads(before)

@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 import pytest
 import torch
 
+from podium.engine.config import load_profile
+from podium.engine.errors import ProfileError
 from podium.engine.models.linear_attention import (
     CausalLinearAttention,
+    _fla_kernel,
     causal_linear_attention,
     feature_map,
     linear_attention_step,
+    resolve_backend,
 )
+
+ROOT = Path(__file__).resolve().parents[1]
+HAS_FLA = _fla_kernel() is not None
+HAS_FT = importlib.util.find_spec("fast_transformers") is not None
 
 
 def reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, eps: float = 1e-6):
@@ -117,3 +126,82 @@ def test_fast_transformers_backend_missing_is_a_value_error():
     with pytest.raises(ValueError, match=r"^attention_backend: .*fast_transformers"):
         CausalLinearAttention(16, 2, backend="fast_transformers")
     assert CausalLinearAttention(16, 2, backend="auto").backend == "torch"
+
+
+# -- backends: resolution and errors (CPU), fla against torch (CUDA) ------------------------
+
+
+def test_auto_is_torch_on_the_cpu_and_fla_there_is_a_one_line_error():
+    assert resolve_backend("auto", "cpu") == "torch"
+    assert resolve_backend("torch", "cpu") == "torch"
+    with pytest.raises(ValueError, match=r"^attention_backend: 'fla' runs on CUDA only") as err:
+        resolve_backend("fla", "cpu")
+    assert "\n" not in str(err.value)
+    with pytest.raises(ValueError, match=r"^attention_backend: must be one of .*'fla'"):
+        resolve_backend("flash", "cpu")
+
+
+@pytest.mark.skipif(HAS_FLA or HAS_FT, reason="a CUDA kernel is importable here")
+def test_without_kernels_auto_is_torch_on_cuda_and_fla_is_refused():
+    # Resolution looks at the device's type only, so CUDA's fallback is checkable on a CPU box.
+    assert resolve_backend("auto", "cuda") == "torch"
+    with pytest.raises(ValueError, match=r"^attention_backend: 'fla' was requested but .*gpu"):
+        resolve_backend("fla", "cuda")
+    with pytest.raises(ValueError, match=r"^attention_backend: 'fla' was requested"):
+        CausalLinearAttention(16, 2, backend="fla")
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("fla") is not None, reason="flash-linear-attention is installed"
+)
+def test_profile_asking_for_fla_without_it_names_the_line():
+    with pytest.raises(ProfileError, match=r"model\.attention_backend.*'fla'.*podium\[gpu\]"):
+        load_profile(ROOT / "profiles" / "demo.toml", ["model.attention_backend=fla"])
+
+
+def test_auto_module_runs_the_chunked_form_on_the_cpu():
+    torch.manual_seed(0)
+    auto = CausalLinearAttention(16, 2, backend="auto").eval()
+    plain = CausalLinearAttention(16, 2, backend="torch").eval()
+    plain.load_state_dict(auto.state_dict())
+    x = torch.randn(2, 70, 16)
+    assert auto.backend == "torch"
+    torch.testing.assert_close(auto(x), plain(x), atol=0, rtol=0)
+
+
+@pytest.mark.skipif(not HAS_FLA, reason="flash-linear-attention is not importable")
+def test_fla_module_on_the_cpu_fails_at_forward_with_one_line():
+    attn = CausalLinearAttention(16, 2, backend="fla")  # importable: builds (on the CPU)
+    with pytest.raises(ValueError, match=r"^attention_backend: 'fla' runs on CUDA only"):
+        attn(torch.randn(1, 8, 16))
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.float() - b.float()).norm() / b.float().norm()).item()
+
+
+@pytest.mark.skipif(
+    not (torch.cuda.is_available() and HAS_FLA), reason="needs CUDA and flash-linear-attention"
+)
+@pytest.mark.parametrize("T", [1024, 1000])  # 1000: a last chunk that fla pads
+def test_fla_agrees_with_torch_forward_and_backward_in_bf16(T):
+    torch.manual_seed(0)
+    fla = CausalLinearAttention(512, 8, backend="fla").cuda()
+    ref = CausalLinearAttention(512, 8, backend="torch").cuda()
+    ref.load_state_dict(fla.state_dict())
+    assert fla.backend == "fla" and resolve_backend("auto", "cuda") == "fla"
+    x = torch.randn(2, T, 512, device="cuda")
+    w = torch.randn(2, T, 512, device="cuda")
+    outs, grads = [], []
+    for attn in (fla, ref):
+        xi = x.clone().requires_grad_()
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            y = attn(xi)
+        (y.float() * w).sum().backward()
+        outs.append(y)
+        grads.append([xi.grad, *(p.grad for p in (attn.query.weight, attn.key.weight))])
+    assert outs[0].dtype == torch.bfloat16
+    assert _rel(outs[0], outs[1]) < 2e-2
+    for got, want in zip(grads[0], grads[1], strict=True):
+        assert torch.isfinite(got).all()
+        assert _rel(got, want) < 3e-2

@@ -17,16 +17,31 @@ which gives two equal forms:
 The normaliser ``phi(q)^T z`` is computed in float32 even under bf16 autocast: it is a sum of up
 to T positive terms and bf16's 8-bit mantissa loses whole tokens' worth of mass long before T=1024.
 
-``CausalLinearAttention`` wraps either form behind q/k/v/out projections. Its ``backend`` can pick
-the CUDA/CPU kernel of ``pytorch-fast-transformers`` (``pip install podium[fast]``) for the
-parallel form; the recurrent step is always the torch one (it is already O(1) per token).
+``CausalLinearAttention`` wraps either form behind q/k/v/out projections. Its ``backend`` picks
+the kernel of the parallel form:
+
+* ``torch``: the chunked form above, on any device;
+* ``fla``: flash-linear-attention's Triton kernel ``fla.ops.linear_attn.chunk_linear_attn``
+  (``pip install 'podium[gpu]'``), CUDA only;
+* ``fast_transformers``: the CUDA/CPU kernel of ``pytorch-fast-transformers``
+  (``pip install 'podium[fast]'``);
+* ``auto``: on CUDA, fla when importable, else fast_transformers when importable, else torch; on
+  the CPU, torch (forward + backward at T=1024, B=4, H=8, D=64 the chunked form took 0.9-1.2x
+  softmax SDPA's time on 2 threads and 0.6x on one, ``bench/bench_linear_attention.py``). It
+  is resolved per device at the first forward, since a model is built on the CPU and moved
+  afterwards.
+
+Every backend computes the normaliser the same way (``_normaliser``: float32, ``EPS``); the
+kernels only compute the numerator. The recurrent step is always the torch one (it is already
+O(1) per token).
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Callable
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -38,7 +53,11 @@ EPS = 1e-6
 DEFAULT_CHUNK = 64
 """Chunk length of the parallel form; 64 measured fastest on 2 CPU cores at T=256..1024."""
 
-Backend = Literal["torch", "fast_transformers", "auto"]
+Backend = Literal["torch", "fla", "fast_transformers", "auto"]
+"""What a profile may ask for (``[model] attention_backend``)."""
+Resolved = Literal["torch", "fla", "fast_transformers"]
+"""What runs: ``auto`` resolved for a device."""
+BACKENDS: tuple[str, ...] = get_args(Backend)
 LinearState = tuple[Tensor, Tensor]
 """``(S, z)``: S (B, H, D, E) running sum of phi(k) v^T; z (B, H, D) running sum of phi(k)."""
 
@@ -139,33 +158,131 @@ def linear_attention_step(
     return out.to(v.dtype), (S, z)
 
 
-def _fast_transformers_kernel() -> Callable[[Tensor, Tensor, Tensor], Tensor] | None:
+Kernel = Callable[[Tensor, Tensor, Tensor], Tensor]
+"""A backend's numerator: phi(q), phi(k) (B, H, T, D) and v (B, H, T, E) -> (B, H, T, E)."""
+
+
+@functools.cache
+def _fast_transformers_kernel() -> Kernel | None:
     """fast_transformers' causal_dot_product, or None when the package is not importable."""
     try:
         module = importlib.import_module("fast_transformers.causal_product")
     except (ImportError, OSError):  # OSError: the compiled extension fails to load
         return None
-    return module.causal_dot_product
+    kernel = module.causal_dot_product
+
+    def numerator(phi_q: Tensor, phi_k: Tensor, v: Tensor) -> Tensor:
+        with torch.autocast(device_type=phi_q.device.type, enabled=False):
+            # The kernel is float32-only and wants contiguous (B, H, T, D) inputs.
+            return kernel(
+                phi_q.float().contiguous(), phi_k.float().contiguous(), v.float().contiguous()
+            )  # (B, H, T, E)
+
+    return numerator
 
 
-def _attention_fast_transformers(
-    kernel: Callable[[Tensor, Tensor, Tensor], Tensor], q: Tensor, k: Tensor, v: Tensor
-) -> Tensor:
-    """The same maths as ``causal_linear_attention`` with fast_transformers' numerator kernel."""
+def fla_numerator(chunk_linear_attn: Callable[..., tuple[Tensor, object]]) -> Kernel:
+    """Our numerator through fla's ``chunk_linear_attn`` (or a function with its signature).
+
+    fla's layout is (B, T, H, D), ours (B, H, T, D): a transpose, which undoes the one in
+    ``CausalLinearAttention._heads``, so no copy is made. fla applies no feature map (phi is
+    ours), scales q by ``scale`` (K**-0.5 unless told: we pass 1.0, our attention has no
+    scale), and its own normaliser keeps the running sum of k in k's dtype (bf16 under
+    autocast) with eps 1e-10: ``normalize=False`` leaves the normaliser to ``_normaliser``,
+    float32 with our ``EPS``, so every backend divides by the same thing.
+    """
+
+    def numerator(phi_q: Tensor, phi_k: Tensor, v: Tensor) -> Tensor:
+        o, _ = chunk_linear_attn(
+            phi_q.transpose(1, 2).contiguous(),  # (B, T, H, D)
+            phi_k.transpose(1, 2).contiguous(),  # (B, T, H, D)
+            v.transpose(1, 2).contiguous(),  # (B, T, H, E)
+            scale=1.0,
+            normalize=False,
+        )  # (B, T, H, E)
+        return o.transpose(1, 2)  # (B, H, T, E)
+
+    return numerator
+
+
+@functools.cache
+def _fla_kernel() -> Kernel | None:
+    """fla's chunked Triton kernel as a numerator, or None when fla (or Triton) is not
+    importable. Cached: importing fla's ops compiles nothing but takes a while."""
+    try:
+        module = importlib.import_module("fla.ops.linear_attn")
+    except (ImportError, OSError, RuntimeError):  # RuntimeError: Triton finds no driver
+        return None
+    return fla_numerator(module.chunk_linear_attn)
+
+
+def _kernel(backend: Resolved) -> Kernel | None:
+    """The numerator kernel of a resolved backend; None for torch (the chunked form)."""
+    if backend == "fla":
+        return _fla_kernel()
+    if backend == "fast_transformers":
+        return _fast_transformers_kernel()
+    return None
+
+
+_NOT_IMPORTABLE = {
+    "fla": "flash-linear-attention (fla, with Triton) is not importable; install it "
+    "(pip install 'podium[gpu]')",
+    "fast_transformers": "the package fast_transformers is not importable; install it "
+    "(pip install 'podium[fast]')",
+}
+
+
+def check_backend(backend: str) -> None:
+    """Raises ``ValueError`` when ``backend`` is unknown or names a kernel that is not
+    importable; the device is checked later (``resolve_backend``)."""
+    if backend not in BACKENDS:
+        raise ValueError(
+            f"attention_backend: must be one of {', '.join(map(repr, BACKENDS))} (got {backend!r})"
+        )
+    if backend in _NOT_IMPORTABLE and _kernel(backend) is None:  # type: ignore[arg-type]
+        raise ValueError(
+            f"attention_backend: {backend!r} was requested but {_NOT_IMPORTABLE[backend]} "
+            'or set attention_backend = "torch" (or "auto")'
+        )
+
+
+def resolve_backend(backend: str, device: torch.device | str) -> Resolved:
+    """The backend that runs on ``device`` for the requested one.
+
+    ``auto``: on CUDA fla, then fast_transformers, then torch, the first importable; elsewhere
+    torch. Raises ``ValueError`` (one line, ``attention_backend: ...``) for an unknown name,
+    for fla off CUDA, and for a requested kernel that is not importable.
+    """
+    device = torch.device(device)
+    if backend == "fla" and device.type != "cuda":
+        raise ValueError(
+            f"attention_backend: 'fla' runs on CUDA only (the model is on {device.type}); "
+            'set attention_backend = "auto" (fla on CUDA, torch elsewhere) or "torch"'
+        )
+    check_backend(backend)
+    if backend != "auto":
+        return backend  # type: ignore[return-value]
+    if device.type == "cuda":
+        for candidate in ("fla", "fast_transformers"):
+            if _kernel(candidate) is not None:
+                return candidate
+    return "torch"
+
+
+def _attention_kernel(kernel: Kernel, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """The same maths as ``causal_linear_attention`` with a kernel's numerator."""
     phi_q, phi_k = feature_map(q), feature_map(k)  # (B, H, T, D)
     den = _normaliser(phi_q, phi_k)  # (B, H, T) float32
-    with torch.autocast(device_type=q.device.type, enabled=False):
-        # The kernel is float32-only and wants contiguous (B, H, T, D) inputs.
-        num = kernel(
-            phi_q.float().contiguous(), phi_k.float().contiguous(), v.float().contiguous()
-        )  # (B, H, T, E)
-    return (num / (den + EPS).unsqueeze(-1)).to(v.dtype)
+    num = kernel(phi_q, phi_k, v)  # (B, H, T, E)
+    out = num.to(den.dtype) / (den + EPS).unsqueeze(-1)  # (B, H, T, E) at least float32
+    return out.to(v.dtype)
 
 
 class CausalLinearAttention(nn.Module):
     """Multi-head causal linear attention with q/k/v/out projections.
 
-    ``forward`` is the chunked parallel form (or fast_transformers' kernel), ``step`` the
+    ``forward`` is the chunked parallel form (or fla's or fast_transformers' kernel), ``step`` the
     recurrent form; in eval mode they give the same outputs. Dropout applies to the output
     projection (linear attention has no attention matrix to drop from).
     """
@@ -190,27 +307,20 @@ class CausalLinearAttention(nn.Module):
         self.value = nn.Linear(d_model, d_model)
         self.out = nn.Linear(d_model, d_model)
         self.dropout = nn.Dropout(dropout)
-        self._kernel = self._resolve_backend(backend)
-        self.backend = "torch" if self._kernel is None else "fast_transformers"
-        """The backend actually in use ("auto" resolved)."""
+        check_backend(backend)  # a kernel that is not importable fails here, at build
+        self.requested: Backend = backend
+        """The backend asked for; ``backend`` says what runs on the weights' device."""
+        self._resolved: dict[torch.device, Resolved] = {}
 
-    @staticmethod
-    def _resolve_backend(backend: str) -> Callable[[Tensor, Tensor, Tensor], Tensor] | None:
-        if backend == "torch":
-            return None
-        if backend not in ("fast_transformers", "auto"):
-            raise ValueError(
-                f"attention_backend: must be 'torch', 'fast_transformers' or 'auto' "
-                f"(got {backend!r})"
-            )
-        kernel = _fast_transformers_kernel()
-        if kernel is None and backend == "fast_transformers":
-            raise ValueError(
-                "attention_backend: 'fast_transformers' was requested but the package "
-                "fast_transformers is not importable; install it (pip install 'podium[fast]') "
-                'or set attention_backend = "torch" (or "auto")'
-            )
-        return kernel
+    @property
+    def backend(self) -> Resolved:
+        """The backend that runs on the device the weights are on ("auto" resolved)."""
+        return self._backend_for(self.query.weight.device)
+
+    def _backend_for(self, device: torch.device) -> Resolved:
+        if device not in self._resolved:
+            self._resolved[device] = resolve_backend(self.requested, device)
+        return self._resolved[device]
 
     def _heads(self, x: Tensor) -> Tensor:
         B, T, _ = x.shape
@@ -222,10 +332,11 @@ class CausalLinearAttention(nn.Module):
         q = self._heads(self.query(x))  # (B, H, T, Dh)
         k = self._heads(self.key(x))  # (B, H, T, Dh)
         v = self._heads(self.value(x))  # (B, H, T, Dh)
-        if self._kernel is None:
+        kernel = _kernel(self._backend_for(x.device))
+        if kernel is None:
             y = causal_linear_attention(q, k, v, chunk_size=self.chunk_size)  # (B, H, T, Dh)
         else:
-            y = _attention_fast_transformers(self._kernel, q, k, v)  # (B, H, T, Dh)
+            y = _attention_kernel(kernel, q, k, v)  # (B, H, T, Dh)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
         return self.dropout(self.out(y))
 

@@ -50,9 +50,12 @@ class CPTransformerConfig:
     """Feed-forward non-linearity (EMOPIA uses GELU)."""
     attention: Literal["linear"] = "linear"
     """Attention kind; the CP family uses causal linear attention (Katharopoulos et al. 2020)."""
-    attention_backend: Literal["torch", "fast_transformers", "auto"] = "torch"
-    """Kernel of the parallel form: ``torch`` (pure-torch chunked), ``fast_transformers`` (that
-    package's kernel; must be installed) or ``auto`` (fast_transformers when importable)."""
+    attention_backend: Literal["torch", "fla", "fast_transformers", "auto"] = "torch"
+    """Kernel of the parallel form: ``torch`` (pure-torch chunked, any device), ``fla``
+    (flash-linear-attention's Triton kernel, CUDA only; ``pip install 'podium[gpu]'``),
+    ``fast_transformers`` (that package's kernel; ``pip install 'podium[fast]'``) or ``auto``
+    (on CUDA: fla, else fast_transformers, whichever is importable first, else torch; on the
+    CPU: torch)."""
     condition: Literal["first", "every"] = "first"
     """Where the emotion and key reach the model: ``first`` (EMOPIA: only as the first token) or
     ``every`` (also added to every position's input; see the module docstring)."""
@@ -96,21 +99,29 @@ class CPTransformerConfig:
             raise ValueError(f"condition: must be 'first' or 'every' (got {self.condition!r})")
         if self.attention != "linear":
             raise ValueError(f"attention: only 'linear' is supported (got {self.attention!r})")
-        if self.attention_backend not in ("torch", "fast_transformers", "auto"):
+        if self.attention_backend not in ("torch", "fla", "fast_transformers", "auto"):
             raise ValueError(
-                "attention_backend: must be 'torch', 'fast_transformers' or 'auto' "
+                "attention_backend: must be 'torch', 'fla', 'fast_transformers' or 'auto' "
                 f"(got {self.attention_backend!r})"
             )
-        if self.attention_backend == "fast_transformers" and not _fast_transformers_importable():
-            # Checked here, not only when the model is built, so the profile error names its line.
+        # Checked here, not only when the model is built, so the profile error names its line.
+        # That fla runs on CUDA only is checked where the device is known (the first forward).
+        if self.attention_backend == "fast_transformers" and not _importable("fast_transformers"):
             raise ValueError(
                 "attention_backend: 'fast_transformers' is not importable here; install it "
                 '(pip install \'podium[fast]\') or use "auto" or "torch"'
             )
+        if self.attention_backend == "fla" and not _importable("fla", "triton"):
+            raise ValueError(
+                "attention_backend: 'fla' (flash-linear-attention, with Triton) is not importable "
+                'here; install it (pip install \'podium[gpu]\', CUDA only) or use "auto" or "torch"'
+            )
 
 
-def _fast_transformers_importable() -> bool:
-    return importlib.util.find_spec("fast_transformers") is not None
+def _importable(*names: str) -> bool:
+    """Whether these top-level packages are installed, found without importing them (a profile
+    check must not import torch)."""
+    return all(importlib.util.find_spec(name) is not None for name in names)
 
 
 MAX_DEMO_PIECES = 100_000

@@ -12,8 +12,9 @@ the same MIDI bytes and a preview taken from a live run never moves the run's RN
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -91,17 +92,48 @@ def sample_batch(
         return []
     if device is None:
         device = next(model.parameters()).device
-    try:
-        return _sample_batch(model, gen_cfg, requests, device)
-    except GenerateError as first:
-        if "non-finite" not in str(first):
-            raise
-        again = [replace(r, seed=r.seed + 1) for r in requests]
+    with _one_cpu_thread(torch.device(device)):
         try:
-            return _sample_batch(model, gen_cfg, again, device)
-        except GenerateError as second:
-            seeds = ", ".join(str(r.seed) for r in again)
-            raise GenerateError(f"{second} (also after a retry with seed {seeds})") from None
+            return _sample_batch(model, gen_cfg, requests, device)
+        except GenerateError as first:
+            if "non-finite" not in str(first):
+                raise
+            again = [replace(r, seed=r.seed + 1) for r in requests]
+            try:
+                return _sample_batch(model, gen_cfg, again, device)
+            except GenerateError as second:
+                seeds = ", ".join(str(r.seed) for r in again)
+                raise GenerateError(f"{second} (also after a retry with seed {seeds})") from None
+
+
+@contextlib.contextmanager
+def _one_cpu_thread(device: torch.device) -> Iterator[None]:
+    """On the CPU, torch's intra-op threads down to one while sampling, then as they were,
+    unless a run trains in this process.
+
+    One token at a time, every op is a matrix-vector product or a vector of a few hundred
+    numbers: a second thread has little to share and a barrier per op, and on a loaded machine
+    each barrier waits for a core. Measured on a loaded 2-core box (bench/bench_generate.py,
+    1024 tokens): the demo model 42.6 s (23 CPU-s) on 2 threads, 2.5 s (1.6 CPU-s) on one;
+    emopia-cp's 39M 278 s (196 CPU-s) against 62 s (31 CPU-s).
+
+    The count is the process's (torch.set_num_threads from one thread changes the other
+    threads' count and MKL's too: checked), so while a run trains here (a preview from the
+    live run) it is left alone: a thread count that changes mid-run slows the training thread
+    and changes its results in their last bits, and a resume must reproduce them. That is
+    ``podium generate`` and stored-run previews on one thread, live previews on the run's.
+    """
+    from podium.engine.cpu_share import current_plan
+
+    before = torch.get_num_threads()
+    if device.type != "cpu" or before == 1 or current_plan() is not None:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @torch.inference_mode()
