@@ -27,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from report_rows import Row, row
+
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "profiles" / "demo.toml"
 
@@ -67,6 +69,51 @@ def _scenario(base: Path, label: str, runs_n: int, steps: int, sets: list[str]) 
     shown = " + ".join(f"{r:,.0f}" for r in rates)
     print(f"{label:<9} {shown:>18} tokens/s   ({'; '.join(line[12:] for line in lines)})")
     return rates
+
+
+SMALL = ["data.n_pieces=48", "data.seq_len=96", "model.max_len=96", "train.batch_size=4"]
+"""The shrunk demo of the tests: the suite measures sharing, not the model."""
+
+SUITE_SIZES = {
+    "tiny": (4, ("passive",)),
+    "quick": (15, ("passive",)),
+    "full": (20, ("passive", "shared", "spinning")),
+}
+"""Per suite size: (steps per run, the two-run scenarios measured against one alone)."""
+
+SCENARIOS = {
+    "passive": ([], "podium's defaults"),
+    "shared": (["train.cpu_share=true"], "cpu_share = true"),
+    "spinning": (['train.cpu_wait="active"'], 'every CPU each, cpu_wait = "active"'),
+}
+
+
+def bench_rows(size: str = "full") -> list[Row]:
+    """Total tokens/s of two runs started together over one run alone (real ``podium train``
+    processes, their median tokens/s read from their stores)."""
+    steps, scenarios = SUITE_SIZES[size]
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="bench-cpu-") as tmp:
+        base = Path(tmp)
+        _scenario(base, "warm-up", 1, 3, SMALL)  # the demo corpus, generated once
+        one = _scenario(base, "alone", 1, steps, SMALL)[0]
+        for label in scenarios:
+            sets, what = SCENARIOS[label]
+            pair = _scenario(base, label, 2, steps, [*SMALL, *sets])
+            rows.append(
+                row(
+                    f"two concurrent runs vs one alone, {label}, demo (shrunk)"
+                    + ("" if size == "full" else f" ({size})"),
+                    sum(pair),
+                    one,
+                    a_is=f"total tokens/s of two runs started together, {what}",
+                    b_is="tokens/s of one run alone, podium's defaults",
+                    unit="tok/s",
+                    command=f"python bench/bench_cpu_share.py --steps {steps}",
+                    note=f"the two: {pair[0]:,.0f} + {pair[1]:,.0f} tok/s",
+                )
+            )
+    return rows
 
 
 def main() -> None:

@@ -40,6 +40,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from report_rows import Row, row
+
 from podium.engine.config import load_profile
 from podium.engine.events import StepMetrics
 from podium.engine.session import new_session
@@ -60,35 +62,47 @@ class Clock:
 
     def __init__(self, trainer) -> None:
         self.trainer = trainer
-        self.marks: list[tuple[int, int, float]] = []
+        self.marks: list[tuple[int, int, float, float]] = []
 
     def __call__(self, event) -> None:
         if isinstance(event, StepMetrics):
-            self.marks.append((event.step, self.trainer.state.tokens_seen, time.perf_counter()))
+            tokens = self.trainer.state.tokens_seen
+            self.marks.append((event.step, tokens, time.perf_counter(), cpu_seconds()))
 
-    def rate(self, warmup: int) -> float:
+    def rate(self, warmup: int, cpu: bool = False) -> float:
+        """Tokens per wall second from step ``warmup`` on, or per second of the process's CPU
+        (every thread's, the UI's included): what a machine loaded by other jobs skews least."""
         marks = [m for m in self.marks if m[0] >= warmup]
-        (_, k0, t0), (_, k1, t1) = marks[0], marks[-1]
-        return (k1 - k0) / (t1 - t0)
+        first, last = marks[0], marks[-1]
+        i = 3 if cpu else 2
+        return (last[1] - first[1]) / (last[i] - first[i])
 
 
 def overrides(small: bool) -> list[str]:
     # No validation or checkpoints inside the measured window: both modes pay the same for them,
     # and leaving them out keeps the ratio about the training loop and the dashboard.
-    return [*(SMALL if small else ()), "train.val_every_steps=100000"]
+    threads = os.environ.get(THREADS_ENV)
+    pinned = [f"train.cpu_threads={threads}"] if threads else []
+    return [*(SMALL if small else ()), "train.val_every_steps=100000", *pinned]
 
 
-def headless_rate(root: Path, steps: int, warmup: int, small: bool) -> float:
+THREADS_ENV = "PODIUM_BENCH_CPU_THREADS"
+"""Set by the suite: the torch threads of both modes' runs (``train.cpu_threads``). One thread
+keeps tokens per CPU second steady on a machine other jobs load; the UI thread's CPU counts."""
+
+
+def headless_rate(root: Path, steps: int, warmup: int, small: bool) -> tuple[float, float]:
+    """(tokens/s, tokens per CPU second) of a headless run."""
     profile = load_profile(DEMO, overrides(small))
     session = new_session(profile, root=root, max_steps=steps)
     clock = Clock(session.trainer)
     session.bus.subscribe(clock)
     session.run_training()
-    return clock.rate(warmup)
+    return clock.rate(warmup), clock.rate(warmup, cpu=True)
 
 
-def dashboard_rate(root: Path, steps: int, warmup: int, small: bool) -> tuple[float, float]:
-    """(tokens/s, the UI thread's share of the process CPU while training)."""
+def dashboard_rate(root: Path, steps: int, warmup: int, small: bool) -> tuple[float, float, float]:
+    """(tokens/s, the UI thread's share of the process CPU while training, tokens per CPU s)."""
     from podium.tui.app import PodiumApp
     from podium.tui.live import StartRequest
 
@@ -114,10 +128,11 @@ def dashboard_rate(root: Path, steps: int, warmup: int, small: bool) -> tuple[fl
             ui1, cpu1 = time.thread_time(), cpu_seconds()
             await pilot.pause(0.1)
             result["rate"] = clock.rate(warmup)
+            result["cpu_rate"] = clock.rate(warmup, cpu=True)
             result["ui"] = (ui1 - ui0) / max(cpu1 - cpu0, 1e-9)
 
     asyncio.run(drive())
-    return result["rate"], result["ui"]
+    return result["rate"], result["ui"], result["cpu_rate"]
 
 
 def cpu_seconds() -> float:
@@ -288,6 +303,52 @@ def child(args: argparse.Namespace, mode: str, root: Path) -> list[str]:
     return out.stdout.strip().splitlines()[-1].split()
 
 
+SUITE_SIZES = {"tiny": (6, 2, 1), "quick": (12, 3, 1), "full": (25, 5, 1)}
+"""Per suite size: (steps per throughput run, warm-up steps, runs per mode), shrunk demo."""
+
+
+def bench_rows(size: str = "full") -> list[Row]:
+    """Throughput with the dashboard attached over headless (target >= 0.97), each run in a
+    fresh process, alternating; the median over the runs."""
+    steps, warmup, repeats = SUITE_SIZES[size]
+    import torch
+
+    os.environ[THREADS_ENV] = str(torch.get_num_threads())  # the suite's --threads, to children
+    os.environ.setdefault("PODIUM_CACHE", str(Path(tempfile.gettempdir()) / "podium-bench-cache"))
+    args = argparse.Namespace(steps=steps, warmup=warmup, small=True)
+    tmp = Path(tempfile.mkdtemp(prefix="podium-bench-dash-"))
+    heads, dashes, shares, walls = [], [], [], []
+    try:
+        for i in range(repeats):
+            h_wall, h_cpu = map(float, child(args, "headless", tmp / f"h{i}"))
+            d_wall, ui, d_cpu = map(float, child(args, "dashboard", tmp / f"d{i}"))
+            heads.append(h_cpu)
+            dashes.append(d_cpu)
+            shares.append(ui)
+            walls.append(d_wall / h_wall)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    h, d = statistics.median(heads), statistics.median(dashes)
+    return [
+        row(
+            "dashboard attached vs headless, demo/cp (shrunk)"
+            + ("" if size == "full" else f" ({size})"),
+            d,
+            h,
+            a_is="tokens per CPU second, PodiumApp on the run screen (headless driver, 120x40)",
+            b_is="tokens per CPU second, session.run_training() headless",
+            unit="tok/CPU s",
+            target=">= 0.97",
+            command=f"python bench/bench_dashboard.py --small --steps {steps} --warmup {warmup} "
+            f"--repeats {repeats} --skip idle,draw",
+            note=f"wall ratio {statistics.median(walls):.3f} (the two runs at different times: "
+            f"a loaded machine skews it); UI thread {100 * statistics.median(shares):.1f}% of "
+            f"the process CPU; {repeats} run(s) per mode, fresh process each, "
+            f"train.cpu_threads={os.environ[THREADS_ENV]}",
+        )
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=40, help="steps per throughput run")
@@ -305,7 +366,7 @@ def main() -> None:
             "PODIUM_CACHE", str(Path(tempfile.gettempdir()) / "podium-bench-cache")
         )
         if args.child == "headless":
-            print(headless_rate(args.tmp, args.steps, args.warmup, args.small))
+            print(*headless_rate(args.tmp, args.steps, args.warmup, args.small))
         else:
             print(*dashboard_rate(args.tmp, args.steps, args.warmup, args.small))
         return
@@ -322,7 +383,7 @@ def main() -> None:
         ratios, shares = [], []
         for i in range(args.repeats):
             h = float(child(args, "headless", tmp / f"h{i}")[0])
-            d, ui = map(float, child(args, "dashboard", tmp / f"d{i}"))
+            d, ui, _ = map(float, child(args, "dashboard", tmp / f"d{i}"))
             ratios.append(d / h)
             shares.append(ui)
             print(

@@ -33,6 +33,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from report_rows import Row, row  # noqa: E402
+
 from podium.engine.config import load_profile  # noqa: E402
 from podium.engine.families.cp import vocab as V  # noqa: E402
 from podium.engine.families.cp.model import CPTransformer  # noqa: E402
@@ -59,7 +61,7 @@ model (a few M parameters), where the prefix recomputation costs what it costs r
 
 def build(tokens: int, size: str = "demo") -> tuple[CPTransformer, object]:
     name, extra = SIZES[size]
-    over = [f"model.max_len={tokens + 1}", *extra]
+    over = [f"model.max_len={tokens + 1}", f"data.seq_len={min(256, tokens)}", *extra]
     profile = load_profile(ROOT / "profiles" / f"{name}.toml", over)
     torch.manual_seed(0)
     model = CPTransformer(profile.model, V.vocab_sizes()).eval()
@@ -87,6 +89,99 @@ def naive(model: CPTransformer, cfg, tokens: int, seed: int) -> int:
                 row[i] = sample_logits(rest[f], t, p, gen, f)
         x = torch.cat([x, row.view(1, 1, -1)], dim=1)
     return x.shape[1] - 1
+
+
+# -- the suite's rows: CP, GPT-2 (amt) and Music Transformer, cached vs recomputed -------------
+
+
+SUITE_SIZES = {"tiny": (16, 4), "quick": (256, 16), "full": (1024, 16)}
+"""Per suite size: (tokens generated, the Music Transformer's recompute stride)."""
+
+
+def _clock() -> float:
+    """CPU seconds of this process on a CPU (one thread: load skews it least), else wall."""
+    return time.perf_counter() if torch.cuda.is_available() else time.process_time()
+
+
+def bench_rows(size: str = "full") -> list[Row]:
+    """Each model family's cached generation against recomputing the prefix at every token,
+    same model, same seed, one after the other in this process (target >= 10x at 1024)."""
+    from bench_gpt2 import SIZES as GPT2_SIZES
+    from bench_gpt2 import generate as gpt2_generate
+    from bench_relative_attention import generation as mt_generation
+
+    from podium.engine.families.amt.model import GPT2
+
+    tokens, stride = SUITE_SIZES[size]
+    label = "" if size == "full" else f" ({size})"
+    target = ">= 10" if tokens >= 1024 else None
+    rows: list[Row] = []
+
+    model, cfg = build(tokens)
+    sample_one(model, cfg, SampleRequest(tokens=8, bars=None))  # warm up
+    req = SampleRequest(
+        conditioning={"emotion": "Q1", "key": "C:maj"}, bars=None, tokens=tokens, seed=0
+    )
+    t0 = _clock()
+    assert len(sample_one(model, cfg, req).tokens) - 1 == tokens
+    rec = _clock() - t0
+    t0 = _clock()
+    assert naive(model, cfg, tokens, 0) == tokens
+    slow = _clock() - t0
+    rows.append(
+        row(
+            f"generation {tokens} tokens: CP recompute vs recurrent state, demo size{label}",
+            slow,
+            rec,
+            a_is="whole prefix through model.hidden at every token",
+            b_is="sample_one: recurrent linear attention (constant state)",
+            unit="s",
+            target=target,
+            command=f"python bench/bench_generate.py --tokens {tokens} --rounds 1",
+        )
+    )
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(0)
+    gpt2 = GPT2(GPT2_SIZES["small"], 512).to(device).eval()
+    n = min(tokens, GPT2_SIZES["small"].max_len - 2)
+    gpt2_generate(gpt2, 8, cached=True, device=device)  # warm up
+    t0 = _clock()
+    fast = gpt2_generate(gpt2, n, cached=True, device=device)
+    cached = _clock() - t0
+    t0 = _clock()
+    slow_tokens = gpt2_generate(gpt2, n, cached=False, device=device)
+    recomputed = _clock() - t0
+    same = sum(a == b for a, b in zip(fast, slow_tokens, strict=True))
+    rows.append(
+        row(
+            f"generation {n} tokens: GPT-2 (amt) recompute vs KV cache, small size{label}",
+            recomputed,
+            cached,
+            a_is="whole prefix through the model at every token (greedy)",
+            b_is="the model's key-value cache, one token per step (greedy)",
+            unit="s",
+            target=target,
+            command=f"python bench/bench_gpt2.py --gen-size small --tokens {n} --skip training",
+            note=f"same greedy tokens: {same} of {n}",
+        )
+    )
+
+    cached, recomputed, diff = mt_generation("small", tokens, stride)
+    rows.append(
+        row(
+            f"generation {tokens} tokens: Music Transformer recompute vs cache, small size{label}",
+            recomputed,
+            cached,
+            a_is=f"full forward over the prefix (every {stride}th timed, x {stride})",
+            b_is="MusicTransformer.step with cached keys, values and relative rows",
+            unit="s",
+            target=target,
+            command=f"python bench/bench_relative_attention.py --tokens {tokens} --stride {stride}",
+            note=f"last logits differ by {diff:.1e}",
+        )
+    )
+    return rows
 
 
 def all_threads(model: CPTransformer, cfg, req: SampleRequest):

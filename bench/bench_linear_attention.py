@@ -21,6 +21,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from report_rows import Row, row, skipped
+
 from podium.engine.models.linear_attention import (
     EPS,
     causal_linear_attention,
@@ -47,6 +49,133 @@ def time_fwd_bwd(fn: Callable[..., torch.Tensor], q, k, v) -> float:
     t0 = time.perf_counter()
     fn(q, k, v).sum().backward()
     return time.perf_counter() - t0
+
+
+# -- the suite's rows: every attention backend, forward + backward, at the suite's lengths ------
+
+
+def _fla_kernel() -> Callable[..., torch.Tensor] | None:
+    """flash-linear-attention's chunked causal linear attention (Triton: CUDA only), or None."""
+    try:
+        from fla.ops.linear_attn import chunk_linear_attn
+    except (ImportError, OSError):
+        return None
+
+    def fla(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        # fla wants (B, T, H, D) and its own feature map applied by the caller.
+        args = (feature_map(q), feature_map(k), v)
+        out = chunk_linear_attn(*(t.transpose(1, 2) for t in args), normalize=True)
+        return (out[0] if isinstance(out, tuple) else out).transpose(1, 2)
+
+    return fla
+
+
+def _backends(device: torch.device) -> dict[str, Callable[..., torch.Tensor] | str]:
+    """Name -> forward function, or the reason it cannot run here."""
+    from bench_relative_attention import explicit, skewed
+
+    from podium.engine.models.linear_attention import (
+        _attention_fast_transformers,
+        _fast_transformers_kernel,
+    )
+
+    table = {}
+    ft = _fast_transformers_kernel()
+    fla = _fla_kernel()
+    table["chunked causal linear (pure torch)"] = causal_linear_attention
+    table["fast_transformers causal linear"] = (
+        (lambda q, k, v: _attention_fast_transformers(ft, q, k, v))
+        if ft is not None
+        else "not importable (pip install 'podium[fast]')"
+    )
+    if fla is None:
+        table["flash-linear-attention chunk_linear_attn"] = "not importable (package fla)"
+    elif device.type != "cuda":
+        table["flash-linear-attention chunk_linear_attn"] = "importable, but Triton needs CUDA"
+    else:
+        table["flash-linear-attention chunk_linear_attn"] = fla
+    rel = {}
+
+    def relative(form):
+        def fn(q, k, v):
+            if q.shape[-2] not in rel:
+                g = torch.Generator().manual_seed(1)
+                rel[q.shape[-2]] = torch.randn(q.shape[-2], q.shape[-1], generator=g).to(device)
+            return form(q, k, v, rel[q.shape[-2]])
+
+        return fn
+
+    table["relative attention, skewed (podium)"] = relative(skewed)
+    table["relative attention, explicit L x L x D"] = relative(explicit)
+    return table
+
+
+def _seconds(fn: Callable[..., torch.Tensor], q, k, v, device: torch.device) -> float:
+    """Forward + backward: CPU seconds of this process on a CPU (one thread: load skews it
+    least), wall seconds between synchronisations on a GPU."""
+    for t in (q, k, v):
+        t.grad = None
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn(q, k, v).sum().backward()
+        torch.cuda.synchronize()
+        return time.perf_counter() - t0
+    t0 = time.process_time()
+    fn(q, k, v).sum().backward()
+    return time.process_time() - t0
+
+
+SUITE_SIZES = {"tiny": ((64,), 1), "quick": ((512, 1024), 2), "full": ((512, 1024, 2048), 3)}
+"""Per suite size: (sequence lengths, rounds after one warm-up)."""
+
+TARGETS = {"chunked causal linear (pure torch)": "<= 1.5"}
+"""This script's claim: chunked linear attention within 1.5x of SDPA (B=4 at T=1024 here)."""
+
+
+def bench_rows(size: str = "full") -> list[Row]:
+    """Each backend's median forward+backward over softmax SDPA's at the same length, B=1, H=8,
+    D=64, float32, interleaved in rounds (so drift hits all alike)."""
+    lengths, rounds = SUITE_SIZES[size]
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    backends = _backends(device)
+    rows: list[Row] = []
+    label = "" if size == "full" else f" ({size})"
+    cmd = "python bench/run.py --only attention" + ("" if size == "full" else f" --{size}")
+    for T in lengths:
+        g = torch.Generator().manual_seed(T)
+        q, k, v = (
+            torch.randn(1, 8, T, 64, generator=g).to(device).requires_grad_() for _ in range(3)
+        )
+        runnable = {n: f for n, f in backends.items() if callable(f)}
+        forms = {"softmax SDPA": sdpa, **runnable}
+        for fn in forms.values():  # warm-up
+            _seconds(fn, q, k, v, device)
+        times: dict[str, list[float]] = {name: [] for name in forms}
+        for _ in range(rounds):
+            for name, fn in forms.items():
+                times[name].append(_seconds(fn, q, k, v, device))
+        med = {name: statistics.median(ts) for name, ts in times.items()}
+        for name, fn in backends.items():
+            if not callable(fn):
+                rows.append(skipped(f"attention T={T}: {name} vs SDPA{label}", fn, command=cmd))
+                continue
+            ref = "relative attention, skewed (podium)" if "explicit" in name else "softmax SDPA"
+            rows.append(
+                row(
+                    f"attention T={T}: {name} vs {'skewed' if 'explicit' in name else 'SDPA'}"
+                    + label,
+                    med[name] * 1e3,
+                    med[ref] * 1e3,
+                    a_is=f"{name}, forward+backward",
+                    b_is=f"{ref}, forward+backward",
+                    unit="ms",
+                    target=TARGETS.get(name) if T == 1024 else None,
+                    command=cmd,
+                    note=f"B=1 H=8 D=64 float32, median of {rounds}",
+                )
+            )
+    return rows
 
 
 def main() -> None:

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import mido
+from report_rows import Row, row
 
 from podium.engine.data.demo_corpus import generate_demo_corpus
 
@@ -109,6 +110,40 @@ print(json.dumps({"kept": r.pieces_kept, "seconds": r.seconds,
                   "parent_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
                   "worker_kib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))
 """
+
+
+SUITE_SIZES = {"tiny": (8, (1,)), "quick": (60, (1,)), "full": (300, (1, 2))}
+"""Per suite size: (demo pieces, worker counts). The memory part stays this script's own."""
+
+
+def bench_rows(size: str = "full") -> list[Row]:
+    """``podium prepare`` files/s over miditok REMI's on the same files, per worker count."""
+    files_n, workers_list = SUITE_SIZES[size]
+    tmp = Path(tempfile.mkdtemp(prefix="podium-bench-prepare-"))
+    rows: list[Row] = []
+    try:
+        demo = tmp / "demo"
+        generate_demo_corpus(demo, n_pieces=files_n, seed=0, bars=8)
+        files = sorted((demo / "midi").glob("*.mid"))
+        for workers in workers_list:
+            ours = podium_rate(demo, tmp / "out", workers)
+            theirs = miditok_rate(files, workers)
+            rows.append(
+                row(
+                    f"prepare vs miditok REMI, {files_n} demo pieces, {workers} worker(s)"
+                    + ("" if size == "full" else f" ({size})"),
+                    ours,
+                    theirs,
+                    a_is="podium prepare end to end (hash, parse, CP tokens, shards)",
+                    b_is="miditok REMI encoding the same files",
+                    unit="files/s",
+                    target=">= 1",
+                    command=f"python bench/bench_prepare.py --files {files_n}",
+                )
+            )
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return rows
 
 
 def main() -> None:

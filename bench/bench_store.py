@@ -37,6 +37,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from report_rows import Row, row
+
 from podium.engine.store import RunStore, StoreWriter
 
 N_SERIES = 10
@@ -187,7 +189,8 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def run(args: argparse.Namespace, tmp: Path) -> None:
+def run(args: argparse.Namespace, tmp: Path) -> dict[str, float]:
+    """Measure everything, print the table, return the figures ``bench_rows`` turns into rows."""
     n, reps = args.points, args.repeats
     print(
         f"sqlite {sqlite3.sqlite_version}, python {sys.version.split()[0]}, "
@@ -202,6 +205,7 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
     row("ingest StoreWriter (rollups)", f"{N_SERIES} x {n // N_SERIES:,}", f"{w_rate:,.0f} rows/s")
     row("  submit_scalars call", f"{N_SERIES} values", f"{per_submit * 1e6:.1f} us")
     ratios = []
+    ingests: dict[int, tuple[float, float]] = {}  # series -> (raw rows/s, rollup rows/s)
     for series in (1, N_SERIES):
         shape = f"{series} x {n // series:,}"
         # Alternate the two so that a busy neighbour on the machine hits both alike.
@@ -210,6 +214,7 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
         row("ingest add_scalars (rollups)", shape, f"{roll:,.0f} rows/s")
         row("ingest raw only (version 1)", shape, f"{raw:,.0f} rows/s")
         ratios.append(raw / roll)
+        ingests[series] = (raw, roll)
 
     db = tmp / "direct1.db"
     make_version_1(db, tmp / "v1.db")
@@ -241,6 +246,7 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
         t, got = timed(lambda x=x: many.query_many(names, max_points=1000, x=x), reps)
         assert len(got) == args.series and all(0 < len(p) <= 1000 for p in got.values())
         row(f"query_many max_points=1000 x={x}", shape, f"{t * 1e3:.1f} ms")
+        q[f"many_{x}", 1000] = t
     many.close()
 
     w = max(len(r[0]) for r in rows) + 2
@@ -254,6 +260,68 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
         f"(2000 pts), {q['raw', 500] / q['rollup', 500]:.0f}x (500 pts); db {size / n:.0f} B/point "
         f"with rollups, {size_raw / n:.0f} B/point without"
     )
+    return {
+        "roll_1": ingests[1][1],
+        "raw_1": ingests[1][0],
+        f"roll_{N_SERIES}": ingests[N_SERIES][1],
+        f"raw_{N_SERIES}": ingests[N_SERIES][0],
+        **{f"{kind}_{mp}": secs for (kind, mp), secs in q.items()},
+    }
+
+
+SUITE_SIZES = {"tiny": (2_000, 3, 2), "quick": (100_000, 20, 3), "full": (1_000_000, 20, 10)}
+"""Per suite size: (points per series, series for query_many, repeats of each query)."""
+
+
+def bench_rows(size: str = "full") -> list[Row]:
+    """The suite's rows: ingest with rollups vs raw-only, downsampled queries rollups vs raw."""
+    points, series, repeats = SUITE_SIZES[size]
+    args = argparse.Namespace(points=points, series=series, repeats=repeats, tmp=None)
+    tmp = Path(tempfile.mkdtemp(prefix="podium-bench-store-"))
+    try:
+        got = run(args, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    cmd = f"python bench/bench_store.py --points {points} --series {series} --repeats {repeats}"
+    label = f"{points:,} points" + ("" if size == "full" else f" ({size})")
+    rows = [
+        row(
+            f"store ingest with rollups vs raw-only, {s} series, {label}",
+            got[f"roll_{s}"],
+            got[f"raw_{s}"],
+            a_is="add_scalars with rollups",
+            b_is="raw rows only (version 1)",
+            unit="rows/s",
+            command=cmd,
+        )
+        for s in (1, N_SERIES)
+    ]
+    rows += [
+        row(
+            f"store query max_points={mp} raw vs rollups, {label}",
+            got[f"raw_{mp}"] * 1e3,
+            got[f"rollup_{mp}"] * 1e3,
+            a_is="raw-row downsampling (version 1)",
+            b_is="rollups",
+            unit="ms",
+            target=">= 1",
+            command=cmd,
+        )
+        for mp in (2000, 500)
+    ]
+    rows.append(
+        row(
+            f"store query_many {series} series max_points=1000 vs 50 ms budget, {label}",
+            got["many_step_1000"] * 1e3,
+            50.0,
+            a_is=f"query_many of {series} series",
+            b_is="the run screen's 50 ms budget",
+            unit="ms",
+            target="<= 1",
+            command=cmd,
+        )
+    )
+    return rows
 
 
 if __name__ == "__main__":

@@ -5,26 +5,36 @@ other load) hits both alike. The engine runs with its real subscribers (the SQLi
 a progress printer to /dev/null); the bare loop does only forward, weighted loss sum, backward,
 clip, AdamW step. Prints the median step time of each and their ratio (target <= 1.03).
 
-    .venv/bin/python bench/bench_trainer.py [--profile profiles/demo.toml] [--rounds 6] [--steps 15]
+    .venv/bin/python bench/bench_trainer.py [--profile profiles/demo.toml] [--set KEY=VALUE ...]
+        [--rounds 6] [--steps 15]
+
+The suite (``bench/run.py``) calls ``bench_rows``: every family at tiny settings (``FAMILIES``).
+Validation is off in the measured window (``train.val_every_steps=0``): the bare loop has none.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from report_rows import Row, row
 
 from podium.engine.config import load_profile
 from podium.engine.events import EventBus
 from podium.engine.metrics import split_output
+from podium.engine.mfu import count_flops, mfu, peak_flops
 from podium.engine.sinks import LineSink, StoreSink
 from podium.engine.store import StoreWriter
-from podium.engine.trainer import Trainer, seed_everything
+from podium.engine.trainer import Trainer, _batch_tokens, _optimizer_groups, seed_everything
+
+ROOT = Path(__file__).resolve().parents[1]
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def bare_loop(model, dataset, index_lists, weights, cfg, lr_at, start_step: int) -> float:
@@ -33,6 +43,7 @@ def bare_loop(model, dataset, index_lists, weights, cfg, lr_at, start_step: int)
     t0 = time.perf_counter()
     for i, idx in enumerate(index_lists):
         batch = torch.utils.data.default_collate([dataset[j] for j in idx])
+        batch = {k: v.to(DEVICE) if torch.is_tensor(v) else v for k, v in batch.items()}
         for g in opt.param_groups:
             g["lr"] = lr_at(start_step + i)
         losses, _ = split_output(model(batch))
@@ -44,17 +55,31 @@ def bare_loop(model, dataset, index_lists, weights, cfg, lr_at, start_step: int)
     return time.perf_counter() - t0
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--profile", default="profiles/demo.toml")
-    parser.add_argument("--rounds", type=int, default=6)
-    parser.add_argument("--steps", type=int, default=15, help="optimizer steps per round and loop")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "demo/cp": ("profiles/demo.toml", ("data.n_pieces=48", "data.bars=4", "data.seq_len=64")),
+    "music-transformer-small": (
+        "profiles/music-transformer-small.toml",
+        ("data.n_pieces=48", "data.bars=4", "data.seq_len=64", "model.max_len=64"),
+    ),
+    "amt-gpt2-small": (
+        "profiles/amt-gpt2-small.toml",
+        ("data.n_pieces=48", "data.bars=4", "data.seq_len=64", "model.max_len=64"),
+    ),
+    "midikompanion": ("profiles/midikompanion.toml", ("data.examples=2000",)),
+    "chord-recognition": (
+        "profiles/chord-recognition.toml",
+        ("data.n_train=128", "data.n_val=16", "data.clip_seconds=0.5", "train.batch_size=16"),
+    ),
+}
+"""The suite's families at tiny settings: the engine's overhead, not the model, is measured."""
 
-    profile = load_profile(args.profile)
+
+def compare_loops(
+    profile_path: str | Path, overrides: tuple[str, ...] | list[str], rounds: int, steps: int
+) -> dict[str, float]:
+    """Median seconds per step of the engine and of the bare loop, interleaved in rounds, and
+    the engine's tokens per step (0 for a family whose batches carry no token count)."""
+    profile = load_profile(profile_path, ["train.val_every_steps=0", *overrides])
     family = profile.family_spec
     bundle = family.build_data(profile.data, lambda s: None)
     cfg = profile.train
@@ -80,12 +105,11 @@ def main() -> None:
         loss_weights=profile.loss_weights,
         checkpointer=None,
         bus=bus,
-        device=torch.device("cpu"),
+        device=DEVICE,
     )
+    # The engine's own parameter groups (decay only on matrices), so both optimizers do the same.
     bare_loop.opt = torch.optim.AdamW(
-        bare_model.configure_optimizer_groups(cfg.weight_decay)
-        if hasattr(bare_model, "configure_optimizer_groups")
-        else bare_model.parameters(),
+        _optimizer_groups(bare_model, cfg.weight_decay),
         lr=cfg.lr,
         betas=(cfg.beta1, cfg.beta2),
         eps=cfg.eps,
@@ -109,20 +133,24 @@ def main() -> None:
         0,
     )
 
-    engine_times, bare_times = [], []
+    # One thread on a CPU: CPU seconds of this process (the engine's writer and bus threads
+    # included), which other jobs on a shared machine skew far less than wall time; wall too.
+    cpu_clock = DEVICE.type == "cpu" and torch.get_num_threads() == 1
+    clock = time.process_time if cpu_clock else time.perf_counter
+    times: dict[str, list[float]] = {"engine": [], "bare": []}
+    walls: dict[str, list[float]] = {"engine": [], "bare": []}
     bare_step = 3
-    for r in range(args.rounds):
+    tokens0 = trainer.state.tokens_seen
+    for r in range(rounds):
         order = ("engine", "bare") if r % 2 == 0 else ("bare", "engine")
         for which in order:
+            t0, w0 = clock(), time.perf_counter()
             if which == "engine":
-                start = trainer.state.step
-                trainer.max_steps = start + args.steps
-                t0 = time.perf_counter()
+                trainer.max_steps = trainer.state.step + steps
                 trainer.train()
-                engine_times.append((time.perf_counter() - t0) / args.steps)
             else:
-                batches = batches_from(bare_step, args.steps)
-                secs = bare_loop(
+                batches = batches_from(bare_step, steps)
+                bare_loop(
                     bare_model,
                     bundle.train,
                     batches,
@@ -131,16 +159,92 @@ def main() -> None:
                     trainer.schedule.lr_at,
                     bare_step,
                 )
-                bare_step += args.steps
-                bare_times.append(secs / args.steps)
+                bare_step += steps
+            times[which].append((clock() - t0) / steps)
+            walls[which].append((time.perf_counter() - w0) / steps)
+    tokens_per_step = (trainer.state.tokens_seen - tokens0) / (rounds * steps)
     writer.close()
     devnull.close()
+    shutil.rmtree(tmp, ignore_errors=True)
+    return {
+        "engine": statistics.median(times["engine"]),
+        "bare": statistics.median(times["bare"]),
+        "wall_ratio": statistics.median(walls["engine"]) / statistics.median(walls["bare"]),
+        "clock": "CPU s" if cpu_clock else "wall s",
+        "tokens_per_step": tokens_per_step,
+        "params": sum(p.numel() for p in engine_model.parameters()),
+        "model": engine_model,
+        "batch": {
+            k: v.to(DEVICE) if torch.is_tensor(v) else v
+            for k, v in torch.utils.data.default_collate(
+                [bundle.train[j] for j in batches_from(0, 1)[0]]
+            ).items()
+        },
+    }
 
-    e, b = statistics.median(engine_times), statistics.median(bare_times)
-    tokens = cfg.batch_size * cfg.grad_accum * profile.data.seq_len
-    print(
-        f"profile {args.profile}: batch {cfg.batch_size} x seq {profile.data.seq_len}, torch threads {torch.get_num_threads()}"
-    )
+
+def mfu_note(model: torch.nn.Module, batch: dict, tokens_per_step: float, step_s: float) -> str:
+    """MFU of the engine's step: the model's training FLOPs per token (torch's FLOP counter on
+    one batch, ``podium.engine.mfu``) x the measured tokens/s, over the device's peak; where
+    the peak is unknown (a CPU, unless ``PODIUM_PEAK_TFLOPS`` names it), the achieved GFLOP/s."""
+    tokens = float(_batch_tokens(batch))
+    count = count_flops(model, batch, tokens)
+    achieved = count.train_per_token * tokens_per_step / step_s  # FLOP/s
+    peak = peak_flops(DEVICE)
+    value = mfu(count.train_per_token, tokens_per_step / step_s, peak)
+    per = "token" if "mask" in batch else "example"  # the loop counts examples without a mask
+    got = f"{count.train_per_token / 1e6:,.2f} MFLOP/{per}, {achieved / 1e9:,.2f} GFLOP/s"
+    if value is None:
+        return f"MFU n/a on {DEVICE.type}: no peak FLOPs known ({got})"
+    return f"MFU {100 * value:.2f}% ({got}, peak {peak / 1e12:g} TFLOP/s)"
+
+
+SUITE_SIZES = {"tiny": (1, 2), "quick": (2, 5), "full": (4, 8)}
+"""Per suite size: (interleaved rounds, optimizer steps per round and loop)."""
+
+
+def bench_rows(size: str = "full") -> list[Row]:
+    """One row per family: the engine's median step time over the bare loop's (target <= 1.03)."""
+    rounds, steps = SUITE_SIZES[size]
+    rows = []
+    for name, (profile, overrides) in FAMILIES.items():
+        got = compare_loops(ROOT / profile, overrides, rounds, steps)
+        tps = got["tokens_per_step"]
+        per = "tokens" if "mask" in got["batch"] else "examples"
+        note = f"{got['clock']}; wall ratio {got['wall_ratio']:.3f}; "
+        note += f"{got['params'] / 1e6:.2f}M params, {tps / got['engine']:,.0f} {per}/s; "
+        note += mfu_note(got["model"], got["batch"], tps, got["engine"])
+        over = " ".join(f"--set {o}" for o in overrides)
+        rows.append(
+            row(
+                f"engine vs bare step, {name}" + ("" if size == "full" else f" ({size})"),
+                got["engine"] * 1e3,
+                got["bare"] * 1e3,
+                a_is="podium's Trainer step (store + progress subscribers)",
+                b_is="bare torch loop, same model and batches",
+                unit="ms/step",
+                target="<= 1.03",
+                command=f"python bench/bench_trainer.py --profile {profile} {over} "
+                f"--rounds {rounds} --steps {steps}",
+                note=note,
+            )
+        )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="profiles/demo.toml")
+    parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE")
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--steps", type=int, default=15, help="optimizer steps per round and loop")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    got = compare_loops(args.profile, args.overrides, args.rounds, args.steps)
+    e, b, tokens = got["engine"], got["bare"], got["tokens_per_step"]
+    print(f"profile {args.profile}: torch threads {torch.get_num_threads()}")
     print(f"{'loop':<10}{'median step (ms)':>18}{'tokens/s':>12}")
     print(f"{'bare':<10}{b * 1e3:>18.1f}{tokens / b:>12,.0f}")
     print(f"{'engine':<10}{e * 1e3:>18.1f}{tokens / e:>12,.0f}")
