@@ -225,6 +225,7 @@ class ResourcesPanel(Static):
         self._gpu_line = ""
         self._reading: GpuReading | None = None
         self._height = 0
+        self._shown: Text | None = None
         gpu_feed(self.app).subscribe(self)
 
     def on_unmount(self) -> None:
@@ -298,6 +299,12 @@ class ResourcesPanel(Static):
         for i, line in enumerate(self.gpu_lines()):
             rows.append(("GPU" if i == 0 else "", [Text(p) for p in line.split(" · ")]))
         t = hanging(rows, width, self.app.console)
+        if t == self._shown:
+            # The GPU feed posts a reading every second, most of them the same lines ("run on
+            # cpu", an idle GPU): repainting an unchanged panel cost the UI thread more than
+            # any other panel while a run trains in this process (bench/bench_dashboard.py).
+            return
+        self._shown = t
         height = 1 + len(t.plain.split("\n"))  # the border line, then the rows
         relayout = height != self._height
         if relayout:
