@@ -273,3 +273,24 @@ def share_cpus(
 def current_plan() -> CpuPlan | None:
     """The plan of the run this process trains (None before one started)."""
     return _CURRENT
+
+
+MAX_AUTO_LOADER_WORKERS = 4
+"""A GPU run's data comes from prepared token arrays: a few workers keep it fed; more only
+take CPUs other runs on the host could use."""
+
+
+def loader_workers(requested: int, device_type: str, plan: CpuPlan | None = None) -> int:
+    """DataLoader workers for ``train.num_workers`` (-1 = auto) on a ``device_type`` run.
+
+    Auto is 0 on the CPU, where every usable CPU already runs an intra-op thread, and on a GPU
+    this rank's share of the usable CPUs (as the run's CPU plan saw them) less the one the
+    training thread needs, at most ``MAX_AUTO_LOADER_WORKERS``."""
+    if requested >= 0:
+        return requested
+    if device_type != "cuda":
+        return 0
+    plan = plan if plan is not None else current_plan()
+    usable = plan.usable if plan is not None else usable_cpus()
+    ranks = plan.ranks if plan is not None else 1
+    return max(0, min(MAX_AUTO_LOADER_WORKERS, int(usable / max(ranks, 1)) - 1))

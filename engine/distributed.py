@@ -12,6 +12,11 @@ How a user gets it:
   It is meant for tests and for checking a multi-GPU setup on a laptop; on a two-core machine
   it is slower than one process.
 
+- Several servers: start podium under ``torchrun`` or ``srun``; it then joins the launcher's
+  world instead of starting workers (``podium.engine.launcher``, ``join_ranks``). Everything
+  below holds there too, except that the launcher starts the processes and hosts (torchrun) or
+  lets rank 0 host (srun) the store.
+
 Process layout: the podium process that builds the session is rank 0. It owns everything a user
 sees: the store, checkpoints, the control socket, the log and the events; it also validates.
 Ranks 1..N-1 are fresh interpreters it starts as ``python -m podium.engine.rank_worker`` with a JSON job
@@ -181,6 +186,7 @@ class RankGroup:
         store: dist.Store,
         processes: Sequence[subprocess.Popen] = (),
         restore_threads: int | None = None,
+        launched: bool = False,
     ) -> None:
         self.rank = rank
         self.world = world
@@ -189,6 +195,9 @@ class RankGroup:
         self.store = store
         self.processes = list(processes)
         self._restore_threads = restore_threads
+        self.launched = launched
+        """The world was started by torchrun or srun (``podium.engine.launcher``): rank 0 owns
+        no processes, and on close it waits for the others to say they are done instead."""
         self._pauses = 0
         self._closed = False
         self.ended_together = False
@@ -284,6 +293,15 @@ class RankGroup:
                     out.append(f"rank {r}: {self.store.get(key).decode()}")
         return out
 
+    def members(self) -> list[dict]:
+        """Rank 0: every rank's line of ``world.json``, as each rank said it when ready."""
+        out = []
+        for r in range(1, self.world):
+            with contextlib.suppress(Exception):
+                if self.store.check([f"world/{r}"]):
+                    out.append(json.loads(self.store.get(f"world/{r}").decode()))
+        return out
+
     def exitcodes(self) -> list[int | None]:
         """Rank 0: the workers' exit codes (None while one runs)."""
         return [p.poll() for p in self.processes]
@@ -298,6 +316,12 @@ class RankGroup:
             return
         self._closed = True
         deadline = time.monotonic() + (timeout if self.ended_together else 2.0)
+        if self.launched and self.is_lead:
+            # Under Slurm rank 0 hosts the store: let the others finish with it first.
+            done = [f"done/{r}" for r in range(1, self.world)]
+            with contextlib.suppress(Exception):
+                while not self.store.check(done) and time.monotonic() < deadline:
+                    time.sleep(0.05)
         for p in self.processes:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 p.wait(max(deadline - time.monotonic(), 0.1))
@@ -409,7 +433,39 @@ def start_ranks(
     )
 
 
+def join_ranks(
+    *,
+    world: int,
+    device: torch.device,
+    store: dist.Store,
+    publish: Callable[[], None],
+    say: Callable[[str], None] = lambda line: None,
+) -> RankGroup:
+    """Rank 0 of a world that torchrun or srun started (``podium.engine.launcher``): publish the
+    job (``publish``), wait until every other rank has built its model, join the group.
+
+    The counterpart of ``start_ranks``, called at the same point; it starts no process.
+
+    Raises:
+        RunError: a rank failed or did not come in time (with its reason).
+    """
+    backend = backend_for(device)
+    if backend == "nccl" and not dist.is_nccl_available():
+        raise RunError("multi-GPU training needs NCCL, which this torch build lacks")
+    publish()
+    say(f"podium: DDP over {world} ranks ({backend}), started by the launcher")
+    _wait_ready(store, (), world)
+    dist.init_process_group(
+        backend, store=store, rank=0, world_size=world, timeout=COLLECTIVE_TIMEOUT
+    )
+    return RankGroup(
+        rank=0, world=world, backend=backend, device=device, store=store, launched=True
+    )
+
+
 def _wait_ready(store: dist.Store, processes: Sequence[subprocess.Popen], world: int) -> None:
+    """Until every rank says ready; a rank's reported error (or, for podium's own workers, its
+    exit) ends the wait with its reason."""
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     waiting = set(range(1, world))
     while waiting:
@@ -417,11 +473,12 @@ def _wait_ready(store: dist.Store, processes: Sequence[subprocess.Popen], world:
             if store.check([f"ready/{rank}"]):
                 waiting.discard(rank)
                 continue
-            code = processes[rank - 1].poll()
-            if code is not None:
-                key = f"error/{rank}"
+            key = f"error/{rank}"
+            code = processes[rank - 1].poll() if processes else None
+            if code is not None or (not processes and store.check([key])):
                 reason = store.get(key).decode() if store.check([key]) else "no reason given"
-                raise RunError(f"DDP rank {rank} failed while starting (exit {code}): {reason}")
+                how = f" (exit {code})" if code is not None else ""
+                raise RunError(f"DDP rank {rank} failed while starting{how}: {reason}")
         if waiting and time.monotonic() > deadline:
             raise RunError(
                 f"DDP ranks {sorted(waiting)} did not start within {STARTUP_TIMEOUT_S:.0f} s"

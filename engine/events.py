@@ -39,6 +39,8 @@ class StepMetrics:
     tokens_per_s: float
     samples_per_s: float
     eta_s: float
+    mfu: float | None = None
+    """Model FLOPs utilisation (0..1) when the device's peak is known (``podium.engine.mfu``)."""
 
 
 @dataclass(frozen=True)

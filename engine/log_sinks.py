@@ -47,7 +47,8 @@ EXTRAS = {"tensorboard": "tensorboard", "wandb": "wandb"}
 """The package each mirror needs, as pip names it (``pip install tensorboard``)."""
 
 
-def _importable(name: str) -> bool:
+def importable(name: str) -> bool:
+    """Can ``import name`` work (without importing it: torch's tensorboard import is slow)?"""
     try:
         return importlib.util.find_spec(name) is not None
     except (ImportError, ValueError):  # ValueError: a module set to None in sys.modules
@@ -61,12 +62,12 @@ def check_log_config(cfg: LogConfig, source: str = "") -> None:
         ProfileError: naming the table and the package to install.
     """
     where = f"{source}: " if source else ""
-    if cfg.tensorboard and not _importable("tensorboard"):
+    if cfg.tensorboard and not importable("tensorboard"):
         raise ProfileError(
             f"{where}log.tensorboard: the tensorboard package is not installed "
             "(pip install tensorboard), or set log.tensorboard = false"
         )
-    if cfg.wandb.project and not _importable("wandb"):
+    if cfg.wandb.project and not importable("wandb"):
         raise ProfileError(
             f"{where}log.wandb: the wandb package is not installed (pip install wandb), "
             'or leave log.wandb.project = ""'
@@ -84,6 +85,23 @@ def event_values(event: Event) -> tuple[int, float, dict[str, float]] | None:
     if isinstance(event, Scalars):
         return event.step, event.wall, dict(event.values)
     return None
+
+
+def tensorboard_writer(directory: Path) -> Any:
+    """The event-file writer of the live mirror and of ``podium export --tensorboard`` alike
+    (torch's ``SummaryWriter``), so that a run's files look the same whichever wrote them."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(log_dir=str(directory), flush_secs=10)
+
+
+def add_tensorboard_scalars(
+    writer: Any, step: int, wall: float | None, values: Mapping[str, float]
+) -> None:
+    """Each series as the TensorBoard scalar of the same name (the tag is the store's series
+    name), at its step and wall time (None: now)."""
+    for name, value in values.items():
+        writer.add_scalar(name, value, global_step=step, walltime=wall)
 
 
 class _Mirror:
@@ -140,13 +158,10 @@ class TensorBoardSink(_Mirror):
         self._writer: Any = None
 
     def _open(self) -> None:
-        from torch.utils.tensorboard import SummaryWriter
-
-        self._writer = SummaryWriter(log_dir=str(self.directory), flush_secs=10)
+        self._writer = tensorboard_writer(self.directory)
 
     def _write(self, step: int, wall: float, values: Mapping[str, float]) -> None:
-        for name, value in values.items():
-            self._writer.add_scalar(name, value, global_step=step, walltime=wall)
+        add_tensorboard_scalars(self._writer, step, wall, values)
 
     def _close(self) -> None:
         self._writer.close()

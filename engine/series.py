@@ -7,7 +7,7 @@ metrics`` and ``podium runs`` read them. The names::
     train/loss/<head>     one per output head                 val/loss/<head>
     val/<metric>          a family's validation metric (accuracy, top5, perplexity...)
     <group>/<name>        an epoch hook's values (the CP conditioning check: cond/valence...)
-    lr  grad_norm  throughput/tokens_per_s  throughput/samples_per_s
+    lr  grad_norm  throughput/tokens_per_s  throughput/samples_per_s  throughput/mfu
 
 Each plotted series also has a direction, the way it improves: losses fall ("min"); a metric or
 an epoch hook's value is a score that rises ("max") unless its family declares it "min"
@@ -25,7 +25,9 @@ LR = "lr"
 GRAD_NORM = "grad_norm"
 TOKENS_PER_S = "throughput/tokens_per_s"
 SAMPLES_PER_S = "throughput/samples_per_s"
-STATS = (LR, GRAD_NORM, TOKENS_PER_S, SAMPLES_PER_S)
+MFU = "throughput/mfu"
+"""Model FLOPs utilisation (0..1); only where the device's peak is known."""
+STATS = (LR, GRAD_NORM, TOKENS_PER_S, SAMPLES_PER_S, MFU)
 """Per-step readings that are shown as numbers, not plotted with the losses."""
 
 Kind = Literal["train_loss", "val_loss", "metric", "hook", "stat"]
@@ -127,12 +129,15 @@ def step_values(
     grad_norm: float,
     tokens_per_s: float,
     samples_per_s: float,
+    mfu: float | None = None,
 ) -> dict[str, float]:
-    """One training step's series."""
+    """One training step's series (MFU only when it is known)."""
     values = {TRAIN_LOSS: loss, LR: lr, GRAD_NORM: grad_norm}
     values.update({train_loss(h): v for h, v in losses.items()})
     values[TOKENS_PER_S] = tokens_per_s
     values[SAMPLES_PER_S] = samples_per_s
+    if mfu is not None:
+        values[MFU] = mfu
     return values
 
 

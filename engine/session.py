@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import torch
 
@@ -41,13 +41,16 @@ from podium.engine.cpu_share import share_cpus
 from podium.engine.distributed import (
     RankGroup,
     WorkerJob,
+    backend_for,
     check_world,
     cpu_ranks_from_env,
+    join_ranks,
     start_ranks,
 )
 from podium.engine.errors import CheckpointError, RunError
 from podium.engine.events import EventBus, Message, QueuedSubscriber
 from podium.engine.families.registry import Sample, SampleRequest
+from podium.engine.gpus.nvml import FAKE_ENV
 from podium.engine.gpus.select import (
     Placement,
     apply_visibility,
@@ -63,6 +66,9 @@ from podium.engine.sinks import LineSink, StoreSink
 from podium.engine.store import RunStore, StoreWriter
 from podium.engine.store.health import inspect_store
 from podium.engine.trainer import Trainer, TrainResult, pick_device
+
+if TYPE_CHECKING:
+    from podium.engine.launcher import Launched, LauncherWorld
 
 
 @dataclass
@@ -145,11 +151,14 @@ def _build(
     share_gpu: bool = False,
     cpu_ranks: int | None = None,
     resume_from: Path | None = None,
+    start_step: int = 0,
+    launched: Launched | None = None,
 ) -> Session:
     """Devices, data, model, trainer, sinks. The caller holds the run's lock.
 
-    ``resume_from`` is the checkpoint the caller will load into the trainer: in a DDP run the
-    other ranks read it themselves when they start."""
+    ``resume_from`` is the checkpoint the caller will load into the trainer (at ``start_step``):
+    in a DDP run the other ranks read it themselves when they start. ``launched``: this process
+    is rank 0 of a world torchrun or srun started (``podium.engine.launcher``)."""
     logfile = _open_log(run)
     closers: list[Callable[[], None]] = [logfile.close]
 
@@ -163,7 +172,8 @@ def _build(
         return _build_inner(
             run, profile, closers, say, max_steps=max_steps, max_epochs=max_epochs, console=console,
             log_interval=log_interval, gpus=gpus, share_gpu=share_gpu, logfile=logfile,
-            cpu_ranks=cpu_ranks, resume_from=resume_from,
+            cpu_ranks=cpu_ranks, resume_from=resume_from, start_step=start_step,
+            launched=launched,
         )  # fmt: skip
     except BaseException:
         for closer in reversed(closers):
@@ -173,11 +183,31 @@ def _build(
 
 
 def _place(
-    run: RunDir, profile: Profile, gpus: str | None, share_gpu: bool, say: Callable[[str], None]
+    run: RunDir,
+    profile: Profile,
+    gpus: str | None,
+    share_gpu: bool,
+    say: Callable[[str], None],
+    launched: Launched | None = None,
 ) -> Placement:
-    """Choose and lease GPUs, then hide every other GPU from CUDA before anything initialises it."""
+    """Choose and lease GPUs, then hide every other GPU from CUDA before anything initialises it.
+
+    Under a launcher this is node 0's claim: one GPU per local rank, published to the node's
+    other ranks (``podium.engine.launcher``)."""
     spec = gpus or ("cpu" if profile.train.device == "cpu" else "auto")
-    placement = claim_gpus(spec, run_id=run.id, share=share_gpu)
+    if launched is not None:
+        from podium.engine.launcher import claim_node_gpus
+
+        placement = claim_node_gpus(
+            gpus,
+            local_world=launched.world.local_world_size,
+            device=profile.train.device,
+            run_id=run.id,
+            share=share_gpu,
+        )
+        launched.publish_node_gpus(placement.uuids)
+    else:
+        placement = claim_gpus(spec, run_id=run.id, share=share_gpu)
     try:
         for line in placement.selection.describe():
             say(f"podium: {line}")
@@ -208,11 +238,19 @@ def _build_inner(
     logfile: TextIO,
     cpu_ranks: int | None,
     resume_from: Path | None,
+    start_step: int,
+    launched: Launched | None,
 ) -> Session:
     check_log_config(profile.log, profile.source)  # a missing package: before any lease
-    placement = _place(run, profile, gpus, share_gpu, say)
+    placement = _place(run, profile, gpus, share_gpu, say, launched)
     closers.append(placement.release)
-    if placement.uuids:
+    local_ranks = None  # the ranks on this host (all of them without a launcher)
+    if launched is not None:
+        world = launched.world.world_size
+        local_ranks = launched.world.local_world_size
+        if cpu_ranks is not None and cpu_ranks > 1:
+            say(f"podium: {cpu_ranks} CPU ranks ignored: {launched.world.label} started {world}")
+    elif placement.uuids:
         world = len(placement.uuids)  # one rank per chosen GPU
         if cpu_ranks is not None and cpu_ranks > 1:
             say(f"podium: {cpu_ranks} CPU ranks ignored: training on {world} GPU(s)")
@@ -221,33 +259,56 @@ def _build_inner(
     if world > 1:
         check_world(world, profile.train.batch_size)
     # Before any data or weight exists: a model that cannot fit is one line, not a dead host.
-    check_fits(profile, placement.selection.gpus, processes=world)
+    local_ranks = world if local_ranks is None else local_ranks
+    check_fits(profile, placement.selection.gpus, processes=local_ranks)
     cpu = share_cpus(
         profile.train.cpu_wait,
         threads=profile.train.cpu_threads,
-        ranks=world,
+        ranks=local_ranks,
         share=profile.train.cpu_share,
     )
     say(f"podium: CPU {cpu.describe()}" + (f" ({cpu.note})" if cpu.note else ""))
     bus = EventBus()
     assembly = assemble(profile, log=say)
-    device = pick_device("cuda" if placement.uuids else "cpu")
+    # The fake NVML's GPUs (PODIUM_FAKE_NVML: tests, demos) are no CUDA devices: a run placed on
+    # them holds their leases like any other and trains on the CPU.
+    on_gpu = bool(placement.uuids) and not os.environ.get(FAKE_ENV)
+    device = pick_device("cuda" if on_gpu else "cpu")
     group: RankGroup | None = None
     if world > 1:
         if device.type == "cuda":
-            device = torch.device("cuda", 0)  # rank r trains on cuda:r
+            device = torch.device("cuda", 0)  # rank r trains on cuda:r (local rank 0 here)
         job = WorkerJob(
             profile_toml=profile.to_toml(),
             source=profile.source,
             resume_from=str(resume_from) if resume_from is not None else None,
             max_steps=max_steps,
             max_epochs=max_epochs,
-            uuids=tuple(placement.uuids),
+            uuids=tuple(placement.uuids) if launched is None else (),
         )
-        group = start_ranks(
-            world=world, device=device, job=job, say=say, stderr=logfile, threads=cpu.threads
-        )
+        if launched is not None:
+            from podium.engine.launcher import LaunchJob
+
+            launch = LaunchJob(
+                job=job,
+                run_id=run.id,
+                backend=backend_for(device),
+                gpus=gpus,
+                share_gpu=share_gpu,
+            )
+            group = join_ranks(
+                world=world,
+                device=device,
+                store=launched.store,
+                publish=lambda: launched.publish_job(launch),
+                say=say,
+            )
+        else:
+            group = start_ranks(
+                world=world, device=device, job=job, say=say, stderr=logfile, threads=cpu.threads
+            )
         closers.append(group.close)
+    world_record = _record_world(run, group, device, start_step, launched)
     writer = StoreWriter(run.db_path)
     closers.append(writer.close)
     trainer = build_trainer(
@@ -261,7 +322,7 @@ def _build_inner(
     )
     bundle = assembly.data
 
-    if placement.uuids:
+    if on_gpu:
         check_visible_devices(placement.uuids)
 
     def flush_store() -> None:
@@ -288,6 +349,9 @@ def _build_inner(
             "host": socket.gethostname(),
             "device": str(trainer.device),
             "ranks": world,
+            "nodes": world_record["nodes"] if world_record else 1,
+            "hosts": world_record["hosts"] if world_record else [socket.gethostname()],
+            "launcher": world_record["launcher"] if world_record else "none",
             "steps_per_epoch": trainer.steps_per_epoch,
             "heads": list(trainer.head_names),
             "metrics": list(assembly.family.metrics),
@@ -334,11 +398,13 @@ def _build_inner(
     if console is not None:
         bus.subscribe(LineSink(console, interval=log_interval, total_steps=trainer.total_steps))
     cost = assembly.family.cost(profile.model, profile.data)
+    nodes = world_record["nodes"] if world_record else 1
     say(
         f"podium: run {run.id}: {profile.name} ({profile.family}), {cost.params / 1e6:.2f}M "
         f"parameters ({cost.flops_per_token / 1e6:.1f} MFLOP/token), "
         f"{len(bundle.train)} train / {len(bundle.val)} val examples, device {device}"
-        f"{f' x {world} ranks' if world > 1 else ''}, "
+        f"{f' x {world} ranks' if world > 1 else ''}"
+        f"{f' on {nodes} nodes' if nodes > 1 else ''}, "
         f"{trainer.total_steps} steps ({trainer.steps_per_epoch}/epoch)"
     )
     return Session(
@@ -350,6 +416,34 @@ def _build_inner(
         assembly=assembly,
         _closers=closers,
     )
+
+
+def _record_world(
+    run: RunDir,
+    group: RankGroup | None,
+    device: torch.device,
+    start_step: int,
+    launched: Launched | None,
+) -> dict | None:
+    """Append this session's world to the run's ``world.json``: every DDP session, and a
+    single-process one of a run that had a world before (so the newest entry is always true).
+    Returns what was written (None when nothing was)."""
+    from podium.engine.launcher import WORLD_FILE, WorldRecord, describe_rank, record_world
+
+    if group is None and not (run.path / WORLD_FILE).exists():
+        return None
+    lw = launched.world if launched is not None else None
+    ranks = [describe_rank(0, str(device), lw)] + (group.members() if group is not None else [])
+    record = WorldRecord(
+        launcher=lw.label if lw else ("podium" if group is not None else "none"),
+        world_size=group.world if group is not None else 1,
+        ranks=ranks,
+        step=start_step,
+        master=f"{lw.master_addr}:{lw.master_port}" if lw else "",
+        nodelist=lw.nodelist if lw else "",
+    )
+    record_world(run.path, record)
+    return record.to_dict()
 
 
 def new_session(
@@ -366,6 +460,7 @@ def new_session(
     share_gpu: bool = False,
     cpu_ranks: int | None = None,
     share_group: str | None = None,
+    launched: Launched | None = None,
 ) -> Session:
     """Create a run directory for ``profile`` and everything needed to train it.
 
@@ -394,6 +489,7 @@ def new_session(
             gpus=gpus,
             share_gpu=share_gpu,
             cpu_ranks=cpu_ranks,
+            launched=launched,
         )
     except BaseException:
         # The run never trained and holds nothing but what this call just wrote: a bad data path
@@ -415,6 +511,7 @@ def resume_session(
     share_gpu: bool = False,
     cpu_ranks: int | None = None,
     allow_new_history: bool = False,
+    launched: Launched | None = None,
 ) -> Session:
     """Continue ``run`` in place from its newest complete checkpoint (or the one named).
 
@@ -454,6 +551,8 @@ def resume_session(
             share_gpu=share_gpu,
             cpu_ranks=cpu_ranks,
             resume_from=run.checkpoint_dir / f"{info.name}.pt",
+            start_step=info.step,
+            launched=launched,
         )
         session.trainer.load_state_dict(state)
         session.resumed_from = info
@@ -506,6 +605,7 @@ def branch_session(
     allow_new_history: bool = False,
     expect_checksum: str | None = None,
     expect_step: int | None = None,
+    launched: Launched | None = None,
 ) -> Session:
     """Start a new run that continues ``parent`` from one of its checkpoints.
 
@@ -573,6 +673,8 @@ def branch_session(
             share_gpu=share_gpu,
             cpu_ranks=cpu_ranks,
             resume_from=pinned,
+            start_step=info.step,
+            launched=launched,
         )
         session._closers.insert(0, lambda: pinned.unlink(missing_ok=True))  # the ranks loaded it
         session.trainer.load_state_dict(state)
@@ -735,14 +837,26 @@ def check_branchable(parent: RunDir, checkpoint: str) -> CheckpointInfo:
 
 
 def check_placement(
-    profile: Profile, *, gpus: str | None, share_gpu: bool, cpu_ranks: int | None
+    profile: Profile,
+    *,
+    gpus: str | None,
+    share_gpu: bool,
+    cpu_ranks: int | None,
+    launcher: LauncherWorld | None = None,
 ) -> None:
     """What ``_place`` would refuse (a reserved or leased GPU, too few free, a batch too small
     for the ranks, a model that cannot fit), as a dry run that takes no lease: before the
-    dashboard opens."""
+    dashboard opens. Under a launcher only what holds for the whole world is checked here (each
+    node's GPU claim says what is wrong on that node)."""
     from podium.engine.gpus.select import plan_gpus
 
     check_log_config(profile.log, profile.source)
+    if launcher is not None:
+        from podium.engine.launcher import node_gpu_spec
+
+        node_gpu_spec(gpus, launcher.local_world_size, profile.train.device)
+        check_world(launcher.world_size, profile.train.batch_size)
+        return
     world = cpu_ranks if cpu_ranks is not None else cpu_ranks_from_env()
     selection = plan_gpus(
         gpus or ("cpu" if profile.train.device == "cpu" else "auto"), share=share_gpu

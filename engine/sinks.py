@@ -38,6 +38,7 @@ def step_series(event: StepMetrics) -> dict[str, float]:
         grad_norm=event.grad_norm,
         tokens_per_s=event.tokens_per_s,
         samples_per_s=event.samples_per_s,
+        mfu=event.mfu,
     )
 
 
@@ -103,7 +104,7 @@ def format_step(event: StepMetrics, total_steps: int | None = None) -> str:
     heads = " ".join(f"{h} {v:.3f}" for h, v in event.losses.items())
     return (
         f"step {event.step}{of} ep {event.epoch:.2f} loss {event.loss:.4f} | {heads} | "
-        f"lr {event.lr:.2e} | {event.tokens_per_s:,.0f} tok/s | ETA {format_duration(event.eta_s)}"
+        f"lr {event.lr:.2e} | {event.tokens_per_s:,.0f} tok/s{_mfu_text(event.mfu)} | ETA {format_duration(event.eta_s)}"
     )
 
 
@@ -163,3 +164,7 @@ class LineSink:
                 self.stream.flush()
             except (OSError, ValueError):
                 pass  # a closed terminal must not stop training
+
+
+def _mfu_text(value: float | None) -> str:
+    return "" if value is None else f" | MFU {value:.1%}"

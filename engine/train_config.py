@@ -65,8 +65,20 @@ class TrainConfig:
     log_every_steps: int = 0
     """Read losses back from the device every this many steps (0 = every step on CPU, every 10 on
     GPU). Every step's losses are recorded either way; this only sets how often the host syncs."""
-    num_workers: int = 0
-    """DataLoader worker processes (0 = load in the training thread)."""
+    num_workers: int = -1
+    """DataLoader worker processes: 0 loads in the training thread; -1 (auto) is 0 on the CPU
+    (a worker would take a core from the intra-op threads) and, on a GPU, this rank's share of
+    the usable CPUs less the training thread, at most 4."""
+    prefetch_batches: int = 4
+    """Batches each DataLoader worker keeps ready (with workers only)."""
+    tf32: bool = True
+    """On CUDA, let float32 matmuls and convolutions use TF32 tensor cores (what fp32 parts of an
+    autocast step run in). Off for bit-faithful fp32."""
+    compile: bool = False
+    """Train through ``torch.compile(model)`` (the first steps pay for the compilation;
+    checkpoints, validation and previews use the plain module)."""
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"
+    """torch.compile's mode; "reduce-overhead" also captures CUDA graphs."""
     cpu_threads: int = 0
     """Intra-op CPU threads per rank (0 = the CPUs this process may use, by its affinity and
     cgroup quota, divided among the run's ranks)."""
@@ -93,12 +105,15 @@ class TrainConfig:
             "val_every_steps",
             "val_max_batches",
             "log_every_steps",
-            "num_workers",
             "cpu_threads",
         )
         for name in non_negative:
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}: must be >= 0 (got {getattr(self, name)})")
+        if self.num_workers < -1:
+            raise ValueError(f"num_workers: must be >= 0, or -1 for auto (got {self.num_workers})")
+        if self.prefetch_batches < 1:
+            raise ValueError(f"prefetch_batches: must be >= 1 (got {self.prefetch_batches})")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr: must be > 0 (got {self.lr})")
         for name in ("beta1", "beta2"):

@@ -10,8 +10,19 @@ So the data order is a pure function of (seed, epoch), the learning rate a pure 
 step, every RNG is checkpointed, and nothing the loop does for display (validation, logging)
 draws from the global RNGs.
 
-Host syncs: losses stay on the device and are read in one batch every ``log_every_steps`` steps;
-the gradient norm is read every step to refuse non-finite updates before ``optimizer.step()``.
+Host syncs: losses stay on the device and are read in one batch every ``log_every_steps`` steps.
+A non-finite loss or gradient must never reach the weights: on the CPU the loop reads the
+gradient norm every step and skips ``optimizer.step()``; on a GPU it reads nothing, the fused
+AdamW kernel is handed the "found inf" flag as a device tensor (the protocol GradScaler uses for
+fused optimizers) and skips the update itself, and the loop counts skipped steps when it reads
+the losses. So a GPU step has no host sync; the ``max_nonfinite_steps`` check then happens at
+the next read, at most ``log_every_steps`` steps late.
+
+GPU fast path, besides: fused AdamW, bf16 autocast (``precision = "auto"``), TF32 for the
+float32 matmuls (``tf32``), pinned host memory with DataLoader workers sized from the CPUs the run
+may use (``num_workers = -1``), optional ``torch.compile`` (``compile``, ``compile_mode``; its
+"reduce-overhead" mode adds CUDA graphs). MFU is published with the throughput when the device's
+peak is known (``podium.engine.mfu``).
 """
 
 from __future__ import annotations
@@ -41,6 +52,7 @@ from podium.engine.checkpoints import (
     restore_rng,
     strip_wrapper_prefixes,
 )
+from podium.engine.cpu_share import loader_workers
 from podium.engine.errors import DataError
 from podium.engine.events import (
     CheckpointDeleted,
@@ -53,6 +65,7 @@ from podium.engine.events import (
     StepMetrics,
 )
 from podium.engine.metrics import MetricValues, ValidationMetrics, split_output
+from podium.engine.mfu import count_flops, mfu, peak_flops
 from podium.engine.schedules import LRSchedule
 from podium.engine.train_config import TrainConfig
 
@@ -166,9 +179,15 @@ class Trainer:
         """Set in a DDP run (see podium.engine.distributed): this process is one rank of several."""
         self.lead = group is None or group.is_lead
         """Whether this process publishes, validates and checkpoints (rank 0, or the only one)."""
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
+            torch.backends.cudnn.allow_tf32 = cfg.tf32
         self.net = group.wrap(self.model) if group is not None else self.model
-        """What the loop trains through (the DDP wrapper in a DDP run); ``model`` stays the bare
-        module, so checkpoints have no ``module.`` prefix and load anywhere."""
+        """What the loop trains through (the DDP wrapper in a DDP run, compiled when the profile
+        asks); ``model`` stays the bare module, so checkpoints have no ``module.`` prefix and
+        load anywhere."""
+        if cfg.compile:
+            self.net = torch.compile(self.net, mode=cfg.compile_mode)
         self.train_set = train_set
         self.val_set = val_set
         self.weights = dict(loss_weights)
@@ -218,6 +237,15 @@ class Trainer:
         )
         self.state = TrainState()
         self.log_every = cfg.log_every_steps or (10 if self.device.type == "cuda" else 1)
+        self.skip_on_device = fused and self.amp_dtype is not torch.float16 and group is None
+        """Non-finite updates skipped by the fused optimizer from a device flag (no host sync).
+        fp16 leaves it to GradScaler, which does the same; a DDP run reads the flag every step,
+        so that every rank ends at the same step (it syncs per step for the commands anyway)."""
+        self.world = group.world if group is not None else 1
+        self.peak_flops = peak_flops(self.device)
+        """The device's peak FLOP/s (None: unknown, no MFU); a DDP run has ``world`` of them."""
+        self.flops_per_token: float | None = None
+        """Training FLOPs per token, counted on this process's first batch when MFU is wanted."""
 
         self._commands: queue.SimpleQueue[_Command] = queue.SimpleQueue()
         self._paused = False
@@ -427,10 +455,11 @@ class Trainer:
         samples = 0
         for _ in range(cfg.grad_accum):
             batch = self._next_batch()
+            self._count_flops_once(batch)
             samples += _batch_size(batch)
             tokens += _batch_tokens(batch)
             with self._autocast():
-                losses, _ = split_output(model(batch))
+                losses, _ = split_output(self.net(batch))
                 loss = self._weighted(losses)
             self.scaler.scale(loss / cfg.grad_accum).backward()
             # (heads..., total) detached, averaged over micro-batches
@@ -453,6 +482,8 @@ class Trainer:
         net.train()
         accum = cfg.grad_accum
         batches = [self._next_batch() for _ in range(accum)]
+        if self.lead:
+            self._count_flops_once(batches[0])
         # (accum, 2): valid tokens and examples of this rank's slices, then of the global batches
         local = torch.stack(
             [
@@ -493,11 +524,22 @@ class Trainer:
         self.scaler.unscale_(self.optimizer)
         max_norm = cfg.clip_grad_norm if cfg.clip_grad_norm > 0 else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
-        # CPU-GPU sync point: refuse a non-finite update before it reaches the weights.
-        finite = bool(torch.isfinite(grad_norm)) and bool(torch.isfinite(totals[-1]))
-        if finite or self.scaler.is_enabled():
-            self.scaler.step(self.optimizer)
-        self.scaler.update()
+        finite_t = torch.isfinite(grad_norm) & torch.isfinite(totals[-1])
+        if self.skip_on_device:
+            # No sync: the fused kernel skips the whole update (its step count too) when
+            # found_inf is nonzero; the loop learns of it when it next reads the losses.
+            self.optimizer.found_inf = (~finite_t).float()  # type: ignore[attr-defined]
+            try:
+                self.optimizer.step()
+            finally:
+                del self.optimizer.found_inf  # type: ignore[attr-defined]
+            finite = True  # counted at the next read, from the row's flag
+        else:
+            # CPU: refuse a non-finite update before it reaches the weights (a cheap read).
+            finite = bool(finite_t)
+            if finite or self.scaler.is_enabled():
+                self.scaler.step(self.optimizer)
+            self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
 
         self.state.step += 1
@@ -509,24 +551,39 @@ class Trainer:
                 (
                     self.state.step,
                     self._epoch_float(),
-                    torch.cat([totals, grad_norm.detach().float().view(1), tokens.view(1)]),
+                    torch.cat(
+                        [
+                            totals,
+                            grad_norm.detach().float().view(1),
+                            finite_t.float().view(1),
+                            tokens.view(1),
+                        ]
+                    ),
                 )
             )
-        if finite or self.scaler.is_enabled():
-            self.state.nonfinite_in_a_row = 0
-        else:
+        if not self.skip_on_device:
+            self._count_nonfinite([finite or self.scaler.is_enabled()], first_step=self.state.step)
+        self._end_epoch_if_done()
+
+    def _count_nonfinite(self, flags: list[bool], *, first_step: int) -> None:
+        """Count consecutive skipped updates from their flags (True = the update was made),
+        oldest first, the first at ``first_step``; fail the run at ``max_nonfinite_steps``."""
+        for i, ok in enumerate(flags):
+            if ok:
+                self.state.nonfinite_in_a_row = 0
+                continue
             self.state.nonfinite_in_a_row += 1
             self._message(
-                "warning", f"step {self.state.step}: non-finite loss or gradient; update skipped"
+                "warning", f"step {first_step + i}: non-finite loss or gradient; update skipped"
             )
-            if self.state.nonfinite_in_a_row >= cfg.max_nonfinite_steps:
-                self._flush_metrics()
+            if self.state.nonfinite_in_a_row >= self.cfg.max_nonfinite_steps:
+                if self.lead:
+                    self._flush_metrics()  # a no-op when called from inside the flush
                 raise _Stop(
                     "failed",
                     f"non-finite loss or gradient in {self.state.nonfinite_in_a_row} consecutive steps "
                     '(lower train.lr, check the data, or try train.precision = "fp32")',
                 )
-        self._end_epoch_if_done()
 
     def _end_epoch_if_done(self) -> None:
         if self.state.batch_in_epoch >= self.steps_per_epoch:
@@ -587,6 +644,20 @@ class Trainer:
     # ---------------------------------------------------------------------------------------
     # Pieces
 
+    def _count_flops_once(self, batch: Mapping[str, Any]) -> None:
+        """The model's training FLOPs per token, from this process's first batch, when the
+        device's peak is known (MFU needs both). Counting runs one extra forward without
+        gradients, dropout or RNG draws (``podium.engine.mfu``). Kernels outside torch's
+        operators (a Triton attention kernel) are not counted, so MFU errs low with them."""
+        if self.flops_per_token is not None or self.peak_flops is None:
+            return
+        count = count_flops(self.model, batch, float(_batch_tokens(batch)))
+        self.flops_per_token = count.train_per_token
+        self._message(
+            "info",
+            f"model FLOPs: {count.train_per_token / 1e6:,.1f} MFLOP per token (forward + backward)",
+        )
+
     def _weighted(self, losses: Mapping[str, torch.Tensor]) -> torch.Tensor:
         total = None
         for head, value in losses.items():
@@ -630,10 +701,12 @@ class Trainer:
             if set_epoch is not None:  # per-epoch augmentation, a function of (seed, epoch)
                 set_epoch(self.state.epoch, self.cfg.seed)
             batches = self._epoch_batches(self.state.epoch, self.state.batch_in_epoch)
+            workers = loader_workers(self.cfg.num_workers, self.device.type)
             loader = DataLoader(
                 self.train_set,
                 batch_sampler=batches,
-                num_workers=self.cfg.num_workers,
+                num_workers=workers,
+                prefetch_factor=self.cfg.prefetch_batches if workers else None,
                 collate_fn=default_collate,
                 pin_memory=self.device.type == "cuda",
                 # A private generator: DataLoader otherwise draws its base seed from the global
@@ -729,6 +802,11 @@ class Trainer:
         self._window_tokens += tokens
         self.state.tokens_seen += int(tokens)
         tokens_per_s = self._window_tokens / elapsed
+        step_mfu = (
+            mfu(self.flops_per_token, tokens_per_s, self.peak_flops * self.world)
+            if self.flops_per_token is not None and self.peak_flops is not None
+            else None
+        )
         samples_per_s = self._window_samples / elapsed
         per_step = elapsed / max(len(pending), 1)
         self._step_time_ema = (
@@ -752,8 +830,12 @@ class Trainer:
                     tokens_per_s=tokens_per_s,
                     samples_per_s=samples_per_s,
                     eta_s=max(end - self.state.step, 0) * (self._step_time_ema or 0.0),
+                    mfu=step_mfu,
                 )
             )
+        if self.skip_on_device and raise_errors:
+            flags = [row[len(heads) + 2] > 0.5 for row in values]
+            self._count_nonfinite(flags, first_step=pending[0][0])
 
     # ---------------------------------------------------------------------------------------
     # State, checkpoints, ending

@@ -61,8 +61,11 @@ async def test_space_says_resume_while_the_run_is_paused(tmp_path):
     app = PodiumApp(root=tmp_path, profile_dirs=[])
     async with app.run_test(size=(120, 40)) as pilot:
         screen = await open_run(app, pilot)
-        assert "space Pause" in footer(app) and "Resume" not in footer(app)
         # What the footer reads is the model's state, as a live run's events set it.
+        screen.model.state = "running"
+        screen.refresh_view()
+        await wait_for(pilot, lambda: "space Pause" in footer(app), 5, "space Pause")
+        assert "Resume" not in footer(app)
         screen.model.state = "paused"
         screen.refresh_view()
         await wait_for(pilot, lambda: "space Resume" in footer(app), 5, "space Resume")
@@ -75,6 +78,30 @@ async def test_space_says_resume_while_the_run_is_paused(tmp_path):
         screen.model.state = "running"
         screen.refresh_view()
         await wait_for(pilot, lambda: "space Pause" in footer(app), 5, "space Pause again")
+
+
+@sync
+async def test_an_ended_run_offers_no_keys_that_command_its_trainer(tmp_path):
+    make_stored_run(tmp_path, "fixture", steps=60)  # finished
+    app = PodiumApp(root=tmp_path, profile_dirs=[])
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_run(app, pilot)
+        line = footer(app)
+        assert "y Log" in line and "esc Back" in line, line
+        for key in ("space Pause", "space Resume", "s Save", "x Stop", "l LR"):
+            assert key not in line, line
+        await pilot.press("question_mark")
+        help_text = app.screen.text()
+        assert "Toggle a log scale" in help_text
+        assert "Pause training" not in help_text and "Save a checkpoint now" not in help_text
+        await pilot.press("escape")
+        await pilot.press("s")  # hidden, not dead: the key still says why nothing happens
+        assert "read-only" in app.notices[-1]
+        # The keys follow the model's state: a live run shows them.
+        screen.model.state = "running"
+        screen.refresh_view()
+        await wait_for(pilot, lambda: "x Stop" in footer(app), 5, "x Stop")
+        assert "space Pause" in footer(app) and "s Save" in footer(app)
 
 
 @sync
@@ -168,7 +195,8 @@ async def test_checkpoint_table_keeps_age_and_keep_with_epoch_names(tmp_path):
             table = screen.table
             long = "epoch-0003-val-2.4567"
             table.show([info(long, 350, keep=True), info("latest", 350)])
-            await pilot.pause(0.2)
+            # a loaded box draws the table a few frames later
+            await wait_for(pilot, lambda a=app: "✓" in rendered(a), 10, "the checkpoint table")
             keys = [c.key.value for c in table.columns.values()]
             assert keys[0] == "name" and keys[-2:] == ["age", "keep"], (size, keys)
             width = sum(c.get_render_width(table) for c in table.columns.values())

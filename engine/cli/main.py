@@ -8,6 +8,7 @@ stderr, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import importlib
 import json
@@ -218,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     from podium.engine.cli import gpus as gpus_cli
     from podium.engine.cli import importer, prepare
     from podium.engine.cli import predict as predict_cli
+    from podium.engine.cli import queue as queue_cli
 
     gpus_cli.add_parser(sub)
     generate_cli.add_parser(sub)
@@ -225,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_parser(sub)
     importer.add_parser(sub)
     predict_cli.add_parser(sub)
+    queue_cli.add_parser(sub)
     return parser
 
 
@@ -246,6 +249,8 @@ def main(argv: Sequence[str] | None = None, *, dashboard: DashboardHook | None =
         parser.print_help()
         return 0
     try:
+        if args.command in ("train", "resume"):
+            return _under_launcher(args, dashboard)
         handler = _HANDLERS[args.command]
         return handler(args, dashboard)
     except PodiumError as exc:
@@ -264,6 +269,56 @@ def main(argv: Sequence[str] | None = None, *, dashboard: DashboardHook | None =
 
 # ----------------------------------------------------------------------------------------------
 # Commands
+
+
+def _under_launcher(args: argparse.Namespace, dashboard: DashboardHook | None) -> int:
+    """``train``/``resume``, also as one rank of a world torchrun or srun started.
+
+    Every rank runs the same command line; rank 0 runs it as podium always does (headless) and
+    the others follow rank 0's job (``podium.engine.launcher``). Without a launcher's
+    environment this is just the command."""
+    from podium.engine.launcher import detect_world
+
+    handler = _HANDLERS[args.command]
+    args.launched = None
+    world = detect_world()
+    if world is None:
+        return handler(args, dashboard)
+    if args.detach:
+        raise PodiumError(
+            f"--detach: {world.label} started this process and owns it; run the launcher "
+            "itself in the background (nohup, sbatch) and attach with podium attach RUN"
+        )
+    # The OpenMP wait policy must be in the environment before torch loads (for the rendezvous).
+    with contextlib.suppress(PodiumError, OSError):
+        if args.command == "train":
+            from podium.engine.config import load_profile, parse_overrides
+
+            _wait_policy(load_profile(args.profile, parse_overrides(args.seed, args.overrides)))
+        else:
+            from podium.engine.runs import resolve_run, runs_root
+
+            _wait_policy(resolve_run(args.run, runs_root(args.runs_dir)).profile_path)
+    from podium.engine.launcher import join_world
+    from podium.engine.rank_worker import follow
+
+    launched = join_world(world)
+    if not world.is_lead:
+        return follow(launched)
+    if not args.headless:
+        print(
+            f"podium: started by {world.label} ({world.world_size} ranks): training headless; "
+            "podium attach RUN opens the dashboard on it"
+        )
+    args.headless = True
+    args.launched = launched
+    try:
+        return handler(args, dashboard)
+    except BaseException as exc:
+        launched.abort(
+            f"{type(exc).__name__}: {exc}" if not isinstance(exc, PodiumError) else str(exc)
+        )
+        raise
 
 
 def _train(args: argparse.Namespace, dashboard: DashboardHook | None) -> int:
@@ -297,6 +352,7 @@ def _train(args: argparse.Namespace, dashboard: DashboardHook | None) -> int:
         share_gpu=args.share_gpu,
         cpu_ranks=args.cpu_ranks,
         share_group=args.share_group,
+        launched=getattr(args, "launched", None),
     )
     if args.detached_child:
         from podium.engine.detach import repoint_std_fds
@@ -381,6 +437,7 @@ def _resume(args: argparse.Namespace, dashboard: DashboardHook | None) -> int:
             share_gpu=args.share_gpu,
             cpu_ranks=args.cpu_ranks,
             allow_new_history=args.allow_new_history,
+            launched=getattr(args, "launched", None),
         )
         print(
             f"podium: new run {session.run.id} from run {run.id}, checkpoint {args.checkpoint} (step {session.resumed_from.step})"
@@ -395,6 +452,7 @@ def _resume(args: argparse.Namespace, dashboard: DashboardHook | None) -> int:
         share_gpu=args.share_gpu,
         cpu_ranks=args.cpu_ranks,
         allow_new_history=args.allow_new_history,
+        launched=getattr(args, "launched", None),
     )
     info = session.resumed_from
     assert info is not None
@@ -472,7 +530,14 @@ def _check_before_start(args: argparse.Namespace, profile: Any, root: Path) -> N
         check_run_id(name)
         if (root / name).exists():
             raise PodiumError(f"--name {name!r}: a run with that id already exists in {root}")
-    check_placement(profile, gpus=args.gpus, share_gpu=args.share_gpu, cpu_ranks=args.cpu_ranks)
+    launched = getattr(args, "launched", None)
+    check_placement(
+        profile,
+        gpus=args.gpus,
+        share_gpu=args.share_gpu,
+        cpu_ranks=args.cpu_ranks,
+        launcher=launched.world if launched is not None else None,
+    )
 
 
 def _attach(args: argparse.Namespace, dashboard: DashboardHook | None) -> int:
@@ -576,6 +641,23 @@ def _run_row(run: Any) -> dict[str, Any]:
         "host": info.host,
         "user": info.user,
         "path": str(run.path),
+        "world": _world_of(run),
+    }
+
+
+def _world_of(run: Any) -> dict[str, Any] | None:
+    """The newest session's world from the run's ``world.json`` (None for a one-process run)."""
+    from podium.engine.launcher import read_worlds
+
+    worlds = read_worlds(run.path)
+    if not worlds:
+        return None
+    w = worlds[-1]
+    return {
+        "launcher": w.get("launcher"),
+        "ranks": w.get("world_size"),
+        "nodes": w.get("nodes"),
+        "hosts": w.get("hosts"),
     }
 
 
@@ -781,6 +863,7 @@ _HANDLERS: dict[str, Callable[[argparse.Namespace, DashboardHook | None], int]] 
     "prepare": lambda args, dashboard: _cli_module("prepare").run(args),
     "import": lambda args, dashboard: _cli_module("importer").run(args),
     "predict": lambda args, dashboard: _predict(args),
+    "queue": lambda args, dashboard: _cli_module("queue").run(args),
 }
 
 

@@ -36,7 +36,7 @@ Timings (ingest rate, rollup against raw-row queries): ``.venv/bin/python bench/
 
 from __future__ import annotations
 
-from podium.engine.store.reader import CheckpointRecord, EventRow, RunReader
+from podium.engine.store.reader import CheckpointRecord, EventRow, RunReader, ScalarRow
 from podium.engine.store.rollups import ROLLUP_BLOCK_SIZES
 from podium.engine.store.runstore import RunStore
 from podium.engine.store.schema import SCHEMA_VERSION
@@ -49,5 +49,6 @@ __all__ = [
     "EventRow",
     "RunReader",
     "RunStore",
+    "ScalarRow",
     "StoreWriter",
 ]

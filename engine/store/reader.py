@@ -16,10 +16,10 @@ import itertools
 import json
 import math
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, NamedTuple, TypeVar
 
 from podium.engine import series as series_names
 from podium.engine.errors import RunError
@@ -90,6 +90,19 @@ class EventRow:
     step: int
     kind: str
     payload: dict[str, Any]
+
+
+class ScalarRow(NamedTuple):
+    """One stored point with everything the store keeps of it (``podium export``'s rows)."""
+
+    series: str
+    step: int
+    epoch: float | None
+    """None in a row written without one."""
+    wall: float | None
+    """Unix time it was logged; None in a row written without one."""
+    value: float
+    """NaN where a NaN (stored as NULL) was logged."""
 
 
 def _value(v: float | None) -> float:
@@ -413,6 +426,30 @@ class RunReader:
         finally:
             if own_tx:
                 con.execute("COMMIT")
+
+    def rows(self) -> Iterator[ScalarRow]:
+        """Every stored point of every series, series by series (in the order each was first
+        written), steps ascending within one, with its epoch and wall time.
+
+        One statement in primary-key order: it streams (a 10M-point run is never held in
+        memory, and SQLite sorts nothing) and reads one snapshot while a writer goes on.
+
+        Raises:
+            StoreDamaged: the file is broken (possibly after some rows were yielded).
+        """
+        try:
+            if not self._is_ready():
+                return
+            cursor = self._con.execute(
+                "SELECT s.name, c.step, c.epoch, c.wall, c.value FROM scalars c "
+                "JOIN series s ON s.id = c.series_id ORDER BY c.series_id, c.step"
+            )
+            for name, step, epoch, wall, value in cursor:
+                yield ScalarRow(name, step, epoch, wall, _NAN if value is None else value)
+        except sqlite3.DatabaseError as exc:
+            if is_damage(exc):
+                raise StoreDamaged(self.path, str(exc)) from None
+            raise
 
     # -- events ----------------------------------------------------------------------------
 

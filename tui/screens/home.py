@@ -4,7 +4,8 @@ Enter on a run opens its run screen (live here, or read from its store); Enter o
 the short form that starts a run. ``m`` marks runs and ``c`` overlays the marked runs' loss curves
 (``podium.tui.screens.compare``). The runs table is re-read in a thread worker every few seconds while
 the screen is shown (each row opens the run's store). The GPU panel follows the app's GPU
-monitor (``podium.tui.widgets.gpu_panel``).
+monitor (``podium.tui.widgets.gpu_panel``). Runs waiting in the user's GPU queue for this runs
+root (``podium queue``) head the table as ``queued``, with what they wait for.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, OptionList, Static
 from textual.widgets.option_list import Option
 
+from podium.engine.queue.store import Entry, Queue
 from podium.engine.runs import RunDir, list_runs
 from podium.tui import format as fmt
 from podium.tui.history import RunRow, row_signature, run_row
@@ -118,6 +120,20 @@ class RunsTable(DataTable):
 @dataclass
 class RunsLoaded(Message):
     rows: list[RunRow]
+    queued: list[Entry]
+
+
+QUEUE_KEY = "queue-"
+"""Row keys of queued entries in the runs table (run ids cannot start with it: no run dir)."""
+
+
+def queued_for(root: Path) -> list[Entry]:
+    """The user's queue entries that will become runs under ``root`` and are not runs yet."""
+    try:
+        here = str(root.resolve())
+        return [e for e in Queue().waiting() if e.runs_dir == here]
+    except OSError:
+        return []  # an unreadable state directory leaves the runs table as it is
 
 
 class HomeScreen(Screen):
@@ -136,6 +152,7 @@ class HomeScreen(Screen):
         self.root = root
         self.profile_dirs = profile_dirs
         self.rows: list[RunRow] = []
+        self.queued: list[Entry] = []
         self.profiles: list[ProfileEntry] = []
         self._row_cache: dict[Path, tuple[tuple, RunRow]] = {}
         self._shown: tuple | None = None
@@ -192,10 +209,13 @@ class HomeScreen(Screen):
             if cached is None or cached[0] != sig:
                 cached = self._row_cache[run.path] = (sig, run_row(run))
             rows.append(cached[1])
-        self.post_message(RunsLoaded(rows))
+        ids = {r.id for r in rows}
+        queued = [e for e in queued_for(self.root) if e.run_id not in ids]
+        self.post_message(RunsLoaded(rows, queued))
 
     def on_runs_loaded(self, message: RunsLoaded) -> None:
         self.rows = message.rows
+        self.queued = message.queued
         self.show_rows()
 
     def show_rows(self) -> None:
@@ -217,7 +237,8 @@ class HomeScreen(Screen):
             for row in self.rows
         )
         self.marked = [m for m in self.marked if any(r.id == m for r in self.rows)]
-        shown = (*shown, tuple(self.marked))
+        queued = tuple((e.id, e.state, e.waiting, e.run_id) for e in self.queued)
+        shown = (*shown, queued, tuple(self.marked))
         if shown == self._shown:
             return
         self._shown = shown
@@ -228,6 +249,8 @@ class HomeScreen(Screen):
             except Exception:
                 selected = None
         table.clear()
+        for entry in reversed(self.queued):  # to come: above the newest run
+            self._add_queued(table, entry)
         for row in reversed(self.rows):  # newest first
             state, step = row.state, row.step
             here = live.get(row.id)
@@ -251,6 +274,26 @@ class HomeScreen(Screen):
             )
         if selected is not None and any(r.id == selected for r in self.rows):
             table.move_cursor(row=table.get_row_index(selected))
+
+    def _add_queued(self, table: DataTable, entry: Entry) -> None:
+        label = state_text("queued")
+        if entry.state == "starting":
+            detail = f" starting as {entry.run_id}"
+        else:
+            waits = entry.waiting or "the waiter's first look"
+            detail = f" for {waits if len(waits) <= 60 else waits[:59] + '…'}"
+        label.append(detail, style="dim")
+        table.add_row(
+            Text(f"queue #{entry.id}"),
+            entry.profile_name,
+            label,
+            Text(""),
+            Text(""),
+            f"--gpus {entry.label}",
+            fmt.started(entry.created),
+            "",
+            key=f"{QUEUE_KEY}{entry.id}",
+        )
 
     @on(DataTable.RowSelected, "#runs")
     def open_run(self, event: DataTable.RowSelected) -> None:
@@ -298,6 +341,9 @@ class HomeScreen(Screen):
     def action_toggle_mark(self) -> None:
         """Mark or unmark the run under the cursor, then move down (marking a few in a row)."""
         run_id = self._cursor_run()
+        if run_id is not None and run_id.startswith(QUEUE_KEY):
+            self.notify("a queued run has no curves yet")
+            return
         if run_id is None:
             self.notify("no run to mark")
             return

@@ -112,6 +112,10 @@ class CommandDone(Message):
     """Also add ``text`` to the event log (changes the engine's bus does not report)."""
 
 
+TRAINER_ACTIONS = frozenset({"pause", "resume", "save_now", "stop_run", "change_lr"})
+"""The keys that command the trainer: shown (footer, help, palette) while the run is live."""
+
+
 class RunScreen(Screen):
     BINDINGS: ClassVar[list[BindingType]] = [
         # description: the footer's word; tooltip: what help (?) and the palette say.
@@ -122,6 +126,8 @@ class RunScreen(Screen):
         Binding("s", "save_now", "Save", tooltip="Save a checkpoint now"),
         Binding("x", "stop_run", "Stop", tooltip="Stop the run (asks; saves a checkpoint)"),
         Binding("l", "change_lr", "LR", tooltip="Change the learning rate"),
+        # An ended run hides the four above (check_action); their keys still say why not.
+        Binding("space,s,x,l", "why_no_trainer", show=False),
         Binding("c", "focus_checkpoints", "Ckpts", tooltip="Go to the checkpoints table"),
         Binding(
             "g",
@@ -182,7 +188,7 @@ class RunScreen(Screen):
         self._follow = False
         self._last_event_id = 0
         self._has_matrix = False
-        self._paused = False
+        self._controls = (False, True)  # (paused, live): what space says, whether it is shown
         self._matrix_index = 0
 
     # -- layout ------------------------------------------------------------------------------
@@ -345,10 +351,11 @@ class RunScreen(Screen):
         )
         self.query_one(StatsPanel).show(m)
         has_matrix = bool(m.matrix_keys)
-        paused = m.state == "paused"
-        if has_matrix != self._has_matrix or paused != self._paused:
-            # m joins the footer (and help) once there is a matrix; space says Resume when paused
-            self._has_matrix, self._paused = has_matrix, paused
+        controls = (m.state == "paused", m.is_live)
+        if has_matrix != self._has_matrix or controls != self._controls:
+            # m joins the footer (and help) once there is a matrix; space says Resume when
+            # paused; the trainer's keys leave once the run has ended
+            self._has_matrix, self._controls = has_matrix, controls
             self.refresh_bindings()
         key = (m.version, self.options, len(m.heads))
         if key != self._drawn:
@@ -404,6 +411,11 @@ class RunScreen(Screen):
         # m is there only for a run whose family measures a matrix (footer, help, palette).
         if action == "show_matrix":
             return bool(self.model.matrix_keys)
+        # An ended run has no trainer: space Pause, s Save, x Stop and l LR would only say so.
+        if action in TRAINER_ACTIONS and not self.model.is_live:
+            return False
+        if action == "why_no_trainer":
+            return not self.model.is_live
         if action in ("pause", "resume"):
             return (self.model.state == "paused") == (action == "resume")
         return True
@@ -460,6 +472,9 @@ class RunScreen(Screen):
                     LogEntry(time.time(), self.model.numbers.step, "info", message.text)
                 )
         self.refresh_view()
+
+    def action_why_no_trainer(self) -> None:
+        self._trainer()  # tells the user why there is none
 
     def action_pause(self) -> None:
         self.action_toggle_pause()

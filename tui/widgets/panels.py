@@ -30,6 +30,7 @@ STATE_STYLES = {
     "live": "bold green",
     "interrupted": "bold magenta",
     "new": "dim",
+    "queued": "bold blue",
 }
 
 
