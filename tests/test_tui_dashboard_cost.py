@@ -13,17 +13,20 @@ import time
 
 from textual.app import App, ComposeResult
 
+from podium.engine import series as names
 from podium.engine.events import StepMetrics
+from podium.tui import format as fmt
 from podium.tui.app import PodiumApp
 from podium.tui.live import LiveRun, StartRequest
+from podium.tui.model import RunModel
 from podium.tui.screens import run as run_screen
 from podium.tui.screens.run import RunScreen
-from podium.tui.widgets.panels import ResourcesPanel
+from podium.tui.widgets.panels import ResourcesPanel, StatsPanel
 from tests.fake_nvml import isolate, write_fake
 from tests.tui_helpers import DEMO, HEADS, sync, wait_for
 
 
-def step_event(step: int) -> StepMetrics:
+def step_event(step: int, mfu: float | None = None) -> StepMetrics:
     loss = 3.0 - step / 100
     return StepMetrics(
         step=step,
@@ -36,6 +39,7 @@ def step_event(step: int) -> StepMetrics:
         tokens_per_s=9000.0,
         samples_per_s=35.0,
         eta_s=60.0,
+        mfu=mfu,
     )
 
 
@@ -88,6 +92,31 @@ async def test_plots_follow_steps_at_most_once_per_interval_and_catch_up(tmp_pat
         await pilot.press("y")
         assert plot._version == before + 1
         live.done.set()
+
+
+@sync
+async def test_the_throughput_line_shows_mfu_where_the_run_reports_one(tmp_path):
+    app = PodiumApp(root=tmp_path, profile_dirs=[])
+    async with app.run_test(size=(120, 40)) as pilot:
+        live, screen = open_live(app, tmp_path)
+        await pilot.pause(0.3)
+        stats = screen.query_one(StatsPanel)
+
+        def line() -> str:
+            rows = stats.render().plain.splitlines()
+            return next((r for r in rows if r.startswith("tokens/s")), "")
+
+        live.inbox(step_event(1))  # a CPU run: no peak known, no MFU
+        await wait_for(pilot, lambda: screen.model.numbers.step == 1, 5, "step 1")
+        assert line().split() == ["tokens/s", "9,000", "·", "MFU", fmt.DASH]
+        live.inbox(step_event(2, mfu=0.3824))
+        await wait_for(pilot, lambda: screen.model.numbers.step == 2, 5, "step 2")
+        assert line().split()[-1] == "38.2%"
+        live.done.set()
+    # A stored run: the latest throughput/mfu value of its store.
+    model = RunModel()
+    model.load_history({}, last={names.MFU: 0.0041, names.TOKENS_PER_S: 5e5})
+    assert fmt.mfu(model.numbers.mfu) == "0.41%" and fmt.mfu(None) == fmt.DASH
 
 
 class PanelApp(App):

@@ -109,8 +109,9 @@ def reading_rows(model: RunModel) -> list[tuple[str, str]]:
 
 
 class StatsPanel(Widget):
-    """Learning rate, gradient norm, throughput, progress bars, ETA and early stopping, then the
-    latest validation metrics and epoch-hook values when the family measures any.
+    """Learning rate, gradient norm, throughput and MFU (where the run reports one), progress
+    bars, ETA and early stopping, then the latest validation metrics and epoch-hook values when
+    the family measures any.
 
     Drawn at render time, so the bars always fit the panel's current width.
     """
@@ -148,7 +149,7 @@ class StatsPanel(Widget):
 
         row("lr", fmt.lr(n.lr))
         row("grad norm", fmt.num(n.grad_norm))
-        row("tokens/s", fmt.num(n.tokens_per_s))
+        row("tokens/s", f"{fmt.num(n.tokens_per_s)} · MFU {fmt.mfu(n.mfu)}")
         row("samples/s", fmt.num(n.samples_per_s))
         spe = model.steps_per_epoch
         bar_w = max(width - 11 - 16, 4)
