@@ -17,9 +17,15 @@ run, side by side:
 3. a stored run with ``--points`` steps in every series (24 series), built once under ``--tmp``;
    the time to open its run screen: the store reads (thread), folding them into the model and
    drawing both plots (UI thread), and the whole thing from push to painted (target <= 50 ms).
+4. the UI thread's CPU time per second for a steady stream of the demo's step events at
+   ``--rate`` steps/s (what the demo trains at on an idle 2-core machine) and a validation every
+   50 steps, fed to a live run screen by a thread, no training: the dashboard's own cost, which
+   the throughput ratio of 1. pays for (the training thread waits for the GIL while the UI runs
+   Python), measured in CPU time so that a loaded machine skews it far less than wall times.
 
     .venv/bin/python bench/bench_dashboard.py [--steps 40] [--small] [--repeats 2] [--idle 10]
-        [--points 1000000] [--tmp DIR] [--skip throughput,idle,draw]
+        [--points 1000000] [--rate 4.4] [--seconds 15] [--tmp DIR]
+        [--skip throughput,idle,draw,ui]
 
 ``--small`` uses the shrunk demo profile of the tests (seconds per run instead of minutes).
 """
@@ -291,6 +297,61 @@ def measure_draw(run, small_run, repeats: int = 5) -> dict[str, float]:
     }
 
 
+def ui_cost(root: Path, rate: float, seconds: float) -> float:
+    """Milliseconds of UI-thread CPU per second while a thread feeds ``rate`` step events a
+    second to a live run screen (section 4 of the module docstring)."""
+    import math
+    import threading
+
+    from podium.engine.events import EvalMetrics
+    from podium.tui.app import PodiumApp
+    from podium.tui.live import LiveRun, StartRequest
+    from podium.tui.screens.run import RunScreen
+
+    app = PodiumApp(root=root, profile_dirs=[])
+    result: list[float] = []
+
+    async def drive() -> None:
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.pause(0.5)
+            live = LiveRun(StartRequest(profile_path=DEMO, root=root), app.post_message)
+            m = live.model
+            m.run_id, m.profile, m.family, m.device = "ui-cost", "demo", "cp", "cpu"
+            m.heads, m.steps_per_epoch, m.total_steps = list(HEADS), 46, 2760
+            m.state, live.phase = "running", "training"
+            app.live_runs[live.key] = live
+            app.push_screen(RunScreen(live=live))
+            stop = threading.Event()
+
+            def feed() -> None:
+                step = 0
+                while not stop.is_set():
+                    step += 1
+                    loss = 2.0 * math.exp(-step / 400) + 0.5 + 0.02 * math.sin(step)
+                    losses = {h: loss / len(HEADS) for h in HEADS}
+                    wall = time.time()
+                    live.inbox(
+                        StepMetrics(step, step / 46, wall, loss, losses, 1e-3, 0.7, 9e3, 35.0, 6e2)
+                    )
+                    if step % 50 == 0:
+                        live.inbox(EvalMetrics(step, step / 46, wall, loss, losses, loss, 6))
+                    stop.wait(1 / rate)
+
+            thread = threading.Thread(target=feed, daemon=True)
+            thread.start()
+            await asyncio.sleep(3.0)  # past the first draws and the first GPU reading
+            ui0, t0 = time.thread_time(), time.perf_counter()
+            await asyncio.sleep(seconds)
+            ui1, t1 = time.thread_time(), time.perf_counter()
+            stop.set()
+            thread.join()
+            live.done.set()
+            result.append(1000.0 * (ui1 - ui0) / (t1 - t0))
+
+    asyncio.run(drive())
+    return result[0]
+
+
 def child(args: argparse.Namespace, mode: str, root: Path) -> list[str]:
     """Run one throughput measurement in a fresh interpreter; its printed numbers."""
     cmd = [sys.executable, __file__, "--child", mode, "--tmp", str(root)]
@@ -357,8 +418,10 @@ def main() -> None:
     parser.add_argument("--small", action="store_true", help="the tests' shrunk demo profile")
     parser.add_argument("--idle", type=float, default=10.0, help="seconds per idle measurement")
     parser.add_argument("--points", type=int, default=1_000_000, help="points per series")
+    parser.add_argument("--rate", type=float, default=4.4, help="step events a second (4.)")
+    parser.add_argument("--seconds", type=float, default=15.0, help="seconds measured (4.)")
     parser.add_argument("--tmp", type=Path, default=None, help="where runs and fixtures go")
-    parser.add_argument("--skip", default="", help="comma list of throughput,idle,draw")
+    parser.add_argument("--skip", default="", help="comma list of throughput,idle,draw,ui")
     parser.add_argument("--child", choices=("headless", "dashboard"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -418,6 +481,13 @@ def main() -> None:
         for what, ms in measure_draw(big, small).items():
             print(f"   {what:<34} {ms:7.1f} ms")
         print("   (target <= 50 ms for store reads + drawing)")
+
+    if "ui" not in skip:
+        print(
+            f"\n4. UI thread CPU for {args.rate:g} step events/s, no training ({args.seconds:g} s)"
+        )
+        ms = ui_cost(tmp, args.rate, args.seconds)
+        print(f"   {ms:.1f} ms CPU per second ({ms / 10:.2f}% of one core)")
 
 
 def _torch_threads() -> int:

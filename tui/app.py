@@ -271,16 +271,19 @@ class PodiumApp(App[int]):
         events = live.inbox.drain()
         if events:
             live.model.apply(events)
-            self._redraw(live)
+            self._redraw(live, steps=True)
 
-    def _redraw(self, live: LiveRun) -> None:
+    def _redraw(self, live: LiveRun, *, steps: bool = False) -> None:
         """Redraw ``live``'s run screen when it is in view: on top, or under dialogs (LR, help,
-        stop) that Textual paints over it; the data keeps flowing while one is open."""
+        stop) that Textual paints over it; the data keeps flowing while one is open.
+
+        ``steps``: the redraw is for events drained from the run (its plots may wait, see
+        ``RunScreen.refresh_view``)."""
         for screen in reversed(self.screen_stack):
             if isinstance(screen, ModalScreen):
                 continue
             if isinstance(screen, RunScreen) and screen.live is live:
-                screen.refresh_view()
+                screen.refresh_view(steps=steps)
             return
 
     def on_session_ready(self, message: SessionReady) -> None:

@@ -56,6 +56,14 @@ def percent(value: float | None) -> str:
     return f"{value:.0f}%"
 
 
+def mfu(value: float | None) -> str:
+    """Model FLOPs utilisation (a fraction) as a percent with three significant digits
+    ("38.2%", "0.41%"), or the dash where the run reports none (no known peak: a CPU)."""
+    if value is None or not math.isfinite(value):
+        return DASH
+    return f"{num(100.0 * value, 3)}%"
+
+
 def lr(value: float | None) -> str:
     if value is None or not math.isfinite(value):
         return DASH

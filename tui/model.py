@@ -172,6 +172,9 @@ class Numbers:
     grad_norm: float | None = None
     tokens_per_s: float | None = None
     samples_per_s: float | None = None
+    mfu: float | None = None
+    """Model FLOPs utilisation (0..1), where the run reports one (``podium.engine.mfu``: a
+    device whose peak is known)."""
     eta_s: float | None = None
     best_val: float | None = None
     patience_left: int | None = None
@@ -313,6 +316,7 @@ class RunModel:
         n.step, n.epoch, n.wall = e.step, e.epoch, e.wall
         n.lr, n.grad_norm = e.lr, e.grad_norm
         n.tokens_per_s, n.samples_per_s, n.eta_s = e.tokens_per_s, e.samples_per_s, e.eta_s
+        n.mfu = e.mfu
         self._point(names.train_loss(), e.step, e.wall, e.loss)
         for head, v in e.losses.items():
             self._point(names.train_loss(head), e.step, e.wall, v)
@@ -377,6 +381,7 @@ class RunModel:
             n.grad_norm = last.get(names.GRAD_NORM, n.grad_norm)
             n.tokens_per_s = last.get(names.TOKENS_PER_S, n.tokens_per_s)
             n.samples_per_s = last.get(names.SAMPLES_PER_S, n.samples_per_s)
+            n.mfu = last.get(names.MFU, n.mfu)
         if matrices:
             self.set_matrices(matrices)
         train = self.series.get(names.train_loss())

@@ -32,6 +32,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import Screen
+from textual.timer import Timer
 
 from podium.engine.checkpoints import (
     CheckpointConfig,
@@ -73,6 +74,13 @@ FOLLOW_INTERVAL = 2.0
 """Seconds between store re-reads of a run that another process is training."""
 PREVIEW_TIMEOUT = 300.0
 """Seconds a preview may take (the live weights' copy waits for a step boundary)."""
+PLOT_INTERVAL = 0.9
+"""Seconds between plot redraws from a live run's new steps: every other drain
+(``PodiumApp.DRAIN_INTERVAL``), while the numbers beside them follow every drain. A loss curve
+gains a few points a second; drawing it at 1 Hz instead of 2 halves what the plots take from the
+training thread (bench/bench_dashboard.py)."""
+PLOT_LATE = 0.5
+"""How long after ``PLOT_INTERVAL`` a timer draws steps that no later drain brought."""
 
 
 @dataclass
@@ -173,6 +181,9 @@ class RunScreen(Screen):
         self.model: RunModel = live.model if live is not None else RunModel()
         self.options = PlotOptions()
         self._drawn: tuple | None = None
+        self._plotted = 0.0
+        """When the plots were last drawn (monotonic seconds)."""
+        self._plot_timer: Timer | None = None
         self._ckpt_seen = -1
         self._follow = False
         self._last_event_id = 0
@@ -319,8 +330,11 @@ class RunScreen(Screen):
 
     # -- drawing -----------------------------------------------------------------------------
 
-    def refresh_view(self) -> None:
-        """Redraw from the model; plots only when the data or the plot options changed."""
+    def refresh_view(self, *, steps: bool = False) -> None:
+        """Redraw from the model; plots only when the data or the plot options changed.
+
+        ``steps``: what changed is events drained from a live run: the plots then wait until
+        ``PLOT_INTERVAL`` has passed since they were last drawn."""
         m = self.model
         self._fit_points()
         note = ""
@@ -345,12 +359,39 @@ class RunScreen(Screen):
             self.refresh_bindings()
         key = (m.version, self.options, len(m.heads))
         if key != self._drawn:
-            self._drawn = key
-            self._draw_plots()
+            self._plots_due(key, steps)
         self.query_one(EventLog).follow(m)
         if m.checkpoints_version != self._ckpt_seen and self.checkpoint_dir is not None:
             self._ckpt_seen = m.checkpoints_version
             self._load_checkpoints()
+
+    def _plots_due(self, key: tuple, steps: bool) -> None:
+        """Draw the plots now, or, when only a live run's new steps changed them and they were
+        drawn less than ``PLOT_INTERVAL`` ago, once that much time has passed (with the data
+        as it is then). Redrawing both plots and legends is most of what a drain costs the UI
+        thread, and while it runs the training thread waits for the GIL; a key, an option, a
+        history read or the run's end still redraws at once."""
+        drawn = self._drawn
+        wait = self._plotted + PLOT_INTERVAL - time.monotonic()
+        steps_only = steps and drawn is not None and key[1:] == drawn[1:]
+        if steps_only and wait > 0:
+            # Drawn by the first drain after the wait, in the frame that repaints the numbers
+            # (one repaint, not two); the timer is for steps that stop coming (a pause).
+            if self._plot_timer is None:
+                self._plot_timer = self.set_timer(wait + PLOT_LATE, self._deferred_plots)
+            return
+        self._drawn = key
+        self._plotted = time.monotonic()
+        if self._plot_timer is not None:
+            self._plot_timer.stop()
+            self._plot_timer = None
+        self._draw_plots()
+
+    def _deferred_plots(self) -> None:
+        self._plot_timer = None
+        key = (self.model.version, self.options, len(self.model.heads))
+        if key != self._drawn:
+            self._plots_due(key, steps=False)
 
     def _draw_plots(self) -> None:
         m, opts = self.model, self.options

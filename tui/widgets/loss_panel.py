@@ -172,6 +172,8 @@ class Legend(Widget):
         self.entries: list[LegendEntry] = []
 
     def set_entries(self, entries: list[LegendEntry]) -> None:
+        if entries == self.entries:
+            return
         relayout = len(entries) != len(self.entries)
         self.entries = entries
         self.refresh(layout=relayout)
@@ -328,6 +330,7 @@ class LossPanel(Vertical):
     DEFAULT_CSS = """
     LossPanel { height: 1fr; }
     """
+    _title: str | None = None
 
     def compose(self) -> ComposeResult:
         yield Legend()
@@ -349,7 +352,9 @@ class LossPanel(Vertical):
         opts: PlotOptions,
         empty: str,
     ) -> None:
-        self.border_title = title
+        if title != self._title:  # setting it repaints the whole panel, border and all
+            self._title = title
+            self.border_title = title
         self.legend.set_entries(legend)
         self.plot.set_series(
             series,

@@ -109,8 +109,9 @@ def reading_rows(model: RunModel) -> list[tuple[str, str]]:
 
 
 class StatsPanel(Widget):
-    """Learning rate, gradient norm, throughput, progress bars, ETA and early stopping, then the
-    latest validation metrics and epoch-hook values when the family measures any.
+    """Learning rate, gradient norm, throughput and MFU (where the run reports one), progress
+    bars, ETA and early stopping, then the latest validation metrics and epoch-hook values when
+    the family measures any.
 
     Drawn at render time, so the bars always fit the panel's current width.
     """
@@ -148,7 +149,7 @@ class StatsPanel(Widget):
 
         row("lr", fmt.lr(n.lr))
         row("grad norm", fmt.num(n.grad_norm))
-        row("tokens/s", fmt.num(n.tokens_per_s))
+        row("tokens/s", f"{fmt.num(n.tokens_per_s)} · MFU {fmt.mfu(n.mfu)}")
         row("samples/s", fmt.num(n.samples_per_s))
         spe = model.steps_per_epoch
         bar_w = max(width - 11 - 16, 4)
@@ -226,6 +227,7 @@ class ResourcesPanel(Static):
         self._gpu_line = ""
         self._reading: GpuReading | None = None
         self._height = 0
+        self._shown: Text | None = None
         gpu_feed(self.app).subscribe(self)
 
     def on_unmount(self) -> None:
@@ -299,6 +301,12 @@ class ResourcesPanel(Static):
         for i, line in enumerate(self.gpu_lines()):
             rows.append(("GPU" if i == 0 else "", [Text(p) for p in line.split(" · ")]))
         t = hanging(rows, width, self.app.console)
+        if t == self._shown:
+            # The GPU feed posts a reading every second, most of them the same lines ("run on
+            # cpu", an idle GPU): repainting an unchanged panel cost the UI thread more than
+            # any other panel while a run trains in this process (bench/bench_dashboard.py).
+            return
+        self._shown = t
         height = 1 + len(t.plain.split("\n"))  # the border line, then the rows
         relayout = height != self._height
         if relayout:

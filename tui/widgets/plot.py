@@ -332,6 +332,8 @@ class LinePlot(Widget):
         self._cache_key: tuple | None = None
         self._strips: list[Strip] = []
         self._version = 0
+        self._style_version = 0
+        self._blank = Strip.blank(0)
 
     def set_series(
         self,
@@ -393,12 +395,20 @@ class LinePlot(Widget):
             strips.append(Strip(segments).adjust_cell_length(width, base))
         return strips
 
+    def notify_style_update(self) -> None:
+        # Textual calls this when the CSS that reaches this widget changes (a theme, a class):
+        # the cached strips carry the old colours. Cheaper than keying the cache on
+        # ``rich_style``, which walks every ancestor's styles and was computed per line.
+        super().notify_style_update()
+        self._style_version += 1
+
     def render_line(self, y: int) -> Strip:
         width, height = self.content_size
-        key = (width, height, self._version, self.rich_style, self.app.no_color)
+        key = (width, height, self._version, self._style_version, self.app.no_color)
         if key != self._cache_key:
             self._strips = self._build(width, height)
+            self._blank = Strip.blank(width, self.rich_style)
             self._cache_key = key
         if 0 <= y < len(self._strips):
             return self._strips[y]
-        return Strip.blank(width, self.rich_style)
+        return self._blank

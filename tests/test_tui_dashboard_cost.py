@@ -1,0 +1,148 @@
+"""What the dashboard spends on a live run: it must not repaint what did not change, and the
+plots follow a run's steps at most once per ``PLOT_INTERVAL`` (bench/bench_dashboard.py measures
+the CPU time and the throughput this buys).
+
+The live run here is a real ``LiveRun`` whose inbox is fed engine events by the test (the bus
+would call it the same way from the training thread); nothing trains, so each test takes a few
+seconds of the UI alone.
+"""
+
+from __future__ import annotations
+
+import time
+
+from textual.app import App, ComposeResult
+
+from podium.engine import series as names
+from podium.engine.events import StepMetrics
+from podium.tui import format as fmt
+from podium.tui.app import PodiumApp
+from podium.tui.live import LiveRun, StartRequest
+from podium.tui.model import RunModel
+from podium.tui.screens import run as run_screen
+from podium.tui.screens.run import RunScreen
+from podium.tui.widgets.panels import ResourcesPanel, StatsPanel
+from tests.fake_nvml import isolate, write_fake
+from tests.tui_helpers import DEMO, HEADS, sync, wait_for
+
+
+def step_event(step: int, mfu: float | None = None) -> StepMetrics:
+    loss = 3.0 - step / 100
+    return StepMetrics(
+        step=step,
+        epoch=step / 46,
+        wall=time.time(),
+        loss=loss,
+        losses={h: loss / len(HEADS) for h in HEADS},
+        lr=1e-3,
+        grad_norm=0.5,
+        tokens_per_s=9000.0,
+        samples_per_s=35.0,
+        eta_s=60.0,
+        mfu=mfu,
+    )
+
+
+def open_live(app: PodiumApp, tmp_path) -> tuple[LiveRun, RunScreen]:
+    live = LiveRun(StartRequest(profile_path=DEMO, root=tmp_path), app.post_message)
+    m = live.model
+    m.run_id, m.profile, m.family, m.state = "fed", "demo", "cp", "running"
+    m.heads, m.steps_per_epoch, m.total_steps = list(HEADS), 46, 460
+    live.phase = "training"
+    app.live_runs[live.key] = live
+    screen = RunScreen(live=live)
+    app.push_screen(screen)
+    return live, screen
+
+
+def drawn_step(screen: RunScreen) -> float:
+    """The last step on the total-loss plot as drawn (its series, not the model's)."""
+    series = screen.query_one("#total-panel").plot.series
+    return series[0].xs[-1] if series and series[0].xs else -1
+
+
+@sync
+async def test_plots_follow_steps_at_most_once_per_interval_and_catch_up(tmp_path):
+    app = PodiumApp(root=tmp_path, profile_dirs=[])
+    async with app.run_test(size=(120, 40)) as pilot:
+        live, screen = open_live(app, tmp_path)
+        await pilot.pause(0.3)
+        plot = screen.query_one("#total-panel").plot
+        stats_seen: set[int] = set()
+        draws = plot._version
+        t0 = time.monotonic()
+        step = 0
+        while time.monotonic() - t0 < 3.0:  # 20 steps a second for 3 s
+            step += 1
+            live.inbox(step_event(step))
+            stats_seen.add(screen.model.numbers.step)
+            await pilot.pause(0.05)
+        elapsed = time.monotonic() - t0
+        redraws = plot._version - draws
+        # 60 steps in ~6 drains: the numbers moved at every drain, the plots at most every
+        # PLOT_INTERVAL (the first drain draws at once: +1).
+        assert len(stats_seen) >= 4, stats_seen
+        assert 1 <= redraws <= elapsed / run_screen.PLOT_INTERVAL + 1, (redraws, elapsed)
+        # The steps stop (a pause): the last ones are drawn all the same, by the timer.
+        last = step
+        limit = run_screen.PLOT_INTERVAL + run_screen.PLOT_LATE + app.DRAIN_INTERVAL + 2.0
+        await wait_for(pilot, lambda: drawn_step(screen) == last, limit, "the last step drawn")
+        # A key redraws at once, whatever the interval.
+        before = plot._version
+        await pilot.press("y")
+        assert plot._version == before + 1
+        live.done.set()
+
+
+@sync
+async def test_the_throughput_line_shows_mfu_where_the_run_reports_one(tmp_path):
+    app = PodiumApp(root=tmp_path, profile_dirs=[])
+    async with app.run_test(size=(120, 40)) as pilot:
+        live, screen = open_live(app, tmp_path)
+        await pilot.pause(0.3)
+        stats = screen.query_one(StatsPanel)
+
+        def line() -> str:
+            rows = stats.render().plain.splitlines()
+            return next((r for r in rows if r.startswith("tokens/s")), "")
+
+        live.inbox(step_event(1))  # a CPU run: no peak known, no MFU
+        await wait_for(pilot, lambda: screen.model.numbers.step == 1, 5, "step 1")
+        assert line().split() == ["tokens/s", "9,000", "·", "MFU", fmt.DASH]
+        live.inbox(step_event(2, mfu=0.3824))
+        await wait_for(pilot, lambda: screen.model.numbers.step == 2, 5, "step 2")
+        assert line().split()[-1] == "38.2%"
+        live.done.set()
+    # A stored run: the latest throughput/mfu value of its store.
+    model = RunModel()
+    model.load_history({}, last={names.MFU: 0.0041, names.TOKENS_PER_S: 5e5})
+    assert fmt.mfu(model.numbers.mfu) == "0.41%" and fmt.mfu(None) == fmt.DASH
+
+
+class PanelApp(App):
+    """The resources panel alone, fed by the app's GPU monitor (nothing else repaints)."""
+
+    def compose(self) -> ComposeResult:
+        yield ResourcesPanel()
+
+
+@sync
+async def test_an_unchanged_gpu_reading_does_not_repaint_the_resources_panel(tmp_path, monkeypatch):
+    box = isolate(monkeypatch, tmp_path)
+    (box / "etc-podium-config.toml").write_text("[gpus]\npoll_seconds = 0.2\n")
+    fake = write_fake(box / "fake.json", [], state="no NVIDIA GPU: first")
+    monkeypatch.setenv("PODIUM_FAKE_NVML", str(fake))
+    app = PanelApp()
+    async with app.run_test(size=(60, 10)) as pilot:
+        panel = app.query_one(ResourcesPanel)
+        panel.sample()
+        await wait_for(pilot, lambda: "first" in str(panel.visual), 10, "a GPU reading")
+        shown, readings = panel.visual, set()
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 1.5:
+            readings.add(id(panel._reading))
+            await pilot.pause(0.05)
+        assert len(readings) >= 3  # the monitor posted a new reading every 0.2 s...
+        assert panel.visual is shown  # ...of the same lines: the panel was not updated
+        write_fake(fake, [], state="no NVIDIA GPU: second")
+        await wait_for(pilot, lambda: "second" in str(panel.visual), 10, "the changed reading")
