@@ -54,46 +54,32 @@ def time_fwd_bwd(fn: Callable[..., torch.Tensor], q, k, v) -> float:
 # -- the suite's rows: every attention backend, forward + backward, at the suite's lengths ------
 
 
-def _fla_kernel() -> Callable[..., torch.Tensor] | None:
-    """flash-linear-attention's chunked causal linear attention (Triton: CUDA only), or None."""
-    try:
-        from fla.ops.linear_attn import chunk_linear_attn
-    except (ImportError, OSError):
-        return None
-
-    def fla(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        # fla wants (B, T, H, D) and its own feature map applied by the caller.
-        args = (feature_map(q), feature_map(k), v)
-        out = chunk_linear_attn(*(t.transpose(1, 2) for t in args), normalize=True)
-        return (out[0] if isinstance(out, tuple) else out).transpose(1, 2)
-
-    return fla
-
-
 def _backends(device: torch.device) -> dict[str, Callable[..., torch.Tensor] | str]:
     """Name -> forward function, or the reason it cannot run here."""
     from bench_relative_attention import explicit, skewed
 
-    from podium.engine.models.linear_attention import (
-        _attention_fast_transformers,
-        _fast_transformers_kernel,
-    )
+    # podium's own calls of each kernel (its layout, feature map and normaliser around them)
+    from podium.engine.models.linear_attention import _attention_kernel, _kernel
 
     table = {}
-    ft = _fast_transformers_kernel()
-    fla = _fla_kernel()
+    ft = _kernel("fast_transformers")
+    fla = _kernel("fla")
     table["chunked causal linear (pure torch)"] = causal_linear_attention
     table["fast_transformers causal linear"] = (
-        (lambda q, k, v: _attention_fast_transformers(ft, q, k, v))
+        (lambda q, k, v: _attention_kernel(ft, q, k, v))
         if ft is not None
         else "not importable (pip install 'podium[fast]')"
     )
     if fla is None:
-        table["flash-linear-attention chunk_linear_attn"] = "not importable (package fla)"
+        table["flash-linear-attention chunk_linear_attn"] = (
+            "not importable (pip install 'podium[gpu]')"
+        )
     elif device.type != "cuda":
         table["flash-linear-attention chunk_linear_attn"] = "importable, but Triton needs CUDA"
     else:
-        table["flash-linear-attention chunk_linear_attn"] = fla
+        table["flash-linear-attention chunk_linear_attn"] = lambda q, k, v: _attention_kernel(
+            fla, q, k, v
+        )
     rel = {}
 
     def relative(form):
