@@ -201,7 +201,7 @@ class RunDir:
         was = ""
         if recorded.get("pid"):
             was = f"; the run's last process, pid {recorded['pid']}, "
-            was += "is still running" if _pid_exists(recorded["pid"]) else "has ended"
+            was += "is still running" if pid_exists(recorded["pid"]) else "has ended"
         kind = "an exclusive" if h.exclusive else "a shared"
         return (
             f"run {self.id}: {self.path / 'lock'} is held ({kind} lock) by {who}, which is not "
@@ -473,7 +473,7 @@ def _user_of(pid: int) -> str:
         return str(uid)
 
 
-def _pid_exists(pid: Any) -> bool:
+def pid_exists(pid: Any) -> bool:
     if not isinstance(pid, int) or pid <= 0:
         return False
     try:

@@ -39,3 +39,21 @@ def float_where(
         return value
 
     return parse
+
+
+def run_options_argv(args: argparse.Namespace) -> list[str]:
+    """The options of ``train`` that shape a run (limits, seed, ``--set``, sharing group) as
+    argv again: for a child ``podium train`` that must start the run the user asked for."""
+    argv: list[str] = []
+    for flag, value in (
+        ("--max-steps", args.max_steps),
+        ("--max-epochs", args.max_epochs),
+        ("--seed", args.seed),
+    ):
+        if value is not None:
+            argv += [flag, str(value)]
+    for item in args.overrides:
+        argv += ["--set", item]
+    if args.share_group:
+        argv += ["--share-group", args.share_group]
+    return argv

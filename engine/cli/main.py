@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from podium.engine.cli.args import positive_int, whole_number
+from podium.engine.cli.args import positive_int, run_options_argv, whole_number
 from podium.engine.errors import PodiumError
 
 DashboardHook = Callable[[argparse.Namespace], int]
@@ -377,23 +377,13 @@ def _spawn_detached(args: argparse.Namespace, profile_name: str, root: Path) -> 
 
     name = check_run_id(args.name) if args.name is not None else free_run_id(root, profile_name)
     argv = ["train", args.profile, "--headless", "--name", name, "--runs-dir", str(root)]
-    for flag, value in (
-        ("--max-steps", args.max_steps),
-        ("--max-epochs", args.max_epochs),
-        ("--seed", args.seed),
-    ):
-        if value is not None:
-            argv += [flag, str(value)]
-    for item in args.overrides:
-        argv += ["--set", item]
+    argv += run_options_argv(args)
     if args.gpus is not None:
         argv += ["--gpus", args.gpus]
     if args.share_gpu:
         argv.append("--share-gpu")
     if args.cpu_ranks is not None:
         argv += ["--cpu-ranks", str(args.cpu_ranks)]
-    if args.share_group:
-        argv += ["--share-group", args.share_group]
     return spawn_detached(argv, name, root)
 
 

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from podium.engine.cli.args import positive_int, whole_number
+from podium.engine.cli.args import positive_int, run_options_argv, whole_number
 from podium.engine.errors import PodiumError, ProfileError
 from podium.engine.queue.store import Entry, Queue, QueueError, forwarded_env
 
@@ -124,17 +124,7 @@ def check_request(args: argparse.Namespace) -> Entry:
             "(or queue it with --gpus N)"
         )
     _check_gpus_exist(profile, parsed, share=args.share_gpu)
-    options: list[str] = []
-    for flag, value in (
-        ("--max-steps", args.max_steps),
-        ("--max-epochs", args.max_epochs),
-        ("--seed", args.seed),
-        ("--share-group", args.share_group),
-    ):
-        if value is not None:
-            options += [flag, str(value)]
-    for item in args.overrides:
-        options += ["--set", item]
+    options = run_options_argv(args)
     return Entry(
         id=0,
         profile=str(Path(args.profile).resolve()),

@@ -370,7 +370,7 @@ def _lock_table() -> LockTable | None:
     never sees a flock; it names one conflicting lock, not all; and OFD locks report pid -1.
     """
     try:
-        with open(PROC_LOCKS, "rb") as f:  # bytes: no codec lookup (see _pid_start)
+        with open(PROC_LOCKS, "rb") as f:  # bytes: no codec lookup (see pid_start)
             text = f.read().decode(errors="replace")
     except OSError:
         return None
@@ -393,7 +393,7 @@ def _pid_uid(pid: int) -> int | None:
         return None
 
 
-def _pid_start(pid: int) -> int | None:
+def pid_start(pid: int) -> int | None:
     """The process's start time in clock ticks since boot, so a reused pid is not its record's."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
@@ -453,7 +453,7 @@ def _live_records(dfd: int, uuid: str, table: LockTable) -> list[_Record]:
         uid = _pid_uid(pid)
         if uid is None or uid != owner:
             continue  # a dead process's, or somebody else's file posing as its record
-        start = _pid_start(pid)
+        start = pid_start(pid)
         try:
             if (int(record["pid"]), int(record["uid"])) != (pid, uid):
                 continue
@@ -659,7 +659,7 @@ def acquire(
         {
             "gpu": uuid,
             "ino": os.fstat(fd).st_ino,
-            "proc_start": _pid_start(os.getpid()),
+            "proc_start": pid_start(os.getpid()),
             **asdict(holder),
         },
     )

@@ -36,7 +36,7 @@ from pathlib import Path
 from podium.engine.detach import CHILD_FLAG, free_run_id
 from podium.engine.errors import PodiumError
 from podium.engine.gpus.config import load_gpu_config
-from podium.engine.gpus.leases import Holder, LeaseInfo, holders
+from podium.engine.gpus.leases import Holder, LeaseInfo, holders, pid_start
 from podium.engine.gpus.nvml import is_na, read_snapshot
 from podium.engine.gpus.select import (
     GpuSelectionError,
@@ -50,6 +50,7 @@ from podium.engine.gpus.select import (
     select_gpus,
 )
 from podium.engine.queue.store import Entry, Queue
+from podium.engine.runs import pid_exists
 
 POLL_ENV = "PODIUM_QUEUE_POLL_S"
 DEFAULT_POLL_S = 5.0
@@ -277,7 +278,7 @@ class Waiter:
             os.close(log)
         self.children[entry.id] = proc
         entry.state, entry.waiting, entry.run_id, entry.pid = "starting", "", run_id, proc.pid
-        entry.pid_start = _pid_start(proc.pid)
+        entry.pid_start = pid_start(proc.pid)
         entry.gpu_uuids = list(selection.uuids)
         entry.gpu_indices = [g.index for g in selection.gpus]
         self.queue.save(entry)
@@ -379,27 +380,12 @@ def _fresh_id(root: Path, profile_name: str, taken: set[str | None]) -> str:
     return candidate
 
 
-def _pid_start(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot (a reused pid has another)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return int(f.read().rsplit(b")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
 def _pid_alive(pid: int | None, start: int | None) -> bool:
     """Whether the run process ``pid`` started at ``start`` still runs (not a zombie, not a
     reused pid)."""
-    if not pid:
+    if not pid_exists(pid):
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    if start is not None and _pid_start(pid) not in (None, start):
+    if start is not None and pid_start(pid) not in (None, start):
         return False  # the pid was given to another process
     with contextlib.suppress(OSError):
         if Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[-1].startswith("Z"):
