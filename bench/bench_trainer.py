@@ -15,6 +15,7 @@ Validation is off in the measured window (``train.val_every_steps=0``): the bare
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import statistics
@@ -37,21 +38,33 @@ ROOT = Path(__file__).resolve().parents[1]
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def _sync() -> None:
+    """Wait for the GPU's queued work, so a clock read after it has seen it done."""
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
+
+
 def bare_loop(model, dataset, index_lists, weights, cfg, lr_at, start_step: int) -> float:
-    """Seconds for ``len(index_lists)`` optimizer steps of the plainest correct loop."""
-    opt = bare_loop.opt
+    """Seconds for ``len(index_lists)`` optimizer steps of the plainest correct loop, in the
+    engine's precision (``bare_loop.amp``: its autocast dtype, None for float32)."""
+    opt, amp = bare_loop.opt, bare_loop.amp
     t0 = time.perf_counter()
     for i, idx in enumerate(index_lists):
         batch = torch.utils.data.default_collate([dataset[j] for j in idx])
-        batch = {k: v.to(DEVICE) if torch.is_tensor(v) else v for k, v in batch.items()}
+        batch = {
+            k: v.to(DEVICE, non_blocking=True) if torch.is_tensor(v) else v
+            for k, v in batch.items()
+        }
         for g in opt.param_groups:
             g["lr"] = lr_at(start_step + i)
-        losses, _ = split_output(model(batch))
-        loss = sum(losses[h] * w for h, w in weights.items())
+        with torch.autocast(DEVICE.type, dtype=amp) if amp else contextlib.nullcontext():
+            losses, _ = split_output(model(batch))
+            loss = sum(losses[h] * w for h, w in weights.items())
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad_norm)
         opt.step()
         opt.zero_grad(set_to_none=True)
+    _sync()
     return time.perf_counter() - t0
 
 
@@ -108,12 +121,16 @@ def compare_loops(
         device=DEVICE,
     )
     # The engine's own parameter groups (decay only on matrices), so both optimizers do the same.
+    # The engine's optimizer (fused on a GPU) and precision, so both loops do the same maths.
+    bare_model.to(DEVICE)
     bare_loop.opt = torch.optim.AdamW(
         _optimizer_groups(bare_model, cfg.weight_decay),
         lr=cfg.lr,
         betas=(cfg.beta1, cfg.beta2),
         eps=cfg.eps,
+        fused=DEVICE.type == "cuda" or None,
     )
+    bare_loop.amp = trainer.amp_dtype
 
     def batches_from(step: int, n: int) -> list[list[int]]:
         """The exact micro-batches (example indices) the engine draws for steps [step, step + n)."""
@@ -144,10 +161,12 @@ def compare_loops(
     for r in range(rounds):
         order = ("engine", "bare") if r % 2 == 0 else ("bare", "engine")
         for which in order:
+            _sync()
             t0, w0 = clock(), time.perf_counter()
             if which == "engine":
                 trainer.max_steps = trainer.state.step + steps
                 trainer.train()
+                _sync()
             else:
                 batches = batches_from(bare_step, steps)
                 bare_loop(

@@ -7,7 +7,7 @@ Each part prints its rows and goes on when one fails (the failure is a row too):
 1. facts: torch and CUDA versions, device name, its peak bf16 TFLOP/s (``podium.engine.mfu``),
    whether flash-linear-attention (``fla``) and fast_transformers import.
 2. bf16 training step of emopia-cp (39M, sequence 1024; the demo corpus at 64 bars a piece so
-   windows are full) and music-transformer: the engine's step (podium's ``Trainer``: fused AdamW,
+   windows are full) and music-transformer: bench_trainer.compare_loops, the engine's step (fused AdamW,
    bf16 autocast, TF32, no host sync in the step) against a bare loop doing the same maths
    (autocast, fused AdamW, clip), interleaved rounds, median. Expected: ratio <= 1.03.
    Reports tokens/s and MFU (target >= 35% for emopia-cp on an H100/H200), for the attention
@@ -48,6 +48,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))  # bench_trainer, report_rows
 ROWS: list[dict[str, object]] = []
 
 
@@ -128,114 +129,30 @@ def _build(profile_name: str, extra: list[str]):
     return profile, family, bundle
 
 
-def _bare_steps(model, dataset, batches, weights, cfg, opt, dtype) -> float:
-    from podium.engine.metrics import split_output
-
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for idx in batches:
-        batch = torch.utils.data.default_collate([dataset[j] for j in idx])
-        batch = {
-            k: v.cuda(non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()
-        }
-        with torch.autocast("cuda", dtype=dtype):
-            losses, _ = split_output(model(batch))
-            loss = sum(losses[h] * w for h, w in weights.items())
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad_norm)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-    torch.cuda.synchronize()
-    return time.perf_counter() - t0
-
-
 def engine_vs_bare(
     profile_name: str, extra: list[str], label: str, rounds: int, steps: int
 ) -> None:
-    from podium.engine.events import EventBus, StepMetrics
-    from podium.engine.trainer import Trainer, seed_everything
+    """bench_trainer's engine-vs-bare comparison (on CUDA: the engine's bf16 autocast and fused
+    AdamW in both loops), with tokens/s, MFU and peak memory for the GPU report."""
+    from bench_trainer import compare_loops, mfu_note
 
-    profile, family, bundle = _build(profile_name, extra)
-    cfg = profile.train
-    dev = torch.device("cuda", 0)
-    seed_everything(0)
-    engine_model = family.build_model(profile.model, bundle.model_info)
-    seed_everything(0)
-    bare_model = family.build_model(profile.model, bundle.model_info).to(dev).train()
-    bare_model.load_state_dict(engine_model.state_dict())
-    backend = getattr(profile.model, "attention_backend", "-")
-    bus = EventBus()
-    seen: list[StepMetrics] = []
-    bus.subscribe(lambda e: seen.append(e) if isinstance(e, StepMetrics) else None)
-    trainer = Trainer(
-        model=engine_model,
-        train_set=bundle.train,
-        val_set=None,
-        cfg=cfg,
-        loss_weights=profile.loss_weights,
-        checkpointer=None,
-        bus=bus,
-        device=dev,
-    )
-    opt = torch.optim.AdamW(
-        bare_model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, fused=True
-    )
-    spe = trainer.steps_per_epoch
-
-    def batches_from(step: int, n: int) -> list[list[int]]:
-        return [trainer._epoch_batches(s // spe, s % spe)[0] for s in range(step, step + n)]
-
-    warm = 5 if not cfg.compile else 15
-    trainer.max_steps = warm
-    trainer.train()
-    _bare_steps(
-        bare_model,
-        bundle.train,
-        batches_from(0, warm),
-        profile.loss_weights,
-        cfg,
-        opt,
-        torch.bfloat16,
-    )
-    e_times, b_times, bare_step = [], [], warm
-    for r in range(rounds):
-        for which in ("engine", "bare") if r % 2 == 0 else ("bare", "engine"):
-            if which == "engine":
-                trainer.max_steps = trainer.state.step + steps
-                torch.cuda.synchronize()
-                t0 = time.perf_counter()
-                trainer.train()
-                torch.cuda.synchronize()
-                e_times.append((time.perf_counter() - t0) / steps)
-            else:
-                secs = _bare_steps(
-                    bare_model,
-                    bundle.train,
-                    batches_from(bare_step, steps),
-                    profile.loss_weights,
-                    cfg,
-                    opt,
-                    torch.bfloat16,
-                )
-                bare_step += steps
-                b_times.append(secs / steps)
-    e, b = statistics.median(e_times), statistics.median(b_times)
-    tokens = statistics.median(s.tokens_per_s for s in seen[-steps:])
-    mfus = [s.mfu for s in seen[-steps:] if s.mfu is not None]
+    torch.cuda.reset_peak_memory_stats()
+    overrides = [*PROFILES[profile_name], *extra]
+    got = compare_loops(ROOT / "profiles" / f"{profile_name}.toml", overrides, rounds, steps)
+    backend = getattr(got["model"], "cfg", None)
+    backend = getattr(backend, "attention_backend", "-")
     name = f"{profile_name} [{label}, attention {backend}]"
-    row("step", f"{name} engine/bare", e / b, "target <= 1.03")
-    row("step", f"{name} tokens/s", tokens)
+    tokens_per_s = got["tokens_per_step"] / got["engine"]
+    row("step", f"{name} engine/bare", got["engine"] / got["bare"], "target <= 1.03")
+    row("step", f"{name} tokens/s", tokens_per_s)
     row(
         "step",
         f"{name} MFU",
-        statistics.median(mfus) if mfus else "n/a",
-        "target >= 0.35 (emopia-cp)",
+        mfu_note(got["model"], got["batch"], got["tokens_per_step"], got["engine"]),
+        "target >= 35% (emopia-cp)",
     )
-    row("step", f"{name} FLOPs/token", trainer.flops_per_token or 0.0)
     row("step", f"{name} peak memory GiB", torch.cuda.max_memory_allocated() / 2**30)
-    trainer = engine_model = bare_model = opt = None  # free the GPU memory for the next row
     torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats()
 
 
 def steps_part(quick: bool) -> None:
