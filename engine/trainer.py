@@ -533,11 +533,12 @@ class Trainer:
                 self.optimizer.step()
             finally:
                 del self.optimizer.found_inf  # type: ignore[attr-defined]
-            finite = True  # counted at the next read, from the row's flag
+            made: bool | None = None  # counted at the next read, from the row's flag
         else:
             # CPU: refuse a non-finite update before it reaches the weights (a cheap read).
-            finite = bool(finite_t)
-            if finite or self.scaler.is_enabled():
+            # GradScaler makes (or skips) the fp16 update itself: for the loop it is made.
+            made = bool(finite_t) or self.scaler.is_enabled()
+            if made:
                 self.scaler.step(self.optimizer)
             self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
@@ -561,8 +562,8 @@ class Trainer:
                     ),
                 )
             )
-        if not self.skip_on_device:
-            self._count_nonfinite([finite or self.scaler.is_enabled()], first_step=self.state.step)
+        if made is not None:
+            self._count_nonfinite([made], first_step=self.state.step)
         self._end_epoch_if_done()
 
     def _count_nonfinite(self, flags: list[bool], *, first_step: int) -> None:
