@@ -27,6 +27,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from podium.engine.models.modes import eval_mode
+
 PEAK_ENV = "PODIUM_PEAK_TFLOPS"
 """Environment variable: the device's peak in TFLOP/s, overriding the table (e.g. for a CPU)."""
 
@@ -111,18 +113,14 @@ def count_flops(model: nn.Module, batch: Mapping[str, object], tokens: float) ->
     """One forward of ``batch`` under torch's FLOP counter, leaving no trace on the model."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    was_training = model.training
     devices = [batch_device(batch)] if batch_device(batch).type == "cuda" else []
-    model.eval()
-    try:
-        with (
-            torch.random.fork_rng(devices=devices),
-            torch.no_grad(),
-            FlopCounterMode(display=False) as counter,
-        ):
-            model(batch)
-    finally:
-        model.train(was_training)
+    with (
+        eval_mode(model),
+        torch.random.fork_rng(devices=devices),
+        torch.no_grad(),
+        FlopCounterMode(display=False) as counter,
+    ):
+        model(batch)
     return FlopCount(forward=float(counter.get_total_flops()), tokens=float(tokens))
 
 

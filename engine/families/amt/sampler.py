@@ -26,6 +26,7 @@ from podium.engine.families.amt.semantic import SemanticModel
 from podium.engine.families.amt.tokens import END, START, AMTVocab
 from podium.engine.families.registry import Sample, SampleRequest
 from podium.engine.generate import GenerateError, sample_rows
+from podium.engine.models.modes import eval_mode
 
 
 @dataclass(frozen=True)
@@ -120,12 +121,8 @@ def sample_batch(
         return []
     if device is None:
         device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         return _sample_batch(model, gen_cfg, vocab, requests, torch.device(device))
-    finally:
-        model.train(was_training)
 
 
 @torch.inference_mode()

@@ -28,6 +28,7 @@ from podium.engine.families.cp.stepper import CPStepper
 from podium.engine.families.cp.tokens import emotion_token
 from podium.engine.families.registry import Sample, SampleRequest
 from podium.engine.generate import GenerateError, sample_rows
+from podium.engine.models.modes import eval_mode
 
 FIELDS = V.FIELDS
 TYPE = FIELDS.index("type")
@@ -166,9 +167,7 @@ def _sample_batch(
     bpm = [120.0] * B  # the latest sampled tempo (120 until one is sampled)
     tempo = FIELDS.index("tempo")
     x = torch.as_tensor(np.stack([r[0] for r in rows]), device=device)  # (B, 9)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         stepper = CPStepper(model)  # a snapshot of the weights, laid out for one-token steps
         layout = _Layout(stepper.rest_sizes)
         keys = np.array([V.key_index(k) for _, k in conds])  # (B,) each row's key token
@@ -216,8 +215,6 @@ def _sample_batch(
                         continue
                 rows[b].append(out[b])
             x = torch.as_tensor(out, device=device)  # finished rows feed junk, never read
-    finally:
-        model.train(was_training)
     seconds = time.perf_counter() - t0
     out = []
     for b, r in enumerate(requests):

@@ -26,6 +26,7 @@ from podium.engine.families.emotion_pipeline import data as D
 from podium.engine.families.emotion_pipeline import thesaurus as th
 from podium.engine.families.emotion_pipeline.model import EmotionPipeline, harmony_context
 from podium.engine.families.registry import Sample, SampleRequest
+from podium.engine.models.modes import eval_mode
 
 TICKS = 12
 """Ticks per grid step: room for the groove's micro-timing."""
@@ -142,9 +143,7 @@ def sample_batch(
     """One phrase per request (a blank node is drawn by the request's seed); the model's
     train/eval mode is restored."""
     thesaurus = th.load()
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         out = []
         for request in requests:
             node_id = request.conditioning.get("node", "")
@@ -153,8 +152,6 @@ def sample_batch(
                 node_id = thesaurus.nodes[int(gen.integers(len(thesaurus)))].id
             out.append(phrase(model, thesaurus.get(node_id), request, device))
         return out
-    finally:
-        model.train(was_training)
 
 
 def to_midi(sample: Sample) -> pretty_midi.PrettyMIDI:

@@ -25,6 +25,7 @@ from podium.engine.families.music_transformer.config import CONDITIONS, Generate
 from podium.engine.families.music_transformer.data import ConditionTokens
 from podium.engine.families.registry import Sample, SampleRequest
 from podium.engine.generate import GenerateError, sample_rows
+from podium.engine.models.modes import eval_mode
 
 
 def check_conditioning(conditioning: Mapping[str, str]) -> dict[str, str]:
@@ -90,13 +91,8 @@ def sample_batch(
         return []
     if device is None:
         device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            return _sample(model, cfg, conditions, requests, device)
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.inference_mode():
+        return _sample(model, cfg, conditions, requests, device)
 
 
 def _sample(
