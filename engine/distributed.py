@@ -147,6 +147,11 @@ class WorkerJob:
     uuids: tuple[str, ...] = ()
     """The run's GPUs (empty on the CPU); rank r trains on cuda:r."""
 
+    @classmethod
+    def from_dict(cls, raw: dict) -> WorkerJob:
+        """Back from ``asdict`` through JSON (which made the tuple of GPUs a list)."""
+        return cls(**{**raw, "uuids": tuple(raw["uuids"])})
+
 
 @dataclass(frozen=True, kw_only=True)
 class WorkerSpec:
@@ -164,9 +169,7 @@ class WorkerSpec:
     @classmethod
     def from_json(cls, text: str) -> WorkerSpec:
         raw = json.loads(text)
-        job = raw.pop("job")
-        job["uuids"] = tuple(job["uuids"])
-        return cls(job=WorkerJob(**job), **raw)
+        return cls(job=WorkerJob.from_dict(raw.pop("job")), **raw)
 
 
 class RankGroup:

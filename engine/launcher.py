@@ -321,9 +321,7 @@ class LaunchJob:
         from podium.engine.distributed import WorkerJob
 
         raw = json.loads(text)
-        job = raw.pop("job")
-        job["uuids"] = tuple(job["uuids"])
-        return cls(job=WorkerJob(**job), **raw)
+        return cls(job=WorkerJob.from_dict(raw.pop("job")), **raw)
 
 
 # ----------------------------------------------------------------------------------------------
