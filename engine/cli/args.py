@@ -41,6 +41,38 @@ def float_where(
     return parse
 
 
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """The options of ``train`` that shape a new run (``podium queue`` takes them too);
+    ``run_options_argv`` writes them back as argv."""
+    p.add_argument(
+        "--max-steps",
+        type=positive_int,
+        metavar="N",
+        help="end after N optimizer steps (schedule unchanged)",
+    )
+    p.add_argument(
+        "--max-epochs",
+        type=positive_int,
+        metavar="N",
+        help="end after N epochs (schedule unchanged)",
+    )
+    p.add_argument("--seed", type=whole_number, metavar="N", help="same as --set train.seed=N")
+    p.add_argument("--name", metavar="NAME", help="run id (default: profile name and start time)")
+    p.add_argument(
+        "--share-group",
+        metavar="GROUP",
+        help="let GROUP read the run (default: the lab's [runs] share_group, else only you)",
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a profile key, e.g. train.lr=3e-4",
+    )
+
+
 def run_options_argv(args: argparse.Namespace) -> list[str]:
     """The options of ``train`` that shape a run (limits, seed, ``--set``, sharing group) as
     argv again: for a child ``podium train`` that must start the run the user asked for."""

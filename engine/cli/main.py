@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from podium.engine.cli.args import positive_int, run_options_argv, whole_number
+from podium.engine.cli.args import add_run_options, positive_int, run_options_argv
 from podium.engine.errors import PodiumError
 
 DashboardHook = Callable[[argparse.Namespace], int]
@@ -77,33 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--detached-child", action="store_true", help=argparse.SUPPRESS)
     _placement_flags(p)
-    p.add_argument(
-        "--max-steps",
-        type=positive_int,
-        metavar="N",
-        help="end after N optimizer steps (schedule unchanged)",
-    )
-    p.add_argument(
-        "--max-epochs",
-        type=positive_int,
-        metavar="N",
-        help="end after N epochs (schedule unchanged)",
-    )
-    p.add_argument("--seed", type=whole_number, metavar="N", help="same as --set train.seed=N")
-    p.add_argument("--name", metavar="NAME", help="run id (default: profile name and start time)")
-    p.add_argument(
-        "--share-group",
-        metavar="GROUP",
-        help="let GROUP read the run (default: the lab's [runs] share_group, else only you)",
-    )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a profile key, e.g. train.lr=3e-4",
-    )
+    add_run_options(p)
     runs_dir(p)
 
     p = sub.add_parser(

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from podium.engine.cli.args import positive_int, run_options_argv, whole_number
+from podium.engine.cli.args import add_run_options, run_options_argv
 from podium.engine.errors import PodiumError, ProfileError
 from podium.engine.queue.store import Entry, Queue, QueueError, forwarded_env
 
@@ -45,19 +45,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="auto (one GPU, default), a count (2) or GPU indices with a comma (0, or 2,3)",
     )
     p.add_argument("--share-gpu", action="store_true", help="share the GPUs with sharing runs")
-    p.add_argument("--max-steps", type=positive_int, metavar="N", help="end after N steps")
-    p.add_argument("--max-epochs", type=positive_int, metavar="N", help="end after N epochs")
-    p.add_argument("--seed", type=whole_number, metavar="N", help="same as --set train.seed=N")
-    p.add_argument("--name", metavar="NAME", help="run id (default: profile name and start time)")
-    p.add_argument("--share-group", metavar="GROUP", help="let GROUP read the run")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a profile key, e.g. train.lr=3e-4",
-    )
+    add_run_options(p)
     p.add_argument("--runs-dir", metavar="DIR", help="runs root (default: $PODIUM_RUNS or ./runs)")
     return p
 
