@@ -135,15 +135,78 @@ def dashboard_rate(root: Path, steps: int, warmup: int, small: bool) -> tuple[fl
             await pilot.pause(0.1)
             result["rate"] = clock.rate(warmup)
             result["cpu_rate"] = clock.rate(warmup, cpu=True)
-            result["ui"] = (ui1 - ui0) / max(cpu1 - cpu0, 1e-9)
+            result["ui"] = (ui1 - ui0) / (cpu1 - cpu0) if cpu1 - cpu0 > 0.05 else float("nan")
 
     asyncio.run(drive())
     return result["rate"], result["ui"], result["cpu_rate"]
 
 
+def alternating_rate(
+    root: Path, windows: int, seconds: float, warmup: int, small: bool
+) -> tuple[float, list[float], float]:
+    """One run trained by the dashboard's process, its UI alternately drawing and stopped.
+
+    Windows of ``seconds`` alternate: the run screen on top and drawing as it does, then the UI
+    thread blocked in ``time.sleep`` (it holds no GIL and runs nothing: the process is the
+    headless one plus an idle thread; the step events wait in the inbox). The ratio of each
+    drawing window's tokens/s to the mean of the stopped windows either side, median over the
+    windows: both sides share one process, one memory layout and the same minutes of the
+    machine, which fresh-process pairs do not (their rates move +-7% from process to process
+    here, more than the effect measured). Steps per second, not tokens: every step is the same
+    padded batch, while the tokens in it move +-7% from step to step, and two windows hold
+    different steps. Returns (median ratio, the ratios, UI CPU share)."""
+    from podium.tui.app import PodiumApp
+    from podium.tui.live import StartRequest
+
+    request = StartRequest(
+        profile_path=DEMO, overrides=tuple(overrides(small)), root=root, max_steps=100_000
+    )
+    app = PodiumApp(root=root, request=request)
+    spans: list[tuple[str, float, float]] = []
+    result: dict[str, float] = {}
+
+    async def drive() -> None:
+        async with app.run_test(size=(120, 40)) as pilot:
+            (live,) = app.live_runs.values()
+            while live.session is None and live.training:
+                await asyncio.sleep(0.05)
+            clock = Clock(live.session.trainer)
+            live.session.bus.subscribe(clock)
+            while live.training and live.model.numbers.step < warmup:
+                await asyncio.sleep(0.05)
+            ui0, cpu0 = time.thread_time(), cpu_seconds()
+            for i in range(2 * windows + 1):
+                t0 = time.perf_counter()
+                if i % 2:
+                    await asyncio.sleep(seconds)  # the UI draws
+                    spans.append(("ui", t0, time.perf_counter()))
+                else:
+                    time.sleep(seconds)  # the UI is stopped (this thread holds no GIL)
+                    spans.append(("off", t0, time.perf_counter()))
+                    await pilot.pause(0.05)  # the inbox's backlog drains in the next window
+            ui1, cpu1 = time.thread_time(), cpu_seconds()
+            live.request_stop("bench over")
+            while live.training:
+                await asyncio.sleep(0.05)
+            result["ui"] = (ui1 - ui0) / (cpu1 - cpu0) if cpu1 - cpu0 > 0.05 else float("nan")
+            result["marks"] = clock.marks  # type: ignore[assignment]
+
+    asyncio.run(drive())
+    marks = result["marks"]
+
+    def rate(t0: float, t1: float) -> float:
+        inside = [m for m in marks if t0 <= m[2] <= t1]
+        first, last = inside[0], inside[-1]
+        return (last[0] - first[0]) / (last[2] - first[2])
+
+    rates = [rate(t0 + 0.3, t1) for _, t0, t1 in spans]  # past the switch's first step
+    ratios = [rates[i] / ((rates[i - 1] + rates[i + 1]) / 2) for i in range(1, len(rates), 2)]
+    return statistics.fmean(ratios), ratios, result["ui"]
+
+
 def cpu_seconds() -> float:
-    t = os.times()
-    return t.user + t.system
+    """This process's CPU seconds, every thread's (``os.times`` counts in 10 ms ticks)."""
+    return time.process_time()
 
 
 async def idle_cpu(app, pilot, seconds: float) -> float:
@@ -356,6 +419,7 @@ def child(args: argparse.Namespace, mode: str, root: Path) -> list[str]:
     """Run one throughput measurement in a fresh interpreter; its printed numbers."""
     cmd = [sys.executable, __file__, "--child", mode, "--tmp", str(root)]
     cmd += ["--steps", str(args.steps), "--warmup", str(args.warmup)]
+    cmd += ["--windows", str(args.windows), "--window", str(args.window)]
     if args.small:
         cmd.append("--small")
     out = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -365,6 +429,8 @@ def child(args: argparse.Namespace, mode: str, root: Path) -> list[str]:
 
 
 SUITE_SIZES = {"tiny": (6, 2, 1), "quick": (12, 3, 1), "full": (30, 5, 2)}
+SUITE_WINDOWS = {"tiny": (2, 1.0), "quick": (4, 2.0), "full": (15, 3.0)}
+"""Per suite size: drawing windows and seconds per window of the one-process measurement."""
 """Per suite size: (steps per throughput run, warm-up steps, runs per mode). tiny and quick use
 the tests' shrunk demo, whose steps are so short that the UI's fixed cost per second weighs
 several times what it does on a real run; full uses the demo profile itself, the issue's case."""
@@ -379,7 +445,10 @@ def bench_rows(size: str = "full") -> list[Row]:
     os.environ[THREADS_ENV] = str(torch.get_num_threads())  # the suite's --threads, to children
     os.environ.setdefault("PODIUM_CACHE", str(Path(tempfile.gettempdir()) / "podium-bench-cache"))
     small = size != "full"
-    args = argparse.Namespace(steps=steps, warmup=warmup, small=small)
+    windows, window = SUITE_WINDOWS[size]
+    args = argparse.Namespace(
+        steps=steps, warmup=warmup, small=small, windows=windows, window=window
+    )
     tmp = Path(tempfile.mkdtemp(prefix="podium-bench-dash-"))
     heads, dashes, shares, walls = [], [], [], []
     try:
@@ -390,8 +459,10 @@ def bench_rows(size: str = "full") -> list[Row]:
             dashes.append(d_cpu)
             shares.append(ui)
             walls.append(d_wall / h_wall)
+        alt, alt_ui, *alt_ratios = map(float, child(args, "alternate", tmp / "alt"))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    se = statistics.stdev(alt_ratios) / len(alt_ratios) ** 0.5 if len(alt_ratios) > 1 else 0.0
     h, d = statistics.median(heads), statistics.median(dashes)
     return [
         row(
@@ -410,7 +481,23 @@ def bench_rows(size: str = "full") -> list[Row]:
             f"a loaded machine skews it); UI thread {100 * statistics.median(shares):.1f}% of "
             f"the process CPU; {repeats} run(s) per mode, fresh process each, "
             f"train.cpu_threads={os.environ[THREADS_ENV]}",
-        )
+        ),
+        row(
+            "dashboard drawing vs stopped, one run in one process, demo/cp"
+            + ("" if size == "full" else f" shrunk ({size})"),
+            alt,
+            1.0,
+            a_is="steps/s while the run screen draws, over the mean of the stopped windows "
+            "either side (mean over the windows)",
+            b_is="steps/s while the UI thread is stopped (the headless process plus an idle "
+            "thread)",
+            unit="ratio",
+            target=">= 0.97",
+            command=f"python bench/bench_dashboard.py {'--small ' if small else ''}"
+            f"--windows {windows} --window {window:g} --skip throughput,idle,draw,ui",
+            note=f"+- {se:.3f} (standard error over {windows} windows of {window:g} s); UI "
+            f"thread {100 * alt_ui:.1f}% of the process CPU",
+        ),
     ]
 
 
@@ -425,14 +512,25 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=4.4, help="step events a second (4.)")
     parser.add_argument("--seconds", type=float, default=15.0, help="seconds measured (4.)")
     parser.add_argument("--tmp", type=Path, default=None, help="where runs and fixtures go")
-    parser.add_argument("--skip", default="", help="comma list of throughput,idle,draw,ui")
-    parser.add_argument("--child", choices=("headless", "dashboard"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--skip", default="", help="comma list of throughput,alternate,idle,draw,ui"
+    )
+    parser.add_argument("--windows", type=int, default=8, help="drawing windows (1b.)")
+    parser.add_argument("--window", type=float, default=4.0, help="seconds per window (1b.)")
+    parser.add_argument(
+        "--child", choices=("headless", "dashboard", "alternate"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     if args.child:
         os.environ.setdefault(
             "PODIUM_CACHE", str(Path(tempfile.gettempdir()) / "podium-bench-cache")
         )
-        if args.child == "headless":
+        if args.child == "alternate":
+            ratio, ratios, ui = alternating_rate(
+                args.tmp, args.windows, args.window, args.warmup, args.small
+            )
+            print(ratio, ui, *ratios)
+        elif args.child == "headless":
             print(*headless_rate(args.tmp, args.steps, args.warmup, args.small))
         else:
             print(*dashboard_rate(args.tmp, args.steps, args.warmup, args.small))
@@ -463,6 +561,19 @@ def main() -> None:
         print(
             f"   median UI share of CPU: {100 * statistics.median(shares):.1f}% "
             f"(the ratio it allows on a saturated machine: {1 - statistics.median(shares):.3f})"
+        )
+
+    if "alternate" not in skip:
+        print(
+            f"\n1b. one run, the UI drawing and stopped in turns, {args.windows} x 2 windows of "
+            f"{args.window:g} s"
+        )
+        ratio, ui, *ratios = map(float, child(args, "alternate", tmp / "alt"))
+        print(f"   drawing/stopped per window: {' '.join(f'{r:.3f}' for r in ratios)}")
+        se = statistics.stdev(ratios) / len(ratios) ** 0.5 if len(ratios) > 1 else float("nan")
+        print(
+            f"   mean: {ratio:.3f} +- {se:.3f} (standard error; target >= 0.97), median "
+            f"{statistics.median(ratios):.3f}; UI thread {100 * ui:.1f}% of the process CPU"
         )
 
     big = None

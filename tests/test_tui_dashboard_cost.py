@@ -9,8 +9,10 @@ seconds of the UI alone.
 
 from __future__ import annotations
 
+import sys
 import time
 
+import pytest
 from textual.app import App, ComposeResult
 
 from podium.engine import series as names
@@ -146,3 +148,55 @@ async def test_an_unchanged_gpu_reading_does_not_repaint_the_resources_panel(tmp
         assert panel.visual is shown  # ...of the same lines: the panel was not updated
         write_fake(fake, [], state="no NVIDIA GPU: second")
         await wait_for(pilot, lambda: "second" in str(panel.visual), 10, "the changed reading")
+
+
+@sync
+async def test_while_steps_arrive_the_resources_panel_repaints_in_the_drains_frames(tmp_path):
+    """The 2 s tick (resources, checkpoint ages) runs inside a drain's redraw while a live
+    run's steps arrive, so the panel costs no frame of its own; its own timer takes over when
+    the steps stop (a pause)."""
+    app = PodiumApp(root=tmp_path, profile_dirs=[])
+    async with app.run_test(size=(120, 40)) as pilot:
+        live, screen = open_live(app, tmp_path)
+        await pilot.pause(0.3)
+        panel = screen.query_one(ResourcesPanel)
+        where: list[bool] = []
+        draining = [False]
+        refresh_view, sample = screen.refresh_view, panel.sample
+
+        def watched_refresh(*, steps: bool = False) -> None:
+            draining[0] = steps
+            try:
+                refresh_view(steps=steps)
+            finally:
+                draining[0] = False
+
+        def watched_sample(gpu_line: str = "") -> None:
+            where.append(draining[0])
+            sample(gpu_line)
+
+        screen.refresh_view = watched_refresh  # type: ignore[method-assign]
+        panel.sample = watched_sample  # type: ignore[method-assign]
+        t0, step = time.monotonic(), 0
+        while time.monotonic() - t0 < 6.5:  # 10 steps a second
+            step += 1
+            live.inbox(step_event(step))
+            await pilot.pause(0.1)
+        streamed = list(where)
+        assert len(streamed) >= 2 and all(streamed), streamed
+        await pilot.pause(run_screen.TICK_INTERVAL * 2 + 0.5)  # no more steps
+        assert len(where) > len(streamed) and not any(where[len(streamed) :]), where
+        live.done.set()
+
+
+def test_a_run_trained_in_the_dashboard_switches_the_gil_quickly_then_restores_it():
+    from podium.tui.live import TRAINING_SWITCH_INTERVAL, quick_gil_handoff
+
+    before = sys.getswitchinterval()
+    with quick_gil_handoff():
+        assert sys.getswitchinterval() == pytest.approx(TRAINING_SWITCH_INTERVAL)
+        with quick_gil_handoff():  # a second run at once
+            assert sys.getswitchinterval() == pytest.approx(TRAINING_SWITCH_INTERVAL)
+        assert sys.getswitchinterval() == pytest.approx(TRAINING_SWITCH_INTERVAL)
+    assert sys.getswitchinterval() == before
+    assert before > TRAINING_SWITCH_INTERVAL

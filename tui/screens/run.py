@@ -74,11 +74,19 @@ FOLLOW_INTERVAL = 2.0
 """Seconds between store re-reads of a run that another process is training."""
 PREVIEW_TIMEOUT = 300.0
 """Seconds a preview may take (the live weights' copy waits for a step boundary)."""
-PLOT_INTERVAL = 0.9
+PLOT_INTERVAL = 1.8
 """Seconds between plot redraws from a live run's new steps: every other drain
-(``PodiumApp.DRAIN_INTERVAL``), while the numbers beside them follow every drain. A loss curve
-gains a few points a second; drawing it at 1 Hz instead of 2 halves what the plots take from the
-training thread (bench/bench_dashboard.py)."""
+(``PodiumApp.DRAIN_INTERVAL``, 1 s), while the numbers beside them follow every drain. Drawing
+both plots and legends is two thirds of a frame's cost, and while the UI thread runs Python the
+training thread waits for the GIL; a curve that gains its points every 2 s instead of every
+second reads the same (bench/bench_dashboard.py: the UI's CPU per second while a run trains)."""
+DRAIN_EVERY = 1.0
+"""Seconds between redraws from a live run's events: ``PodiumApp.DRAIN_INTERVAL`` (see there),
+here because the run screen's tick follows it."""
+TICK_INTERVAL = 2.0
+"""Seconds between re-reads of the resources panel and the checkpoint ages (``_tick``). While a
+live run's steps arrive, the tick runs inside a drain's redraw instead of its own timer, so the
+panel repaints in a frame the numbers paint anyway: one frame a second, not one and a half."""
 PLOT_LATE = 0.5
 """How long after ``PLOT_INTERVAL`` a timer draws steps that no later drain brought."""
 
@@ -184,6 +192,9 @@ class RunScreen(Screen):
         self._plotted = 0.0
         """When the plots were last drawn (monotonic seconds)."""
         self._plot_timer: Timer | None = None
+        self._ticked = 0.0
+        self._stepped = 0.0
+        """When the tick last ran, and when a drain last brought steps (monotonic seconds)."""
         self._ckpt_seen = -1
         self._follow = False
         self._last_event_id = 0
@@ -222,7 +233,7 @@ class RunScreen(Screen):
         if self.live is not None and not self.live.local:
             self.live.poll_status()  # the trainer's pid, RAM and CUDA memory for the panel
         self.query_one(ResourcesPanel).sample(GPU_LINE)
-        self.set_interval(2.0, self._tick)
+        self.set_interval(TICK_INTERVAL, self._timed_tick)
         if self.run_dir is not None:
             self._init_stored(self.run_dir)
             # Before the first paint, so the store reads overlap with composing the screen; the
@@ -318,8 +329,14 @@ class RunScreen(Screen):
     def on_checkpoints_loaded(self, message: CheckpointsLoaded) -> None:
         self.table.show(message.infos)
 
+    def _timed_tick(self) -> None:
+        # Skipped while a live run's steps arrive: the drains' redraws run it (TICK_INTERVAL).
+        if time.monotonic() - self._stepped >= 1.5 * DRAIN_EVERY:
+            self._tick()
+
     def _tick(self) -> None:
         """Every 2 s: resources, checkpoint ages, and a re-read of a run trained elsewhere."""
+        self._ticked = time.monotonic()
         if self.live is not None and not self.live.local:
             self.live.poll_status()  # the trainer's pid, RAM and CUDA memory for the panel
         self.query_one(ResourcesPanel).sample(GPU_LINE)
@@ -360,6 +377,10 @@ class RunScreen(Screen):
         key = (m.version, self.options, len(m.heads))
         if key != self._drawn:
             self._plots_due(key, steps)
+        if steps:
+            self._stepped = time.monotonic()
+            if self._stepped - self._ticked >= TICK_INTERVAL - 0.8:
+                self._tick()  # in this frame (see TICK_INTERVAL)
         self.query_one(EventLog).follow(m)
         if m.checkpoints_version != self._ckpt_seen and self.checkpoint_dir is not None:
             self._ckpt_seen = m.checkpoints_version
