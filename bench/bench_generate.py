@@ -25,6 +25,7 @@ import argparse
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +39,12 @@ from report_rows import Row, row  # noqa: E402
 from podium.engine.config import load_profile  # noqa: E402
 from podium.engine.families.cp import vocab as V  # noqa: E402
 from podium.engine.families.cp.model import CPTransformer  # noqa: E402
-from podium.engine.families.cp.sampler import _sample_batch, sample_one  # noqa: E402
+from podium.engine.families.cp.sampler import (  # noqa: E402
+    _sample_batch,
+    cpu_matrices,
+    sample_one,
+)
+from podium.engine.families.cp.stepper import CPStepper  # noqa: E402
 from podium.engine.families.cp.tokens import emotion_token  # noqa: E402
 from podium.engine.families.registry import SampleRequest  # noqa: E402
 from podium.engine.generate import sample_logits  # noqa: E402
@@ -167,6 +173,9 @@ def bench_rows(size: str = "full") -> list[Row]:
         )
     )
 
+    if size != "tiny":
+        rows.extend(emopia_preview_rows(tokens, label))
+
     cached, recomputed, diff = mt_generation("small", tokens, stride)
     rows.append(
         row(
@@ -184,8 +193,83 @@ def bench_rows(size: str = "full") -> list[Row]:
     return rows
 
 
+def emopia_preview_rows(tokens: int, label: str) -> list[Row]:
+    """The preview of emopia-cp's 39M model as the sampler takes it (wall seconds), against the
+    same with float32 matrices (target for 1024 tokens: <= 15 s on a CPU, <= 1.5 s on a GPU)."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model, cfg = build(tokens, "emopia")
+    model.to(device)
+    f32 = replace(cfg, cpu_weights="float32")
+    req = SampleRequest(
+        conditioning={"emotion": "Q1", "key": "C:maj"}, bars=None, tokens=tokens, seed=0
+    )
+    # As ``podium generate`` runs it: torch's own thread count (one per usable CPU), which the
+    # sampler lowers to its share; the suite's --threads would pin it.
+    from podium.engine.cpu_share import usable_cpus
+
+    suite_threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(usable_cpus())))
+    try:
+        sample_one(model, cfg, replace(req, tokens=8))  # warm up
+        preview, _, _ = timed(sample_one, model, cfg, req)
+        exact, _, _ = timed(sample_one, model, f32, req)
+    finally:
+        torch.set_num_threads(suite_threads)
+    target = (15.0 if device.type == "cpu" else 1.5) * tokens / 1024
+    matrices = cpu_matrices(cfg, model, device)
+    command = f"python bench/bench_generate.py --size emopia --tokens {tokens} --no-naive"
+    return [
+        row(
+            f"preview {tokens} tokens: emopia-cp (39M) vs its time budget{label}",
+            preview,
+            target,
+            a_is=f"sample_one as the preview runs it ({matrices or 'the model dtype'} matrices)",
+            b_is=f"the issue's budget, {'15' if device.type == 'cpu' else '1.5'} s per 1024 tokens",
+            unit="s",
+            target="<= 1",
+            command=command,
+        ),
+        row(
+            f"preview {tokens} tokens: emopia-cp float32 vs the preview's matrices{label}",
+            exact,
+            preview,
+            a_is="sample_one, cpu_weights = float32",
+            b_is=f"sample_one as the preview runs it ({matrices or 'the model dtype'} matrices)",
+            unit="s",
+            command=command,
+            note=logit_gap(model),
+        ),
+    ]
+
+
+@torch.no_grad()
+def logit_gap(model: CPTransformer, tokens: int = 64) -> str:
+    """How far the bfloat16 matrices move the logits: the first ``tokens`` steps of one
+    token sequence (a fixed random one) through the float32 and the bfloat16 stepper."""
+    gen = torch.Generator().manual_seed(0)
+    sizes = V.vocab_sizes()
+    x = torch.stack([torch.randint(0, sizes[f], (tokens,), generator=gen) for f in V.FIELDS], 1)
+    out = {}
+    for dtype in (None, torch.bfloat16):
+        stepper = CPStepper(model, matrices=dtype)
+        state = stepper.init_state(1, next(model.parameters()).device)
+        logits = []
+        for pos in range(tokens):
+            h, state = stepper.step(x[pos : pos + 1], state, pos)
+            logits.append(stepper.heads(h))
+        out[dtype] = torch.cat(logits)
+    gap = (out[None] - out[torch.bfloat16]).abs()
+    n = stepper.n_type
+    same = (out[None][:, :n].argmax(1) == out[torch.bfloat16][:, :n].argmax(1)).float().mean()
+    return (
+        f"logits over {tokens} steps differ by {gap.max():.3g} at most ({gap.mean():.2g} mean; "
+        f"their spread {out[None][out[None] > -1e3].std():.3g}); same top type in {100 * same:.0f}%"
+    )
+
+
 def all_threads(model: CPTransformer, cfg, req: SampleRequest):
-    """``sample_one`` without its one-thread cap on the CPU (the sampler's inner loop)."""
+    """``sample_one`` without its thread choice on the CPU (the sampler's inner loop, on the
+    process's threads)."""
     return _sample_batch(model, cfg, [req], next(model.parameters()).device)[0]
 
 
@@ -211,6 +295,10 @@ def main() -> None:
     n_params = sum(p.numel() for p in model.parameters())
     sample_one(model, cfg, SampleRequest(tokens=16, bars=None))  # warm up
     forms = {"recurrent (the preview):": lambda req: sample_one(model, cfg, req)}
+    matrices = cpu_matrices(cfg, model, torch.device(args.device))
+    if matrices is not None:  # the preview's bfloat16 matrices against float32 ones
+        f32 = replace(cfg, cpu_weights="float32")
+        forms["recurrent, float32 matrices:"] = lambda req: sample_one(model, f32, req)
     if torch.device(args.device).type == "cpu" and torch.get_num_threads() > 1:
         forms[f"recurrent, {torch.get_num_threads()} threads:"] = lambda req: all_threads(
             model, cfg, req
@@ -229,6 +317,8 @@ def main() -> None:
             assert made == args.tokens, (name, made)
             wall[name].append(w)
             cpu[name].append(c)
+    if matrices is not None:
+        print(f"  the preview's matrices: {matrices}; {logit_gap(model)}")
     print(
         f"CP model, {args.size} size ({n_params / 1e6:.2f}M parameters), {args.tokens} tokens, "
         f"{args.device}, torch threads {torch.get_num_threads()}, median of {args.rounds} "

@@ -164,6 +164,12 @@ MALFORMED = [
     ),
     (_replace('name = "tiny"', 'name = "../evil"'), "name", "name", "not a safe name"),
     (_replace("top_p = 0.9", "top_p = 0.0"), "generate.top_p", "top_p", "(0, 1]"),
+    (
+        _replace("top_p = 0.9", 'top_p = 0.9\ncpu_weights = "fp8"'),
+        "generate.cpu_weights",
+        "cpu_weights",
+        "auto, float32, bfloat16",
+    ),
     (_replace("keep_last = 2", "keep_last = -1"), "checkpoint.keep_last", "keep_last", ">= 0"),
     (
         _replace("patience = 2", "patience = -2"),

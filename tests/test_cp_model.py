@@ -242,3 +242,49 @@ def test_the_generation_stepper_computes_what_step_computes(condition, bar_posit
     with torch.no_grad():
         model.heads[TYPE].bias += 1.0
     assert not torch.equal(stepper.b_out[: stepper.n_type], model.heads[TYPE].bias)
+
+
+def test_bfloat16_matrices_halve_what_a_token_reads_and_keep_the_state_in_float32():
+    """The preview's bfloat16 form (``CPStepper(matrices=...)``): only the big matrices change
+    dtype; the attention state, summed over the whole piece, stays float32, and the logits stay
+    near the float32 stepper's."""
+    torch.manual_seed(1)
+    model = tiny(condition="first").eval()
+    x = batch(B=2, T=40)["x"]
+    exact, half = CPStepper(model), CPStepper(model, matrices=torch.bfloat16)
+    big = [half.w_out, *(m for L in half.layers for m in (L.wqkv, L.wo, L.w1, L.w2))]
+    assert {m.dtype for m in big} == {torch.bfloat16}
+    assert half.table.dtype == half.layers[0].bqkv.dtype == torch.float32
+    s1, s2 = exact.init_state(2), half.init_state(2)
+    with torch.no_grad():
+        for t in range(x.shape[1]):
+            h1, s1 = exact.step(x[:, t], s1, t)
+            h2, s2 = half.step(x[:, t], s2, t)
+        z1, z2 = exact.heads(h1), half.heads(h2)
+    assert {S.dtype for S in s2.layers} == {torch.float32} and z2.dtype == torch.float32
+    gap = (z1 - z2).abs().max().item()
+    assert 0 < gap < 0.05 * z1.abs().max().item(), gap
+    # The float32 stepper is left as it was: the same numbers as a second float32 one.
+    again = CPStepper(model, matrices=torch.float32)
+    assert again.layers[0].w1.dtype == torch.float32
+    assert torch.equal(again.layers[0].w1, exact.layers[0].w1)
+
+
+def test_cpu_weights_auto_takes_bfloat16_for_big_models_on_the_cpu_only():
+    from podium.engine.families.cp.config import BF16_FROM_PARAMS, GenerateConfig
+    from podium.engine.families.cp.sampler import cpu_matrices
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    small = torch.nn.Linear(100, 100)
+    big = torch.nn.Linear(BF16_FROM_PARAMS // 2000 + 1, 2000, bias=False)
+    assert sum(p.numel() for p in big.parameters()) >= BF16_FROM_PARAMS
+    auto = GenerateConfig()
+    assert auto.cpu_weights == "auto"
+    assert cpu_matrices(auto, small, cpu) is None
+    assert cpu_matrices(auto, big, cpu) is torch.bfloat16
+    assert cpu_matrices(auto, big, cuda) is None
+    f32, bf16 = GenerateConfig(cpu_weights="float32"), GenerateConfig(cpu_weights="bfloat16")
+    assert cpu_matrices(f32, big, cpu) is None
+    assert cpu_matrices(bf16, small, cpu) is torch.bfloat16
+    with pytest.raises(ValueError, match="cpu_weights: must be one of auto, float32, bfloat16"):
+        GenerateConfig(cpu_weights="fp8")

@@ -101,7 +101,8 @@ def test_sampling_leaves_the_global_rng_and_the_train_mode_alone():
 
 
 def test_sampling_on_one_thread_gives_the_threads_back_even_on_a_bad_request():
-    # The sampler runs its one-token steps on one CPU thread (sampler._one_cpu_thread); the
+    # The sampler runs a small model's one-token steps on one CPU thread
+    # (sampler._sampling_threads); the
     # caller's count comes back, also when the request fails inside.
     before = torch.get_num_threads()
     torch.set_num_threads(2)
@@ -115,6 +116,35 @@ def test_sampling_on_one_thread_gives_the_threads_back_even_on_a_bad_request():
         torch.set_num_threads(1)
         b = sample_one(model, cfg, cp_request(emotion="Q2", tokens=30, bars=None, seed=3))
         assert (a.tokens == b.tokens).all()  # the same piece whatever the caller's threads
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_a_big_model_samples_on_its_share_of_the_cpus_a_small_one_on_one_thread(monkeypatch):
+    from podium.engine import cpu_share
+
+    monkeypatch.setattr(cpu_share, "_CURRENT", None)  # no run trains in this process
+    from podium.engine.cpu_share import other_podium_runs, plan_threads, usable_cpus
+    from podium.engine.families.cp.config import BF16_FROM_PARAMS
+    from podium.engine.families.cp.sampler import _sampling_threads
+
+    cpu = torch.device("cpu")
+    small = torch.nn.Linear(10, 10)
+    big = torch.nn.Linear(BF16_FROM_PARAMS // 2000 + 1, 2000, bias=False)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with _sampling_threads(cpu, small):
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with _sampling_threads(cpu, big):
+            share = plan_threads(usable_cpus(), other_podium_runs())
+            assert torch.get_num_threads() == min(2, share)
+        assert torch.get_num_threads() == 2
+        # While a run trains here (a live preview), the run's count stays as it is.
+        monkeypatch.setattr(cpu_share, "_CURRENT", object())
+        with _sampling_threads(cpu, small):
+            assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
 

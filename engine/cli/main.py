@@ -858,6 +858,12 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
+    # Sampling a big model uses more than one thread (cp's ``_sampling_threads``): passive
+    # waits, as the run's profile says for training, set before torch loads.
+    with contextlib.suppress(PodiumError, OSError):
+        from podium.engine.runs import resolve_run, runs_root
+
+        _wait_policy(resolve_run(args.run, runs_root(args.runs_dir)).profile_path)
     from podium.engine.cli import generate as generate_cli
 
     return generate_cli.run(args)

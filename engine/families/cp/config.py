@@ -203,6 +203,12 @@ class DataConfig:
             )
 
 
+CPU_WEIGHTS = ("auto", "float32", "bfloat16")
+BF16_FROM_PARAMS = 8_000_000
+"""``cpu_weights = "auto"`` samples in bfloat16 from this many parameters on
+(bench/bench_generate.py: emopia-cp's 39M in float32 and bfloat16, the demo's in float32)."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class GenerateConfig:
     """The profile's ``[generate]`` table for the ``cp`` family: sampling defaults and the
@@ -224,8 +230,18 @@ class GenerateConfig:
     how many match what was asked (``cond/*`` series); 0 turns the check off."""
     check_samples: int = 4
     """Samples per conditioning class in each check."""
+    cpu_weights: str = "auto"
+    """The big matrices' dtype when sampling on the CPU: ``float32``, ``bfloat16`` (half the
+    memory each token reads; logits move by ~1e-2) or ``auto``: bfloat16 from
+    ``BF16_FROM_PARAMS`` parameters on, where a token's time is the memory it reads, float32
+    below, where it is Python and dispatch and bfloat16 would only add conversions. On a GPU
+    the model's own dtype is used."""
 
     def __post_init__(self) -> None:
+        if self.cpu_weights not in CPU_WEIGHTS:
+            raise ValueError(
+                f"cpu_weights: must be one of {', '.join(CPU_WEIGHTS)} (got {self.cpu_weights!r})"
+            )
         if self.check_every_epochs < 0:
             raise ValueError(f"check_every_epochs: must be >= 0 (got {self.check_every_epochs})")
         if not 1 <= self.check_samples <= 64:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from podium.engine.families.cp import vocab as V
-from podium.engine.families.cp.config import GenerateConfig
+from podium.engine.families.cp.config import BF16_FROM_PARAMS, GenerateConfig
 from podium.engine.families.cp.keys import draw_conditioning
 from podium.engine.families.cp.stepper import CPStepper
 from podium.engine.families.cp.tokens import emotion_token
@@ -93,7 +93,7 @@ def sample_batch(
         return []
     if device is None:
         device = next(model.parameters()).device
-    with _one_cpu_thread(torch.device(device)):
+    with _sampling_threads(torch.device(device), model):
         try:
             return _sample_batch(model, gen_cfg, requests, device)
         except GenerateError as first:
@@ -108,29 +108,39 @@ def sample_batch(
 
 
 @contextlib.contextmanager
-def _one_cpu_thread(device: torch.device) -> Iterator[None]:
-    """On the CPU, torch's intra-op threads down to one while sampling, then as they were,
-    unless a run trains in this process.
+def _sampling_threads(device: torch.device, model: Any) -> Iterator[None]:
+    """On the CPU, torch's intra-op threads for sampling, then as they were, unless a run
+    trains in this process: one thread for a small model, this process's share of the CPUs
+    (``cpu_share.plan_threads``) for a big one.
 
     One token at a time, every op is a matrix-vector product or a vector of a few hundred
-    numbers: a second thread has little to share and a barrier per op, and on a loaded machine
-    each barrier waits for a core. Measured on a loaded 2-core box (bench/bench_generate.py,
-    1024 tokens): the demo model 42.6 s (23 CPU-s) on 2 threads, 2.5 s (1.6 CPU-s) on one;
-    emopia-cp's 39M 278 s (196 CPU-s) against 62 s (31 CPU-s).
+    numbers. In a small model a second thread has little to share and a barrier per op, and on
+    a loaded machine each barrier waits for a core: the demo model, 1024 tokens on a loaded
+    2-core box, 42.6 s (23 CPU-s) on 2 threads against 2.5 s (1.6 CPU-s) on one. A big model
+    (from ``BF16_FROM_PARAMS`` parameters) is bound by the memory each token reads, which one
+    core cannot pull alone: emopia-cp's 39M on the idle 2-core box, 1024 tokens in bfloat16,
+    19.2 s on one thread and 14.1 s on two (bench/bench_generate.py --size emopia). Its share
+    counts the podium runs training on the host, and ``podium generate`` waits passively
+    (``OMP_WAIT_POLICY``), so a busy host costs it a slower preview, not spinning threads.
 
     The count is the process's (torch.set_num_threads from one thread changes the other
     threads' count and MKL's too: checked), so while a run trains here (a preview from the
     live run) it is left alone: a thread count that changes mid-run slows the training thread
-    and changes its results in their last bits, and a resume must reproduce them. That is
-    ``podium generate`` and stored-run previews on one thread, live previews on the run's.
+    and changes its results in their last bits, and a resume must reproduce them.
     """
-    from podium.engine.cpu_share import current_plan
+    from podium.engine.cpu_share import current_plan, other_podium_runs, plan_threads, usable_cpus
 
     before = torch.get_num_threads()
-    if device.type != "cpu" or before == 1 or current_plan() is not None:
+    if device.type != "cpu" or current_plan() is not None:
         yield
         return
-    torch.set_num_threads(1)
+    threads = 1
+    if sum(p.numel() for p in model.parameters()) >= BF16_FROM_PARAMS:
+        threads = min(before, plan_threads(usable_cpus(), other_podium_runs()))
+    if threads == before:
+        yield
+        return
+    torch.set_num_threads(threads)
     try:
         yield
     finally:
@@ -168,7 +178,8 @@ def _sample_batch(
     tempo = FIELDS.index("tempo")
     x = torch.as_tensor(np.stack([r[0] for r in rows]), device=device)  # (B, 9)
     with eval_mode(model):
-        stepper = CPStepper(model)  # a snapshot of the weights, laid out for one-token steps
+        # A snapshot of the weights, laid out for one-token steps.
+        stepper = CPStepper(model, matrices=cpu_matrices(gen_cfg, model, torch.device(device)))
         layout = _Layout(stepper.rest_sizes)
         keys = np.array([V.key_index(k) for _, k in conds])  # (B,) each row's key token
         state = stepper.init_state(B, device)
@@ -232,6 +243,15 @@ def _sample_batch(
             )
         )
     return out
+
+
+def cpu_matrices(gen_cfg: GenerateConfig, model: Any, device: torch.device) -> torch.dtype | None:
+    """The dtype of the stepper's big matrices (``GenerateConfig.cpu_weights``); None keeps the
+    model's (on a GPU always)."""
+    if device.type != "cpu" or gen_cfg.cpu_weights == "float32":
+        return None
+    small = sum(p.numel() for p in model.parameters()) < BF16_FROM_PARAMS
+    return None if gen_cfg.cpu_weights == "auto" and small else torch.bfloat16
 
 
 def token_cap(request: SampleRequest, gen_cfg: GenerateConfig, max_len: int) -> int:

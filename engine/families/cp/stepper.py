@@ -15,14 +15,20 @@ model spent ~200 tensor operations per token, most of them on tensors of a few h
   sampler works (logits come back side by side, ``rest_sizes`` wide each, in ``REST`` order);
   key-relative logits likewise.
 
-It computes what ``CPTransformer.step`` computes in eval mode (a test holds them equal), and it
-is a snapshot: build a new one after the weights change (``sample_cp_batch`` builds one per
+On the CPU a model of tens of millions of parameters is bound by memory instead: one token
+reads every matrix once (emopia-cp's 39M: ~150 MB a token in float32). ``matrices=bfloat16``
+keeps the five matrices of each layer and the output's in bfloat16 (half the bytes a token
+reads) and everything else in float32: embeddings, biases, layer norms and the attention state,
+which sums over the whole piece and would lose its small terms in bfloat16.
+
+In float32 it computes what ``CPTransformer.step`` computes in eval mode (a test holds them
+equal), and it is a snapshot: build a new one after the weights change (``sample_cp_batch`` builds one per
 call, which costs a few weight copies). Dropout never applies: this is for inference only.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -72,11 +78,20 @@ def _projected_table(
     return torch.cat(rows), torch.tensor(offsets, device=weight.device)
 
 
+def _linear(x: Tensor, w: Tensor, b: Tensor) -> Tensor:
+    """``F.linear`` with ``w`` in float32 or bfloat16 (x, b and the result in float32)."""
+    if w.dtype == x.dtype:
+        return F.linear(x, w, b)
+    return F.linear(x.to(w.dtype), w).to(x.dtype) + b
+
+
 class CPStepper:
     """One-token steps and output heads of a ``CPTransformer``, from a snapshot of its weights."""
 
     @torch.no_grad()
-    def __init__(self, model: CPTransformer) -> None:
+    def __init__(self, model: CPTransformer, *, matrices: torch.dtype | None = None) -> None:
+        """``matrices``: the dtype the big matrices are kept in (None: the model's; see the
+        module docstring for bfloat16)."""
         self.max_len = int(model.cfg.max_len)
         self.n_heads = model.cfg.n_heads
         self.act = F.gelu if model.cfg.activation == "gelu" else F.relu
@@ -154,6 +169,18 @@ class CPStepper:
                 axis=1,
             )  # (25, R)
         self.w_out = torch.cat(blocks)  # (n_type + R + n_rel, C)
+        if matrices is not None and matrices != self.w_out.dtype:
+            self.layers = [
+                replace(
+                    L,
+                    wqkv=L.wqkv.to(matrices),
+                    wo=L.wo.to(matrices),
+                    w1=L.w1.to(matrices),
+                    w2=L.w2.to(matrices),
+                )
+                for L in self.layers
+            ]
+            self.w_out = self.w_out.to(matrices)
         type_bias = model.heads[TYPE].bias
         self.b_out = torch.cat([type_bias, type_bias.new_zeros(len(self.w_out) - self.n_type)])
         self._rest_table, *rel = [t.double().cpu().numpy() for t in tables]
@@ -189,14 +216,14 @@ class CPStepper:
         D = C // H
         layers = []
         for L, S in zip(self.layers, state.layers, strict=True):
-            qkv = F.linear(h, L.wqkv, L.bqkv)  # (B, 2C + H(D+1))
+            qkv = _linear(h, L.wqkv, L.bqkv)  # (B, 2C + H(D+1))
             phi = F.elu(qkv[:, : 2 * C].view(B, 2, H, D)) + 1.0  # (B, 2, H, D): phi(q), phi(k)
             v = qkv[:, 2 * C :].view(B, H, 1, D + 1)  # values and a column of ones
             S = torch.addcmul(S, phi[:, 1].unsqueeze(-1), v)  # (B, H, D, D + 1)
             nd = phi[:, 0].unsqueeze(-2) @ S  # (B, H, 1, D + 1): numerator, denominator
             y = (nd[..., :D] / (nd[..., D:] + EPS)).view(B, C)
-            h = F.layer_norm(h + F.linear(y, L.wo, L.bo), (C,), *L.ln1)
-            f = F.linear(self.act(F.linear(h, L.w1, L.b1)), L.w2, L.b2)
+            h = F.layer_norm(h + _linear(y, L.wo, L.bo), (C,), *L.ln1)
+            f = _linear(self.act(_linear(h, L.w1, L.b1)), L.w2, L.b2)
             h = F.layer_norm(h + f, (C,), *L.ln2)
             layers.append(S)
         return F.layer_norm(h, (C,), *self.ln_f), CPState(layers, cond, bars)
@@ -205,7 +232,7 @@ class CPStepper:
         """h (B, C) -> (B, n_type + R + n_rel): the type logits, then the non-type heads' share
         of h, then the key-relative heads' share, in one product; ``rest_logits`` adds the
         sampled type's part and rolls the key-relative logits into place."""
-        return F.linear(h, self.w_out, self.b_out)
+        return _linear(h, self.w_out, self.b_out)
 
     def rest_logits(self, out: np.ndarray, types: np.ndarray, keys: np.ndarray) -> np.ndarray:
         """``heads``'s output as float64 numpy (B, n_type + R + n_rel), the sampled types (B,)
