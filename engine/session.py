@@ -47,7 +47,7 @@ from podium.engine.distributed import (
     join_ranks,
     start_ranks,
 )
-from podium.engine.errors import CheckpointError, RunError
+from podium.engine.errors import CheckpointError, ProfileError, RunError
 from podium.engine.events import EventBus, Message, QueuedSubscriber
 from podium.engine.families.registry import Sample, SampleRequest
 from podium.engine.gpus.nvml import FAKE_ENV
@@ -864,6 +864,12 @@ def check_placement(
     chosen = selection.gpus
     if chosen:
         world = len(chosen)
+    check_device = getattr(profile.model, "check_device", None)  # a model config may have one
+    if check_device is not None:
+        try:
+            check_device("cuda" if chosen else "cpu")
+        except ValueError as exc:
+            raise ProfileError(f"{profile.source}: model.{exc}") from None
     if world > 1:
         check_world(world, profile.train.batch_size)
     check_fits(profile, chosen, processes=world)

@@ -205,3 +205,30 @@ def test_fla_agrees_with_torch_forward_and_backward_in_bf16(T):
     for got, want in zip(grads[0], grads[1], strict=True):
         assert torch.isfinite(got).all()
         assert _rel(got, want) < 3e-2
+
+
+@pytest.mark.skipif(HAS_FLA, reason="fla is installed: the stand-in packages are not needed")
+def test_fla_for_a_run_placed_on_the_cpu_is_one_line_exit_2_before_it_starts(tmp_path):
+    """A GPU box with fla installed whose run lands on the CPU (``--gpus cpu`` here; every GPU
+    reserved or busy alike) is refused before training, not at its first forward. The profile
+    check only looks for the packages (``importlib.util.find_spec``), so empty stand-ins named
+    fla and triton on PYTHONPATH pass it; nothing imports them."""
+    import os
+
+    from tests.podium_cli import podium
+
+    for name in ("fla", "triton"):
+        (tmp_path / "stand-ins" / name).mkdir(parents=True)
+        (tmp_path / "stand-ins" / name / "__init__.py").write_text("")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "stand-ins")}
+    proc = podium(
+        "train", str(ROOT / "profiles" / "demo.toml"), "--headless", "--gpus", "cpu",
+        "--runs-dir", str(tmp_path / "runs"), "--set", "model.attention_backend=fla",
+        env=env, check=False, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "model.attention_backend: 'fla' runs on CUDA only" in lines[0], lines[0]
+    assert "this run would train on cpu" in lines[0], lines[0]
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

@@ -105,7 +105,7 @@ class CPTransformerConfig:
                 f"(got {self.attention_backend!r})"
             )
         # Checked here, not only when the model is built, so the profile error names its line.
-        # That fla runs on CUDA only is checked where the device is known (the first forward).
+        # That fla runs on CUDA only is checked where the device is known (``check_device``).
         if self.attention_backend == "fast_transformers" and not _importable("fast_transformers"):
             raise ValueError(
                 "attention_backend: 'fast_transformers' is not importable here; install it "
@@ -115,6 +115,16 @@ class CPTransformerConfig:
             raise ValueError(
                 "attention_backend: 'fla' (flash-linear-attention, with Triton) is not importable "
                 'here; install it (pip install \'podium[gpu]\', CUDA only) or use "auto" or "torch"'
+            )
+
+    def check_device(self, device_type: str) -> None:
+        """What this model cannot do on ``device_type``: asked by the session once the run's
+        device is known and before anything starts (a ValueError, as ``__post_init__``)."""
+        if self.attention_backend == "fla" and device_type != "cuda":
+            raise ValueError(
+                f"attention_backend: 'fla' runs on CUDA only and this run would train on "
+                f'{device_type}; set attention_backend = "auto" (fla on CUDA, torch elsewhere) '
+                "or give the run a GPU (--gpus)"
             )
 
 
