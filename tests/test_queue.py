@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import json
 import os
 import signal
 import subprocess
@@ -251,3 +252,36 @@ def test_a_new_waiter_keeps_a_starting_runs_gpu_and_requeues_a_run_that_lost_its
         starting.kill()
         starting.wait()
         end(holder)
+
+
+def test_queueing_deletes_entries_that_ended_long_ago_past_the_newest_ones(tmp_path):
+    """Ended entries older than a week go when a run is queued, except the newest
+    ``ENDED_KEEP``; a waiting entry stays whatever its age, and ids keep counting up."""
+    from podium.engine.queue import store
+
+    q = Queue(tmp_path / "q")
+    old = time.time() - store.ENDED_KEEP_S - 3600
+    states = ["started", "failed", "cancelled"]
+    with q.locked():
+        for i in range(1, store.ENDED_KEEP + 6):
+            e = Entry(id=i, profile="p.toml", profile_name="p", gpus="auto", runs_dir="r", cwd=".")
+            e.state = "queued" if i == 2 else states[i % 3]
+            q.save(e)
+            q.start_log_path(i).write_text("started\n")
+            data = e.to_dict() | {"updated": old, "created": old}
+            q.entry_path(i).write_text(json.dumps(data))
+    recent = Entry(id=0, profile="p.toml", profile_name="p", gpus="auto", runs_dir="r", cwd=".")
+    added = q.add(recent)
+    assert added.id == store.ENDED_KEEP + 6
+    ids = [e.id for e in q.entries()]
+    ended = [i for i in range(1, store.ENDED_KEEP + 6) if i != 2]
+    kept = ended[-store.ENDED_KEEP :]
+    assert ids == sorted([2, *kept, added.id]), ids
+    for i in set(ended) - set(kept):
+        assert not q.entry_path(i).exists() and not q.start_log_path(i).exists()
+    assert q.start_log_path(kept[0]).exists()
+    # Recent ended entries are never deleted, however many.
+    assert q.prune(q.entries(), time.time() - store.ENDED_KEEP_S) == []
+    first = added.id
+    again = Entry(id=0, profile="p.toml", profile_name="p", gpus="auto", runs_dir="r", cwd=".")
+    assert q.add(again).id == first + 1

@@ -41,6 +41,13 @@ ENV_KEYS = ("XDG_CONFIG_HOME", "PYTHONPATH", "OMP_NUM_THREADS", "VIRTUAL_ENV", "
 """Besides every ``PODIUM_*`` variable: what a queued run takes from the shell that queued it."""
 
 
+ENDED_KEEP = 20
+"""Ended entries (started, failed, cancelled) kept whatever their age: what ``podium queue
+list`` shows of the past."""
+ENDED_KEEP_S = 7 * 24 * 3600.0
+"""Older ended entries past those are deleted when an entry is queued."""
+
+
 class QueueError(PodiumError):
     """A queue command cannot be done (unknown id, unusable state directory)."""
 
@@ -179,12 +186,27 @@ class Queue:
         write_json_atomic(self.entry_path(entry.id), entry.to_dict())
 
     def add(self, entry: Entry) -> Entry:
-        """Give ``entry`` the next id and write it."""
+        """Give ``entry`` the next id and write it; entries that ended long ago go (``prune``)."""
         with self.locked():
-            entry.id = max((e.id for e in self.entries()), default=0) + 1
+            entries = self.entries()
+            entry.id = max((e.id for e in entries), default=0) + 1
             entry.created = time.time()
             self.save(entry)
+            self.prune(entries, entry.created)
         return entry
+
+    def prune(self, entries: list[Entry], now: float) -> list[int]:
+        """Delete ended entries (and their start logs) older than ``ENDED_KEEP_S``, past the
+        newest ``ENDED_KEEP`` of them; waiting ones always stay. Called under ``locked`` with
+        the entries as read there; returns the ids deleted. Without it a user who queues every
+        day would list, and the waiter read, every entry ever queued."""
+        ended = sorted((e for e in entries if e.state not in WAITING), key=lambda e: -e.id)
+        gone = [e.id for e in ended[ENDED_KEEP:] if now - (e.updated or e.created) > ENDED_KEEP_S]
+        for entry_id in gone:
+            for path in (self.entry_path(entry_id), self.start_log_path(entry_id)):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+        return gone
 
     def cancel(self, entry_id: int) -> Entry:
         """Cancel a queued entry; one that already started or ended is refused."""
