@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import os
 import shutil
 import sqlite3
@@ -41,6 +42,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -163,6 +165,7 @@ def alternating_rate(
     )
     app = PodiumApp(root=root, request=request)
     spans: list[tuple[str, float, float]] = []
+    ui_marks: list[tuple[float, float]] = []
     result: dict[str, float] = {}
 
     async def drive() -> None:
@@ -172,6 +175,13 @@ def alternating_rate(
                 await asyncio.sleep(0.05)
             clock = Clock(live.session.trainer)
             live.session.bus.subscribe(clock)
+            ui_clock = time.pthread_getcpuclockid(threading.get_ident())  # this, the UI thread
+
+            def ui_mark(event) -> None:  # in the training thread, at every step
+                if isinstance(event, StepMetrics):
+                    ui_marks.append((time.perf_counter(), time.clock_gettime(ui_clock)))
+
+            live.session.bus.subscribe(ui_mark)
             while live.training and live.model.numbers.step < warmup:
                 await asyncio.sleep(0.05)
             ui0, cpu0 = time.thread_time(), cpu_seconds()
@@ -201,7 +211,34 @@ def alternating_rate(
 
     rates = [rate(t0 + 0.3, t1) for _, t0, t1 in spans]  # past the switch's first step
     ratios = [rates[i] / ((rates[i - 1] + rates[i + 1]) / 2) for i in range(1, len(rates), 2)]
-    return statistics.fmean(ratios), ratios, result["ui"]
+    drawing = [(t0 + 0.3, t1) for what, t0, t1 in spans if what == "ui"]
+    return statistics.fmean(ratios), ratios, result["ui"], *lost_to_the_ui(ui_marks, drawing)
+
+
+def lost_to_the_ui(
+    marks: list[tuple[float, float]], windows: list[tuple[float, float]]
+) -> tuple[float, float]:
+    """(throughput ratio with the UI over without it, its standard error) from the steps of the
+    drawing windows: each step's wall time against the UI thread's CPU time during that step
+    (least squares, d = a + b u). A step in which the UI drew a frame is slower than one in which
+    it did not by b seconds per UI CPU second; a, the step without any UI, over the mean step
+    is the ratio. Steps with and without a frame alternate within each window, so the machine's
+    drift from minute to minute, which moves whole windows +-10% here, cancels."""
+    d, u = [], []
+    for (t0, c0), (t1, c1) in itertools.pairwise(marks):
+        if any(lo <= t0 and t1 <= hi for lo, hi in windows):
+            d.append(t1 - t0)
+            u.append(c1 - c0)
+    if len(d) < 3 or statistics.pvariance(u) == 0:
+        return float("nan"), float("nan")
+    b = statistics.covariance(u, d) / statistics.variance(u)
+    mean_d, mean_u = statistics.fmean(d), statistics.fmean(u)
+    a = mean_d - b * mean_u
+    resid = [di - a - b * ui for di, ui in zip(d, u, strict=True)]
+    se_b = (
+        sum(r * r for r in resid) / (len(d) - 2) / (statistics.variance(u) * (len(d) - 1))
+    ) ** 0.5
+    return a / mean_d, se_b * mean_u / mean_d
 
 
 def cpu_seconds() -> float:
@@ -459,7 +496,7 @@ def bench_rows(size: str = "full") -> list[Row]:
             dashes.append(d_cpu)
             shares.append(ui)
             walls.append(d_wall / h_wall)
-        alt, alt_ui, *alt_ratios = map(float, child(args, "alternate", tmp / "alt"))
+        alt, alt_ui, _, _, *alt_ratios = map(float, child(args, "alternate", tmp / "alt"))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     se = statistics.stdev(alt_ratios) / len(alt_ratios) ** 0.5 if len(alt_ratios) > 1 else 0.0
@@ -476,7 +513,7 @@ def bench_rows(size: str = "full") -> list[Row]:
             target=">= 0.97",
             command=f"python bench/bench_dashboard.py {'--small ' if small else ''}"
             f"--steps {steps} --warmup {warmup} "
-            f"--repeats {repeats} --skip idle,draw",
+            f"--repeats {repeats} --skip alternate,idle,draw,ui",
             note=f"wall ratio {statistics.median(walls):.3f} (the two runs at different times: "
             f"a loaded machine skews it); UI thread {100 * statistics.median(shares):.1f}% of "
             f"the process CPU; {repeats} run(s) per mode, fresh process each, "
@@ -526,10 +563,10 @@ def main() -> None:
             "PODIUM_CACHE", str(Path(tempfile.gettempdir()) / "podium-bench-cache")
         )
         if args.child == "alternate":
-            ratio, ratios, ui = alternating_rate(
+            ratio, ratios, ui, lost, lost_se = alternating_rate(
                 args.tmp, args.windows, args.window, args.warmup, args.small
             )
-            print(ratio, ui, *ratios)
+            print(ratio, ui, lost, lost_se, *ratios)
         elif args.child == "headless":
             print(*headless_rate(args.tmp, args.steps, args.warmup, args.small))
         else:
@@ -568,12 +605,17 @@ def main() -> None:
             f"\n1b. one run, the UI drawing and stopped in turns, {args.windows} x 2 windows of "
             f"{args.window:g} s"
         )
-        ratio, ui, *ratios = map(float, child(args, "alternate", tmp / "alt"))
+        ratio, ui, lost, lost_se, *ratios = map(float, child(args, "alternate", tmp / "alt"))
         print(f"   drawing/stopped per window: {' '.join(f'{r:.3f}' for r in ratios)}")
         se = statistics.stdev(ratios) / len(ratios) ** 0.5 if len(ratios) > 1 else float("nan")
         print(
             f"   mean: {ratio:.3f} +- {se:.3f} (standard error; target >= 0.97), median "
             f"{statistics.median(ratios):.3f}; UI thread {100 * ui:.1f}% of the process CPU"
+        )
+        print(
+            f"   per step, wall time against the UI's CPU time in it: ratio {lost:.4f} +- "
+            f"{lost_se:.4f} (least squares; it moved 0.91-0.95 between runs of one setting here, "
+            "more than its error says: informative, not a target)"
         )
 
     big = None
