@@ -109,24 +109,36 @@ def headless_rate(root: Path, steps: int, warmup: int, small: bool) -> tuple[flo
     return clock.rate(warmup), clock.rate(warmup, cpu=True)
 
 
-def dashboard_rate(root: Path, steps: int, warmup: int, small: bool) -> tuple[float, float, float]:
-    """(tokens/s, the UI thread's share of the process CPU while training, tokens per CPU s)."""
+def training_app(root: Path, small: bool, max_steps: int):
+    """The dashboard as ``podium train profiles/demo.toml`` opens it: a ``PodiumApp`` that
+    trains the demo in its process, on the run screen."""
     from podium.tui.app import PodiumApp
     from podium.tui.live import StartRequest
 
     request = StartRequest(
-        profile_path=DEMO, overrides=tuple(overrides(small)), root=root, max_steps=steps
+        profile_path=DEMO, overrides=tuple(overrides(small)), root=root, max_steps=max_steps
     )
-    app = PodiumApp(root=root, request=request)
+    return PodiumApp(root=root, request=request)
+
+
+async def clocked_run(app) -> tuple:
+    """(the app's live run, a ``Clock`` on its bus), once its session is open."""
+    (live,) = app.live_runs.values()
+    while live.session is None and live.training:
+        await asyncio.sleep(0.05)
+    clock = Clock(live.session.trainer)
+    live.session.bus.subscribe(clock)
+    return live, clock
+
+
+def dashboard_rate(root: Path, steps: int, warmup: int, small: bool) -> tuple[float, float, float]:
+    """(tokens/s, the UI thread's share of the process CPU while training, tokens per CPU s)."""
+    app = training_app(root, small, steps)
     result: dict[str, float] = {}
 
     async def drive() -> None:
         async with app.run_test(size=(120, 40)) as pilot:
-            (live,) = app.live_runs.values()
-            while live.session is None and live.training:
-                await asyncio.sleep(0.05)
-            clock = Clock(live.session.trainer)
-            live.session.bus.subscribe(clock)
+            live, clock = await clocked_run(app)
             while live.training and live.model.numbers.step < warmup:
                 await asyncio.sleep(0.05)
             # This coroutine runs in the UI thread: thread_time() is the UI's CPU time.
@@ -157,24 +169,14 @@ def alternating_rate(
     here, more than the effect measured). Steps per second, not tokens: every step is the same
     padded batch, while the tokens in it move +-7% from step to step, and two windows hold
     different steps. Returns (median ratio, the ratios, UI CPU share)."""
-    from podium.tui.app import PodiumApp
-    from podium.tui.live import StartRequest
-
-    request = StartRequest(
-        profile_path=DEMO, overrides=tuple(overrides(small)), root=root, max_steps=100_000
-    )
-    app = PodiumApp(root=root, request=request)
+    app = training_app(root, small, 100_000)
     spans: list[tuple[str, float, float]] = []
     ui_marks: list[tuple[float, float]] = []
     result: dict[str, float] = {}
 
     async def drive() -> None:
         async with app.run_test(size=(120, 40)) as pilot:
-            (live,) = app.live_runs.values()
-            while live.session is None and live.training:
-                await asyncio.sleep(0.05)
-            clock = Clock(live.session.trainer)
-            live.session.bus.subscribe(clock)
+            live, clock = await clocked_run(app)
             ui_clock = time.pthread_getcpuclockid(threading.get_ident())  # this, the UI thread
 
             def ui_mark(event) -> None:  # in the training thread, at every step
