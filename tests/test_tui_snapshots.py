@@ -98,6 +98,20 @@ def footer_drawn(app: PodiumApp) -> bool:
     return rendered(app).splitlines()[-1].replace("▏^p palette", "").strip() != ""
 
 
+async def settled(app: PodiumApp, pilot, timeout: float = 10.0) -> None:
+    """Until two renders 0.3 s apart agree and the footer is drawn: a dialog opened just after
+    another closed finds the footer recomposing its keys, which a loaded machine (CI, two cores
+    shared) takes longer than a fixed pause to finish."""
+    last, t0 = None, time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        await pilot.pause(0.3)
+        now = rendered(app)
+        if now == last and footer_drawn(app):
+            return
+        last = now
+    raise AssertionError(f"the screen did not settle within {timeout:g} s")
+
+
 def check(app: PodiumApp, name: str, tmp_path: Path) -> None:
     svg, text = app.export_screenshot(title="podium"), screen_text(app)
     want_svg, want_text = SNAPSHOTS / f"{name}.svg", SNAPSHOTS / f"{name}.txt"
@@ -176,7 +190,7 @@ async def test_dialog_snapshots_at_80x24(frozen):
 
         async def snap(name: str, modal_type: type) -> None:
             await wait_for(pilot, lambda: isinstance(app.screen, modal_type), 5, name)
-            await pilot.pause(0.3)
+            await settled(app, pilot)
             check(app, f"dialog-{name}-80x24", frozen)
             await pilot.press("escape")
             await wait_for(pilot, lambda: app.screen is screen, 5, f"{name} to close")
