@@ -117,8 +117,8 @@ def _sampling_threads(device: torch.device, model: Any) -> Iterator[None]:
     numbers. In a small model a second thread has little to share and a barrier per op, and on
     a loaded machine each barrier waits for a core: the demo model, 1024 tokens on a loaded
     2-core box, 42.6 s (23 CPU-s) on 2 threads against 2.5 s (1.6 CPU-s) on one. A big model
-    (from ``BF16_FROM_PARAMS`` parameters) is bound by the memory each token reads, which one
-    core cannot pull alone: emopia-cp's 39M on the idle 2-core box, 1024 tokens in bfloat16,
+    (``memory_bound``) is bound by the memory each token reads, which one core cannot pull
+    alone: emopia-cp's 39M on the idle 2-core box, 1024 tokens in bfloat16,
     19.2 s on one thread and 14.1 s on two (bench/bench_generate.py --size emopia). Its share
     counts the podium runs training on the host, and ``podium generate`` waits passively
     (``OMP_WAIT_POLICY``), so a busy host costs it a slower preview, not spinning threads.
@@ -135,7 +135,7 @@ def _sampling_threads(device: torch.device, model: Any) -> Iterator[None]:
         yield
         return
     threads = 1
-    if sum(p.numel() for p in model.parameters()) >= BF16_FROM_PARAMS:
+    if memory_bound(model):
         threads = min(before, plan_threads(usable_cpus(), other_podium_runs()))
     if threads == before:
         yield
@@ -245,13 +245,20 @@ def _sample_batch(
     return out
 
 
+def memory_bound(model: Any) -> bool:
+    """Whether sampling ``model`` on the CPU is bound by the memory each token reads (from
+    ``BF16_FROM_PARAMS`` parameters on) rather than by Python: it decides both the threads
+    (``_sampling_threads``) and, under ``cpu_weights = "auto"``, the matrices' dtype."""
+    return sum(p.numel() for p in model.parameters()) >= BF16_FROM_PARAMS
+
+
 def cpu_matrices(gen_cfg: GenerateConfig, model: Any, device: torch.device) -> torch.dtype | None:
     """The dtype of the stepper's big matrices (``GenerateConfig.cpu_weights``); None keeps the
     model's (on a GPU always)."""
     if device.type != "cpu" or gen_cfg.cpu_weights == "float32":
         return None
-    small = sum(p.numel() for p in model.parameters()) < BF16_FROM_PARAMS
-    return None if gen_cfg.cpu_weights == "auto" and small else torch.bfloat16
+    auto_small = gen_cfg.cpu_weights == "auto" and not memory_bound(model)
+    return None if auto_small else torch.bfloat16
 
 
 def token_cap(request: SampleRequest, gen_cfg: GenerateConfig, max_len: int) -> int:
