@@ -63,13 +63,19 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
         metavar="GROUP",
         help="let GROUP read the run (default: the lab's [runs] share_group, else only you)",
     )
+    add_overrides_option(p, "override a profile key, e.g. train.lr=3e-4")
+
+
+def add_overrides_option(p: argparse.ArgumentParser, help: str) -> None:
+    """``--set KEY=VALUE``, repeatable, into ``args.overrides`` (what ``parse_overrides``
+    reads): one declaration for every command that takes profile overrides."""
     p.add_argument(
         "--set",
         dest="overrides",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a profile key, e.g. train.lr=3e-4",
+        help=help,
     )
 
 

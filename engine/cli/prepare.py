@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from podium.engine.cli.args import positive_int
+from podium.engine.cli.args import add_overrides_option, positive_int
 from podium.engine.errors import PodiumError, ProfileError
 
 
@@ -57,14 +57,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="FILE",
         help="CSV or JSONL: file -> emotion, sentiment, genre, description, key",
     )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a profile value, as for podium train",
-    )
+    add_overrides_option(p, "override a profile value, as for podium train")
     return p
 
 
