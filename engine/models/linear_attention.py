@@ -257,8 +257,9 @@ def resolve_backend(backend: str, device: torch.device | str) -> Resolved:
     device = torch.device(device)
     if backend == "fla" and device.type != "cuda":
         raise ValueError(
-            f"attention_backend: 'fla' runs on CUDA only (the model is on {device.type}); "
-            'set attention_backend = "auto" (fla on CUDA, torch elsewhere) or "torch"'
+            f"attention_backend: 'fla' runs on CUDA only and this run would train on "
+            f'{device.type}; set attention_backend = "auto" (fla on CUDA, torch elsewhere) or '
+            '"torch", or give the run a GPU (--gpus)'
         )
     check_backend(backend)
     if backend != "auto":

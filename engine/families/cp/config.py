@@ -119,13 +119,15 @@ class CPTransformerConfig:
 
     def check_device(self, device_type: str) -> None:
         """What this model cannot do on ``device_type``: asked by the session once the run's
-        device is known and before anything starts (a ValueError, as ``__post_init__``)."""
-        if self.attention_backend == "fla" and device_type != "cuda":
-            raise ValueError(
-                f"attention_backend: 'fla' runs on CUDA only and this run would train on "
-                f'{device_type}; set attention_backend = "auto" (fla on CUDA, torch elsewhere) '
-                "or give the run a GPU (--gpus)"
-            )
+        device is known and before anything starts (a ValueError, as ``__post_init__``). The
+        rule is the attention layer's own (``resolve_backend``: fla off CUDA), asked ahead of
+        the first forward; the session has loaded torch by then. On CUDA the profile check has
+        already found the kernels, and importing them here would only come before the run's
+        own import (in a detached run, in another process)."""
+        if device_type != "cuda":
+            from podium.engine.models.linear_attention import resolve_backend
+
+            resolve_backend(self.attention_backend, device_type)
 
 
 def _importable(*names: str) -> bool:

@@ -22,8 +22,9 @@ reads) and everything else in float32: embeddings, biases, layer norms and the a
 which sums over the whole piece and would lose its small terms in bfloat16.
 
 In float32 it computes what ``CPTransformer.step`` computes in eval mode (a test holds them
-equal), and it is a snapshot: build a new one after the weights change (``sample_cp_batch`` builds one per
-call, which costs a few weight copies). Dropout never applies: this is for inference only.
+equal), and it is a snapshot: build a new one after the weights change (``sample_cp_batch``
+builds one per call, which costs a few weight copies). Dropout never applies: this is for
+inference only.
 """
 
 from __future__ import annotations
