@@ -51,7 +51,7 @@ from podium.tui.live import EventsReady, LiveRun, Request, SessionReady, Trainin
 from podium.tui.remote import AttachedRun
 from podium.tui.screens.home import HomeScreen
 from podium.tui.screens.modals import HelpScreen, QuitModal
-from podium.tui.screens.run import DRAIN_EVERY, RunScreen
+from podium.tui.screens.run import RunScreen
 
 
 class PodiumApp(App[int]):
@@ -69,7 +69,7 @@ class PodiumApp(App[int]):
             tooltip="Detach: runs keep training in the background (podium attach returns)",
         ),
     ]
-    DRAIN_INTERVAL = DRAIN_EVERY
+    DRAIN_INTERVAL = 1.0
     """Seconds between redraws from a live run's events. Each redraw costs the UI thread ~15 ms
     of Python (Textual composing the changed panels), and while it runs the training thread
     waits for the GIL: at 1 Hz the numbers still read as live, and the run keeps the CPU

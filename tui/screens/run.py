@@ -80,9 +80,6 @@ PLOT_INTERVAL = 1.8
 both plots and legends is two thirds of a frame's cost, and while the UI thread runs Python the
 training thread waits for the GIL; a curve that gains its points every 2 s instead of every
 second reads the same (bench/bench_dashboard.py: the UI's CPU per second while a run trains)."""
-DRAIN_EVERY = 1.0
-"""Seconds between redraws from a live run's events: ``PodiumApp.DRAIN_INTERVAL`` (see there),
-here because the run screen's tick follows it."""
 TICK_INTERVAL = 2.0
 """Seconds between re-reads of the resources panel and the checkpoint ages (``_tick``). While a
 live run's steps arrive, the tick runs inside a drain's redraw instead of its own timer, so the
@@ -331,7 +328,8 @@ class RunScreen(Screen):
 
     def _timed_tick(self) -> None:
         # Skipped while a live run's steps arrive: the drains' redraws run it (TICK_INTERVAL).
-        if time.monotonic() - self._stepped >= 1.5 * DRAIN_EVERY:
+        drain = self.app.DRAIN_INTERVAL  # type: ignore[attr-defined]
+        if time.monotonic() - self._stepped >= 1.5 * drain:
             self._tick()
 
     def _tick(self) -> None:
