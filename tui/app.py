@@ -69,10 +69,12 @@ class PodiumApp(App[int]):
             tooltip="Detach: runs keep training in the background (podium attach returns)",
         ),
     ]
-    DRAIN_INTERVAL = 1.0
-    """Seconds between redraws from a live run's events. Each redraw costs the UI thread ~15 ms
-    of Python (Textual composing the changed panels), and while it runs the training thread
-    waits for the GIL: at 1 Hz the numbers still read as live, and the run keeps the CPU
+    DRAIN_INTERVAL = 2.0
+    """Seconds between redraws from a live run's events (the interval nvitop refreshes at).
+    Each redraw costs the UI thread ~15 ms of Python (Textual composing the changed panels),
+    and on a machine whose cores the run keeps busy each UI millisecond costs the run about as
+    much: the UI thread takes a core from one of its threads, and the GIL from the training
+    thread. At 0.5 Hz the numbers still read as live and the run keeps its pace
     (bench/bench_dashboard.py)."""
 
     def __init__(

@@ -74,16 +74,16 @@ FOLLOW_INTERVAL = 2.0
 """Seconds between store re-reads of a run that another process is training."""
 PREVIEW_TIMEOUT = 300.0
 """Seconds a preview may take (the live weights' copy waits for a step boundary)."""
-PLOT_INTERVAL = 1.8
+PLOT_INTERVAL = 3.8
 """Seconds between plot redraws from a live run's new steps: every other drain
-(``PodiumApp.DRAIN_INTERVAL``, 1 s), while the numbers beside them follow every drain. Drawing
-both plots and legends is two thirds of a frame's cost, and while the UI thread runs Python the
-training thread waits for the GIL; a curve that gains its points every 2 s instead of every
-second reads the same (bench/bench_dashboard.py: the UI's CPU per second while a run trains)."""
+(``PodiumApp.DRAIN_INTERVAL``, 2 s), while the numbers beside them follow every drain. Drawing
+both plots and legends is two thirds of a frame's cost, which the run pays for while the UI
+thread runs; a curve that gains its points every 4 s reads the same as one that gains them
+every 2 (bench/bench_dashboard.py: the UI's CPU per second while a run trains)."""
 TICK_INTERVAL = 2.0
 """Seconds between re-reads of the resources panel and the checkpoint ages (``_tick``). While a
 live run's steps arrive, the tick runs inside a drain's redraw instead of its own timer, so the
-panel repaints in a frame the numbers paint anyway: one frame a second, not one and a half."""
+panel repaints in a frame the numbers paint anyway (every drain: one frame per 2 s, not two)."""
 PLOT_LATE = 0.5
 """How long after ``PLOT_INTERVAL`` a timer draws steps that no later drain brought."""
 

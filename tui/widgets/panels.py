@@ -228,6 +228,8 @@ class ResourcesPanel(Static):
         self._reading: GpuReading | None = None
         self._height = 0
         self._shown: Text | None = None
+        self._sampled = 0
+        self._shown_key: tuple = ()
         gpu_feed(self.app).subscribe(self)
 
     def on_unmount(self) -> None:
@@ -274,6 +276,7 @@ class ResourcesPanel(Static):
         self._top = [("process" if pid is None else "trainer", process), ("CUDA", cuda)]
         self._ram_alone = Text(f"RAM {fmt.size(rss)}")
         self._gpu_line = gpu_line
+        self._sampled += 1
         self._show()
 
     def on_gpu_update(self, message: GpuUpdate) -> None:
@@ -294,17 +297,24 @@ class ResourcesPanel(Static):
             return
         rows = list(self._top)
         width = self.content_size.width or 40
+        lines = self.gpu_lines()
+        key = (self._sampled, tuple(lines), width)
+        if key == self._shown_key:
+            # The GPU feed posts a reading every second, most of them the same lines ("run on
+            # cpu", an idle GPU): not even wrapped again (~1 ms of the UI thread each).
+            return
+        self._shown_key = key
         label, process = rows[0]
         if sum(p.cell_len + 3 for p in process) - 3 > width - LABEL:
             # Narrow: the host's RAM goes before the line wraps (a line the event log needs).
             rows[0] = (label, [self._ram_alone, *process[1:]])
-        for i, line in enumerate(self.gpu_lines()):
+        for i, line in enumerate(lines):
             rows.append(("GPU" if i == 0 else "", [Text(p) for p in line.split(" · ")]))
         t = hanging(rows, width, self.app.console)
         if t == self._shown:
-            # The GPU feed posts a reading every second, most of them the same lines ("run on
-            # cpu", an idle GPU): repainting an unchanged panel cost the UI thread more than
-            # any other panel while a run trains in this process (bench/bench_dashboard.py).
+            # A sample that reads as the last did (the RAM and CPU as rounded): repainting an
+            # unchanged panel cost the UI thread more than any other panel while a run trained
+            # in this process (bench/bench_dashboard.py).
             return
         self._shown = t
         height = 1 + len(t.plain.split("\n"))  # the border line, then the rows
