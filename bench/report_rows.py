@@ -37,10 +37,15 @@ def row(
     command: str,
     target: str | None = None,
     note: str = "",
+    ratio: float | None = None,
     **extra: Any,
 ) -> Row:
-    """A measured row: ``a`` and ``b`` in ``unit``, ratio ``a / b``, ``ok`` against ``target``."""
-    ratio = a / b if b else float("inf")
+    """A measured row: ``a`` and ``b`` in ``unit``, ratio ``a / b``, ``ok`` against ``target``.
+
+    ``ratio``: measured otherwise than from ``a`` and ``b`` (the median of paired ratios, which
+    cancels drift that the ratio of two medians keeps)."""
+    if ratio is None:
+        ratio = a / b if b else float("inf")
     return {
         "name": name,
         "a": a,

@@ -449,7 +449,8 @@ class Trainer:
             self._train_step_ddp()
             return
         model, cfg = self.model, self.cfg
-        model.train()
+        if not model.training:  # after validation; train() walks every submodule (~1 ms)
+            model.train()
         totals: torch.Tensor | None = None
         tokens = torch.zeros((), device=self.device)
         samples = 0
@@ -479,7 +480,8 @@ class Trainer:
         assert group is not None
         if not self.lead:
             group.reseed(cfg.seed, self.state.step)
-        net.train()
+        if not (net.training and self.model.training):  # validation sets the inner model's
+            net.train()
         accum = cfg.grad_accum
         batches = [self._next_batch() for _ in range(accum)]
         if self.lead:

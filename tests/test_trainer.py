@@ -187,6 +187,44 @@ def test_early_stopping_ends_the_run(tmp_path):
     assert len(evals) == 3 and evals[-1].patience_left == 0
 
 
+class ModeRecordingModel(ToyModel):
+    """A toy model that notes, at each forward, whether it (and its first layer) trains."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.modes: list[tuple[bool, bool, bool]] = []
+
+    def forward(self, batch):
+        first = next(iter(self.children()))
+        self.modes.append((torch.is_grad_enabled(), self.training, first.training))
+        return super().forward(batch)
+
+
+def test_every_training_step_after_a_validation_runs_in_train_mode(tmp_path):
+    # The loop calls train() only when the model is out of train mode (it walks every
+    # submodule, ~1 ms a step for midikompanion's five networks); validation and the samplers'
+    # eval_mode put the mode back themselves. Either way, every step trains in train mode.
+    cfg = TrainConfig(epochs=2, batch_size=8, lr=1e-2, device="cpu", val_every_steps=3)
+    seed_everything(0)
+    model = ModeRecordingModel()
+    trainer = Trainer(
+        model=model,
+        train_set=ToyData(64),
+        val_set=ToyData(16, seed=1),
+        cfg=cfg,
+        loss_weights=WEIGHTS,
+        checkpointer=None,
+        bus=EventBus(),
+        device=torch.device("cpu"),
+    )
+    trainer.train()
+    training = [m for m in model.modes if m[0]]  # forwards with gradients: the steps
+    validating = [m for m in model.modes if not m[0]]
+    assert len(training) == 16 and len(validating) >= 5 * 2  # 5+ validations of 2 batches
+    assert all(m == (True, True, True) for m in training), training
+    assert all(m == (False, False, False) for m in validating), validating
+
+
 def test_retention_keeps_last_k_epoch_checkpoints(tmp_path):
     trainer, _ = make(tmp_path, ck_cfg=CheckpointConfig(every_epochs=1, keep_last=2))
     trainer.train()
