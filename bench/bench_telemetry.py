@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import torch
-from report_rows import Row, row
+from report_rows import Row, paired_ratios, row
 
 from podium.engine.config import load_profile
 from podium.engine.gpus.config import GpuConfig
@@ -37,7 +37,7 @@ TINY = ("data.n_pieces=48", "data.bars=4", "data.seq_len=128", "train.val_every_
 GIB = 1 << 30
 
 
-def _source():
+def _source() -> FakeNvmlProvider | None:
     """NVML when a GPU is here, else the named fake, else a four-GPU fake written to a temp file."""
     if torch.cuda.is_available() or os.environ.get(FAKE_ENV):
         return None  # GpuMonitor's own provider(): NVML or the named fake
@@ -59,9 +59,11 @@ def _source():
     return FakeNvmlProvider.from_file(path)
 
 
-def compare(rounds: int, steps: int, polls: dict[str, float]) -> dict[str, dict[str, float]]:
-    """Median seconds per step with no monitor ("off") and with one polling at each of
-    ``polls`` (name -> seconds), interleaved; and the polls each made."""
+def compare(
+    rounds: int, steps: int, polls: dict[str, float], source: FakeNvmlProvider | None
+) -> dict[str, dict[str, float]]:
+    """Median seconds per step with no monitor ("off") and with one polling ``source`` (see
+    ``_source``) at each of ``polls`` (name -> seconds), interleaved; and the polls each made."""
     profile = load_profile(DEMO, list(TINY))
     family = profile.family_spec
     bundle = family.build_data(profile.data, lambda s: None)
@@ -76,7 +78,6 @@ def compare(rounds: int, steps: int, polls: dict[str, float]) -> dict[str, dict[
         checkpointer=None,
         device=torch.device("cpu"),
     )
-    source = _source()
     trainer.max_steps = 3  # warm-up, not timed
     trainer.train()
     # One thread: CPU seconds of this process, the monitor's thread included (its cost), which
@@ -104,8 +105,7 @@ def compare(rounds: int, steps: int, polls: dict[str, float]) -> dict[str, dict[
     return {
         m: {
             "step": statistics.median(times[m]),
-            # each round's on over its own off: drift between rounds cancels
-            "ratio": statistics.median(t / o for t, o in zip(times[m], times["off"], strict=True)),
+            "ratio": statistics.median(paired_ratios(times[m], times["off"])),
             "polls": seen[m],
             "cpu_clock": cpu_clock,
         }
@@ -113,11 +113,11 @@ def compare(rounds: int, steps: int, polls: dict[str, float]) -> dict[str, dict[
     }
 
 
-def monitor_cpu(poll: float, seconds: float) -> float:
+def monitor_cpu(source: FakeNvmlProvider | None, poll: float, seconds: float) -> float:
     """Milliseconds of CPU per poll of a ``GpuMonitor`` running alone (no training): the
     thread's own cost, which the on/off ratio (noise of a few percent here) cannot resolve."""
     got: list = []
-    monitor = GpuMonitor(_source(), poll_seconds=poll, process_poll_seconds=poll * 5)
+    monitor = GpuMonitor(source, poll_seconds=poll, process_poll_seconds=poll * 5)
     monitor.subscribe(got.append)
     c0 = time.process_time()
     monitor.start()
@@ -135,10 +135,10 @@ def bench_rows(size: str = "full") -> list[Row]:
     floor (the worst a lab's config allows)."""
     rounds, steps = SUITE_SIZES[size]
     polls = {"default": GpuConfig().settings.poll_seconds, "floor": MIN_POLL_SECONDS}
-    got = compare(rounds, steps, polls)
-    alone = {
-        which: monitor_cpu(poll, 2.0 if size == "tiny" else 10.0) for which, poll in polls.items()
-    }
+    fake = _source()
+    got = compare(rounds, steps, polls, fake)
+    seconds = 2.0 if size == "tiny" else 10.0
+    alone = {which: monitor_cpu(fake, poll, seconds) for which, poll in polls.items()}
     source = "NVML" if torch.cuda.is_available() else "fake NVML (4 GPUs)"
     clock = "CPU s" if got["off"]["cpu_clock"] else "wall s"
     return [
@@ -171,13 +171,14 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    got = compare(args.rounds, args.steps, {"on": args.poll})
+    fake = _source()
+    got = compare(args.rounds, args.steps, {"on": args.poll}, fake)
     on, off = got["on"], got["off"]
     print(f"demo (tiny), torch threads {torch.get_num_threads()}, poll {args.poll} s")
     print(f"  monitor on : {on['step'] * 1e3:8.1f} ms/step ({on['polls']} polls)")
     print(f"  monitor off: {off['step'] * 1e3:8.1f} ms/step")
     print(f"  on / off = {on['ratio']:.3f}, the median of the rounds' ratios (target <= 1.02)")
-    ms = monitor_cpu(args.poll, 10.0)
+    ms = monitor_cpu(fake, args.poll, 10.0)
     print(f"  the monitor alone: {ms:.2f} ms CPU per poll ({ms / args.poll / 10:.2f}% of a core)")
 
 

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import torch
-from report_rows import Row, row
+from report_rows import Row, paired_ratios, row
 
 from podium.engine.config import load_profile
 from podium.engine.events import EventBus
@@ -191,15 +191,13 @@ def compare_loops(
     writer.close()
     devnull.close()
     shutil.rmtree(tmp, ignore_errors=True)
-    paired = [e / b for e, b in zip(times["engine"], times["bare"], strict=True)]
+    paired = paired_ratios(times["engine"], times["bare"])
     return {
         "engine": statistics.median(times["engine"]),
         "bare": statistics.median(times["bare"]),
         "ratio": statistics.median(paired),
         "spread": (min(paired), max(paired)),
-        "wall_ratio": statistics.median(
-            e / b for e, b in zip(walls["engine"], walls["bare"], strict=True)
-        ),
+        "wall_ratio": statistics.median(paired_ratios(walls["engine"], walls["bare"])),
         "clock": "CPU s" if cpu_clock else "wall s",
         "tokens_per_step": tokens_per_step,
         "params": sum(p.numel() for p in engine_model.parameters()),

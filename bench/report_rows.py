@@ -2,20 +2,28 @@
 in one run, their ratio, the target it is held to and the command that reproduces it.
 
 A row is a plain dict so that it goes to JSON as it is and two reports from two commits can be
-compared by ``name`` (``run.py --compare A.json B.json``). ``ratio`` is always ``a / b``; each
-benchmark picks the order so the ratio reads as the claim it checks (``engine / bare <= 1.03``,
-``recompute / cached >= 10``).
+compared by ``name`` (``run.py --compare A.json B.json``). ``ratio`` is ``a / b``, or the
+median of paired ratios where a benchmark measures both sides in rounds (``paired_ratios``);
+each benchmark picks the order so the ratio reads as the claim it checks (``engine / bare <=
+1.03``, ``recompute / cached >= 10``).
 """
 
 from __future__ import annotations
 
 import operator
+from collections.abc import Sequence
 from typing import Any
 
 Row = dict[str, Any]
 """{name, a, b, a_is, b_is, ratio, unit, target, ok, command, note}; a, b, ratio None when skipped."""
 
 _OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
+
+
+def paired_ratios(a: Sequence[float], b: Sequence[float]) -> list[float]:
+    """``a[i] / b[i]`` for figures measured in rounds, each ``a`` beside its ``b``: their
+    median cancels drift between rounds, which the ratio of two medians keeps."""
+    return [x / y for x, y in zip(a, b, strict=True)]
 
 
 def meets(ratio: float, target: str) -> bool:
@@ -42,8 +50,7 @@ def row(
 ) -> Row:
     """A measured row: ``a`` and ``b`` in ``unit``, ratio ``a / b``, ``ok`` against ``target``.
 
-    ``ratio``: measured otherwise than from ``a`` and ``b`` (the median of paired ratios, which
-    cancels drift that the ratio of two medians keeps)."""
+    ``ratio``: measured otherwise than from ``a`` and ``b`` (the median of ``paired_ratios``)."""
     if ratio is None:
         ratio = a / b if b else float("inf")
     return {
